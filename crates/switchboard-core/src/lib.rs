@@ -1,0 +1,31 @@
+//! # switchboard-core
+//!
+//! The vocabulary every other Switchboard crate shares, with no I/O:
+//!
+//! - [`Message`]: CloudEvents 1.0 attributes (`id`, `source`, `type`, …, extensions such as
+//!   `traceparent` and `partitionkey`) plus data bytes, validated in one place;
+//! - [`TopicName`] and [`SubscriptionName`]: names that are safe as directory names and URL
+//!   segments;
+//! - [`Clock`]: the only way engine code learns the time, so tests can move it by hand.
+//!
+//! ```
+//! use switchboard_core::{Message, TopicName};
+//!
+//! let topic = TopicName::new("orders")?;
+//! let msg = Message::new("/shop/order", "order.created", r#"{"id":1}"#).with_key("customer-7");
+//! msg.validate(1024 * 1024)?;
+//! assert_eq!(msg.partition_key(), Some("customer-7"));
+//! assert!(TopicName::new("../etc").is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod clock;
+mod message;
+mod names;
+
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use message::{
+    EXT_PARTITION_KEY, EXT_TRACEPARENT, EXT_TRACESTATE, MAX_ATTRIBUTE_LEN, MAX_EXTENSION_NAME_LEN, Message,
+    MessageError, SPEC_VERSION, is_extension_name, is_rfc3339, new_message_id,
+};
+pub use names::{MAX_NAME_LEN, NameError, SubscriptionName, TopicName};
