@@ -1,0 +1,2 @@
+//! Log benchmarks (placeholder until written).
+fn main() {}
