@@ -589,12 +589,17 @@ impl Inner {
         let new = Arc::new(new);
         let old = std::mem::replace(&mut st.active, new.clone());
         old.write_index_files(self.storage.as_ref());
-        self.segments.write().push(new);
-        st.write_pos = 0;
+        self.segments.write().push(new.clone());
+        let old_end = std::mem::replace(&mut st.write_pos, 0);
         st.builder = IndexBuilder::new(interval);
-        st.pending_sealed.push(old);
+        if Arc::ptr_eq(&st.durable.segment, &old) && st.durable.pos == old_end {
+            // Already durable: only the new directory entry needs an fsync.
+            st.durable = Point { segment: new, pos: 0, offset: st.next_offset };
+        } else {
+            // Seal durably: the next round fsyncs the old segment too.
+            st.pending_sealed.push(old);
+        }
         st.dir_dirty = true;
-        // Seal durably: the next round fsyncs the old segment (and the directory).
         st.sync_requested = true;
         Ok(())
     }
@@ -788,6 +793,9 @@ impl Inner {
             let mut expect = indexed.unwrap_or(seg.base_offset);
             let mut cursor = BatchCursor::new(seg.file.as_ref(), &seg.log_path, pos, limit, chunk);
             loop {
+                if out.len() >= max_records {
+                    break 'segments;
+                }
                 let (pos, header, raw) = match cursor.next_batch()? {
                     Step::End => break,
                     Step::Defect { pos, defect } => {
@@ -880,12 +888,14 @@ impl Inner {
                 }
                 segs[0].clone()
             };
-            // Never the active segment, nor one not yet durable and visible (a failed fsync
-            // may still need to cut back into it).
+            // Never the active segment, nor one not wholly visible; under `Always`, nor one a
+            // failed fsync may still need to cut back into.
+            let always = self.config.fsync == FsyncPolicy::Always;
             let busy = Arc::ptr_eq(&candidate, &st.active)
-                || Arc::ptr_eq(&candidate, &st.durable.segment)
-                || st.pending_sealed.iter().any(|s| Arc::ptr_eq(s, &candidate))
-                || candidate.end_offset.load(Ordering::Acquire) > visible;
+                || candidate.end_offset.load(Ordering::Acquire) > visible
+                || (always
+                    && (Arc::ptr_eq(&candidate, &st.durable.segment)
+                        || st.pending_sealed.iter().any(|s| Arc::ptr_eq(s, &candidate))));
             if busy || !deletable(&candidate, remaining) {
                 break Ok(());
             }
