@@ -333,8 +333,9 @@ impl Log {
         Ok(appended)
     }
 
-    /// Up to `max_records` records from offset `from` on, in order, stopping before the
-    /// payloads would exceed `max_bytes` (but always at least one record when there is one).
+    /// Up to `max_records` records from offset `from` on, in order, stopping once the
+    /// payloads reach `max_bytes` or before a record that would take them over it (but always
+    /// returning at least one record when there is one).
     /// Returns nothing if `from` is at or past [`end_offset`](Log::end_offset).
     ///
     /// Every batch read is checksummed.
@@ -774,7 +775,14 @@ impl Inner {
         if from >= end || max_records == 0 {
             return Ok(Vec::new());
         }
-        let chunk = max_bytes.saturating_add(MIN_READ_CHUNK).clamp(MIN_READ_CHUNK, MAX_READ_CHUNK);
+        // Read about what the caller wants in one go (plus slack for the batch framing and a
+        // batch that starts before `from`), but not much more: unneeded bytes cost a copy.
+        let chunk_for = |taken: usize| {
+            max_bytes
+                .saturating_sub(taken)
+                .saturating_add(MIN_READ_CHUNK)
+                .clamp(MIN_READ_CHUNK, MAX_READ_CHUNK)
+        };
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut next = from;
@@ -791,11 +799,12 @@ impl Inner {
             let limit = seg.visible_len.load(Ordering::Acquire);
             let (pos, indexed) = seg.position_for(self.storage.as_ref(), next)?;
             let mut expect = indexed.unwrap_or(seg.base_offset);
-            let mut cursor = BatchCursor::new(seg.file.as_ref(), &seg.log_path, pos, limit, chunk);
+            let mut cursor = BatchCursor::new(seg.file.as_ref(), &seg.log_path, pos, limit, chunk_for(bytes));
             loop {
-                if out.len() >= max_records {
+                if out.len() >= max_records || (!out.is_empty() && bytes >= max_bytes) {
                     break 'segments;
                 }
+                cursor.set_chunk(chunk_for(bytes));
                 let (pos, header, raw) = match cursor.next_batch()? {
                     Step::End => break,
                     Step::Defect { pos, defect } => {
@@ -822,7 +831,8 @@ impl Inner {
                         continue;
                     }
                     let too_many = out.len() >= max_records;
-                    let too_big = !out.is_empty() && bytes.saturating_add(payload.len()) > max_bytes;
+                    let too_big = !out.is_empty()
+                        && (bytes >= max_bytes || bytes.saturating_add(payload.len()) > max_bytes);
                     if offset >= end || too_many || too_big {
                         break 'segments;
                     }

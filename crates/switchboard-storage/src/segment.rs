@@ -285,6 +285,11 @@ impl<'a> BatchCursor<'a> {
         BatchCursor { file, path, pos, limit, chunk, buf: Bytes::new(), buf_start: pos }
     }
 
+    /// Changes how much the next refill reads (at least one batch is always read whole).
+    pub(crate) fn set_chunk(&mut self, chunk: usize) {
+        self.chunk = chunk;
+    }
+
     /// The next batch.
     pub(crate) fn next_batch(&mut self) -> Result<Step, StorageError> {
         let pos = self.pos;

@@ -103,7 +103,9 @@ impl Harness {
         let mut bytes = 0;
         for offset in from..self.model.end() {
             let (payload, ts) = &self.model.records[offset as usize];
-            if expected.len() >= max_records || (!expected.is_empty() && bytes + payload.len() > max_bytes) {
+            if expected.len() >= max_records
+                || (!expected.is_empty() && (bytes >= max_bytes || bytes + payload.len() > max_bytes))
+            {
                 break;
             }
             bytes += payload.len();
