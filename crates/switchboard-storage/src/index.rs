@@ -298,4 +298,22 @@ mod tests {
         assert_eq!(entries.offsets, vec![(10, 0), (14, 120)]);
         assert_eq!(entries.times.len(), 2);
     }
+
+    /// A version 1 `.index` fixture computed independently of this code (Python, bitwise
+    /// CRC32C).
+    #[test]
+    fn version_1_fixture() {
+        let hex = "534249580100010001000000ff3b78762a0000000000000005000000000000000600000000000000060000000000000006000000000000000000000023002e1a05000000000000000000000000000000";
+        let fixture: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let summary = SegmentSummary {
+            log_len: 42,
+            base_offset: 5,
+            end_offset: 6,
+            max_timestamp: 6,
+            first_timestamp: 6,
+        };
+        assert_eq!(encode(IndexKind::Offset, &summary, &[(5, 0)]), fixture);
+        assert_eq!(decode(&fixture, IndexKind::Offset, &summary).unwrap(), vec![(5, 0)]);
+    }
 }

@@ -214,30 +214,38 @@ struct Round {
     group: Arc<Group>,
 }
 
-/// The right to run the background fsync job. If the job never runs (runtime shutting down)
-/// or panics, dropping the ticket releases the right and fails the waiters instead of leaving
-/// them hanging.
-struct DriverTicket(Option<Arc<Inner>>);
+/// The right to run the background fsync job. If the job never starts (the runtime is
+/// shutting down and dropped it), dropping the ticket runs it right there; if it panicked,
+/// dropping the ticket fails its waiters instead of leaving them hanging.
+struct DriverTicket {
+    inner: Option<Arc<Inner>>,
+    started: bool,
+}
 
 impl DriverTicket {
     fn run(mut self) {
-        if let Some(inner) = self.0.clone() {
+        self.started = true;
+        if let Some(inner) = self.inner.clone() {
             inner.drive();
         }
-        self.0 = None;
+        self.inner = None;
     }
 }
 
 impl Drop for DriverTicket {
     fn drop(&mut self) {
-        if let Some(inner) = self.0.take() {
-            inner.abandon_driver();
+        if let Some(inner) = self.inner.take() {
+            if self.started {
+                inner.abandon_driver();
+            } else {
+                inner.drive();
+            }
         }
     }
 }
 
 fn launch_driver(inner: &Arc<Inner>) {
-    let ticket = DriverTicket(Some(inner.clone()));
+    let ticket = DriverTicket { inner: Some(inner.clone()), started: false };
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => drop(handle.spawn_blocking(move || ticket.run())),
         // Called outside a runtime (e.g. `roll` from plain code): do it here.
@@ -548,11 +556,16 @@ impl Inner {
             st.sync_requested = true;
             Some(st.group.clone())
         } else {
-            self.publish(seg, new_pos, end);
             None
         };
+        // Publish outside the lock (for `Interval` and `Never`): the bytes are in the file
+        // already, and `publish` only ever moves the visible end forward.
+        let published = group.is_none().then(|| seg.clone());
         let launch = st.claim_driver();
         drop(guard);
+        if let Some(seg) = published {
+            self.publish(&seg, new_pos, end);
+        }
         if launch {
             launch_driver(self);
         }
@@ -592,6 +605,11 @@ impl Inner {
         old.write_index_files(self.storage.as_ref());
         self.segments.write().push(new.clone());
         let old_end = std::mem::replace(&mut st.write_pos, 0);
+        if self.config.fsync != FsyncPolicy::Always {
+            // Its last append may not have published yet; readers must be able to read it
+            // whole once the new segment's records become visible.
+            old.visible_len.fetch_max(old_end, Ordering::AcqRel);
+        }
         st.builder = IndexBuilder::new(interval);
         if Arc::ptr_eq(&st.durable.segment, &old) && st.durable.pos == old_end {
             // Already durable: only the new directory entry needs an fsync.
@@ -641,13 +659,13 @@ impl Inner {
             match result {
                 Ok(()) => {
                     st.durable = round.target.clone();
+                    drop(st);
                     if self.config.fsync == FsyncPolicy::Always {
                         for s in &round.sealed {
                             s.visible_len.fetch_max(s.size.load(Ordering::Acquire), Ordering::AcqRel);
                         }
                         self.publish(&round.target.segment, round.target.pos, round.target.offset);
                     }
-                    drop(st);
                     round.group.finish(None);
                 }
                 Err(error) => self.round_failed(&mut st, round, error),
