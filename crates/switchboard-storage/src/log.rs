@@ -107,6 +107,8 @@ struct Inner {
     state: Mutex<State>,
     /// All segments, oldest first; the last one is the active one.
     segments: RwLock<Vec<Arc<Segment>>>,
+    /// Serialises retention passes.
+    retention_lock: Mutex<()>,
     start_offset: AtomicU64,
     /// One past the last offset readers may see.
     visible_end: AtomicU64,
@@ -301,6 +303,7 @@ impl Log {
                 clock,
                 state: Mutex::new(state),
                 segments: RwLock::new(segments),
+                retention_lock: Mutex::new(()),
                 start_offset: AtomicU64::new(start),
                 visible_end: AtomicU64::new(rec.next_offset),
                 end_tx,
@@ -902,50 +905,55 @@ impl Inner {
         &self,
         mut deletable: impl FnMut(&Segment, u64) -> bool,
     ) -> Result<RetentionReport, StorageError> {
-        // Serialises with rolls and with discarding after a failed fsync.
-        let st = self.state.lock();
-        let visible = self.visible_end.load(Ordering::Acquire);
-        let mut report =
-            RetentionReport { start_offset: self.start_offset.load(Ordering::Acquire), ..Default::default() };
-        let mut remaining = self.size_bytes();
-        let result = loop {
-            let candidate = {
-                let segs = self.segments.read();
-                if segs.len() < 2 {
-                    break Ok(());
-                }
-                segs[0].clone()
-            };
-            // Never the active segment, nor one not wholly visible; under `Always`, nor one a
-            // failed fsync may still need to cut back into.
+        let _one_at_a_time = self.retention_lock.lock();
+        // Choose under the append lock (so no roll or fsync failure changes the picture), but
+        // remove files outside it, so appends do not wait for the file system. A segment that
+        // is sealed, durable and visible stays so: nothing can make it busy again.
+        let victims: Vec<Arc<Segment>> = {
+            let st = self.state.lock();
+            let visible = self.visible_end.load(Ordering::Acquire);
             let always = self.config.fsync == FsyncPolicy::Always;
-            let busy = Arc::ptr_eq(&candidate, &st.active)
-                || candidate.end_offset.load(Ordering::Acquire) > visible
-                || (always
-                    && (Arc::ptr_eq(&candidate, &st.durable.segment)
-                        || st.pending_sealed.iter().any(|s| Arc::ptr_eq(s, &candidate))));
-            if busy || !deletable(&candidate, remaining) {
-                break Ok(());
+            let segs = self.segments.read();
+            let mut remaining: u64 = segs.iter().map(|s| s.size.load(Ordering::Acquire)).sum();
+            let mut victims = Vec::new();
+            // Never the active (last) segment, nor one not wholly visible; under `Always`,
+            // nor one a failed fsync may still need to cut back into.
+            for seg in &segs[..segs.len().saturating_sub(1)] {
+                let busy = Arc::ptr_eq(seg, &st.active)
+                    || seg.end_offset.load(Ordering::Acquire) > visible
+                    || (always
+                        && (Arc::ptr_eq(seg, &st.durable.segment)
+                            || st.pending_sealed.iter().any(|s| Arc::ptr_eq(s, seg))));
+                if busy || !deletable(seg, remaining) {
+                    break;
+                }
+                remaining = remaining.saturating_sub(seg.size.load(Ordering::Acquire));
+                victims.push(seg.clone());
             }
-            // The log file first: if that fails nothing changed. Readers that already hold
+            victims
+        };
+        let mut report = RetentionReport::default();
+        let mut result = Ok(());
+        for seg in victims {
+            // The log file first: if that fails, nothing changed. Readers that already hold
             // the segment keep reading through their open handle.
-            if let Err(e) = crate::segment::remove_if_exists(self.storage.as_ref(), &candidate.log_path) {
-                break Err(e);
+            if let Err(e) = crate::segment::remove_if_exists(self.storage.as_ref(), &seg.log_path) {
+                result = Err(e);
+                break;
             }
             {
                 let mut segs = self.segments.write();
-                segs.remove(0);
-                self.start_offset.store(segs[0].base_offset, Ordering::Release);
+                if segs.len() > 1 && Arc::ptr_eq(&segs[0], &seg) {
+                    segs.remove(0);
+                    self.start_offset.store(segs[0].base_offset, Ordering::Release);
+                }
             }
-            if let Err(error) = candidate.remove_index_files(self.storage.as_ref()) {
+            if let Err(error) = seg.remove_index_files(self.storage.as_ref()) {
                 warn!(%error, "Could not remove the index of a deleted segment; it is cleaned up at the next open.");
             }
-            let size = candidate.size.load(Ordering::Acquire);
             report.segments_deleted += 1;
-            report.bytes_deleted += size;
-            remaining = remaining.saturating_sub(size);
-        };
-        drop(st);
+            report.bytes_deleted += seg.size.load(Ordering::Acquire);
+        }
         report.start_offset = self.start_offset.load(Ordering::Acquire);
         if report.segments_deleted > 0 {
             self.storage

@@ -104,6 +104,25 @@ impl MemStorage {
         }
     }
 
+    /// A new, independent storage holding what a power cut at this instant would leave
+    /// (every file's durable content), while this one keeps running. Lets a test "crash"
+    /// a live system at an arbitrary point and recover the image elsewhere. Faults and the
+    /// capacity limit are not copied.
+    pub fn crash_image(&self) -> MemStorage {
+        let state = self.shared.state.lock();
+        let files = state
+            .files
+            .iter()
+            .map(|(path, file)| {
+                let durable = file.data.lock().durable.clone();
+                let copy = MemFile { data: Mutex::new(FileData { live: durable.clone(), durable }) };
+                (path.clone(), Arc::new(copy))
+            })
+            .collect();
+        let copy = State { files, dirs: state.dirs.clone(), ..State::default() };
+        MemStorage { shared: Arc::new(Shared { state: Mutex::new(copy) }) }
+    }
+
     /// Flips all bits of the byte at `offset` of `path`, in both live and durable content.
     /// Does nothing if the file is missing or shorter.
     pub fn corrupt(&self, path: &Path, offset: u64) {
