@@ -66,3 +66,21 @@ pub struct Retention {
     /// Delete the oldest segments while the log is bigger than this.
     pub max_bytes: Option<u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn config_files_need_only_what_they_change() {
+        let c: LogConfig = serde_json::from_str(r#"{ "fsync": { "interval": { "ms": 200 } } }"#).unwrap();
+        assert_eq!(c, LogConfig { fsync: FsyncPolicy::Interval { ms: 200 }, ..LogConfig::default() });
+        let c: LogConfig =
+            serde_json::from_str(r#"{ "fsync": "never", "segment_max_bytes": 1024 }"#).unwrap();
+        assert_eq!((c.fsync, c.segment_max_bytes, c.index_interval_bytes), (FsyncPolicy::Never, 1024, 4096));
+        assert_eq!(serde_json::to_string(&FsyncPolicy::Always).unwrap(), r#""always""#);
+        let r: Retention = serde_json::from_str(r#"{ "max_bytes": 10 }"#).unwrap();
+        assert_eq!(r, Retention { max_age_ms: None, max_bytes: Some(10) });
+    }
+}

@@ -246,7 +246,7 @@ fn run(fsync: FsyncPolicy, segment_max_bytes: u64, index_interval_bytes: u32, op
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn always_never_loses_acknowledged_appends(
