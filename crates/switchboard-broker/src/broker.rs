@@ -1,0 +1,798 @@
+//! The broker: the registry of topics and subscriptions, their persistence, the background
+//! ticker, dead-lettering and redrive, and the async API everything else uses.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use switchboard_core::{Message, SharedClock, SubscriptionName, SystemClock, TopicName};
+use switchboard_storage::{FileStorage, Retention, Storage};
+
+use crate::config::{BrokerConfig, RetentionConfig, StartPosition, SubscriptionConfig, SubscriptionMode, TopicConfig};
+use crate::consumer::{QueueConsumer, StreamConsumer, receive_waiting};
+use crate::delivery::{Delivery, SeekTo, SubscriptionStats};
+use crate::error::{BrokerError, Result};
+use crate::receipt::Receipt;
+use crate::subscription::{Subscription, SubscriptionMeta, read_one};
+use crate::topic::{Outgoing, PublishOptions, PublishReceipt, Topic};
+
+/// The queue subscription every dead-letter topic gets, which redrive reads from.
+pub const REDRIVE_SUBSCRIPTION: &str = "redrive";
+
+/// Extension attributes added to a dead letter.
+pub mod dead_letter_ext {
+    /// Why the message was dead-lettered.
+    pub const REASON: &str = "dlreason";
+    /// The topic it came from.
+    pub const TOPIC: &str = "dltopic";
+    /// The subscription that gave up on it.
+    pub const SUBSCRIPTION: &str = "dlsubscription";
+    /// How many deliveries were made.
+    pub const ATTEMPTS: &str = "dlattempts";
+    /// The last error a consumer reported with its nack.
+    pub const ERROR: &str = "dlerror";
+    /// Partition of the original message.
+    pub const PARTITION: &str = "dlpartition";
+    /// Offset of the original message.
+    pub const OFFSET: &str = "dloffset";
+    /// Every name above.
+    pub const ALL: [&str; 7] = [REASON, TOPIC, SUBSCRIPTION, ATTEMPTS, ERROR, PARTITION, OFFSET];
+}
+
+/// One partition of a topic as the broker sees it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// The partition.
+    pub partition: u32,
+    /// First retained offset.
+    pub start_offset: u64,
+    /// One past the newest offset.
+    pub end_offset: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+}
+
+/// A topic and its subscriptions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicInfo {
+    /// The topic.
+    pub name: TopicName,
+    /// Its settings.
+    pub config: TopicConfig,
+    /// Its partitions.
+    pub partitions: Vec<PartitionInfo>,
+    /// Its subscriptions and their settings.
+    pub subscriptions: Vec<(SubscriptionName, SubscriptionConfig)>,
+}
+
+/// The embedded broker. Cheap to clone; all clones share one broker.
+///
+/// ```
+/// use std::time::Duration;
+/// use switchboard_broker::{Broker, SubscriptionConfig, TopicConfig};
+/// use switchboard_core::{Message, SubscriptionName, TopicName};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let broker = Broker::open(dir.path()).await?;
+/// let orders = TopicName::new("orders")?;
+/// broker.create_topic(&orders, TopicConfig::default()).await?;
+/// let billing = SubscriptionName::new("billing")?;
+/// broker.create_subscription(&orders, &billing, SubscriptionConfig::queue()).await?;
+///
+/// broker.publish(&orders, Message::new("/shop", "order.created", "{}")).await?;
+/// let consumer = broker.queue_consumer(&orders, &billing)?;
+/// let got = consumer.receive(10, Duration::from_secs(1)).await?;
+/// consumer.ack(got[0].receipt.as_ref().unwrap()).await?;
+/// assert_eq!(broker.stats(&orders, &billing)?.backlog, 0);
+/// # broker.close().await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    root: PathBuf,
+    clock: SharedClock,
+    config: BrokerConfig,
+    topics: RwLock<HashMap<TopicName, Arc<Topic>>>,
+    /// Serialises creating and deleting topics and subscriptions.
+    admin: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("root", &self.inner.root).finish_non_exhaustive()
+    }
+}
+
+fn topics_dir(root: &Path) -> PathBuf {
+    root.join("topics")
+}
+
+impl Broker {
+    /// Opens (or creates) a broker in directory `dir` on the real filesystem, with the system
+    /// clock and default settings.
+    ///
+    /// # Errors
+    /// The directory cannot be used, or persisted state is unreadable.
+    pub async fn open(dir: impl Into<PathBuf>) -> Result<Broker> {
+        Broker::open_with(Arc::new(FileStorage::new()), dir, Arc::new(SystemClock), BrokerConfig::default()).await
+    }
+
+    /// Opens a broker on any [`Storage`] with any clock: the entry point for tests that
+    /// inject faults or move time by hand.
+    ///
+    /// # Errors
+    /// The directory cannot be used, or persisted state is unreadable.
+    pub async fn open_with(
+        storage: Arc<dyn Storage>,
+        dir: impl Into<PathBuf>,
+        clock: SharedClock,
+        config: BrokerConfig,
+    ) -> Result<Broker> {
+        let root = dir.into();
+        let io = |e: std::io::Error| BrokerError::Storage(switchboard_storage::StorageError::Io {
+            op: "open broker directory",
+            path: root.clone(),
+            source: e,
+        });
+        storage.create_dir_all(&topics_dir(&root)).map_err(io)?;
+        let mut topics = HashMap::new();
+        for tdir in storage.list_dir(&topics_dir(&root)).map_err(io)? {
+            if let Some(topic) = open_topic(&storage, &tdir, &clock)? {
+                topics.insert(topic.name.clone(), Arc::new(topic));
+            }
+        }
+        let inner = Arc::new(Inner {
+            storage,
+            root,
+            clock,
+            config,
+            topics: RwLock::new(topics),
+            admin: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+            ticker: Mutex::new(None),
+        });
+        if inner.config.tick_ms > 0 {
+            let weak = Arc::downgrade(&inner);
+            *inner.ticker.lock() = Some(tokio::spawn(run_ticker(weak, Duration::from_millis(inner.config.tick_ms))));
+        }
+        tracing::info!(dir = %inner.root.display(), topics = inner.topics.read().len(), "Broker opened.");
+        Ok(Broker { inner })
+    }
+
+    /// The broker's clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) { Err(BrokerError::Closed) } else { Ok(()) }
+    }
+
+    fn topic(&self, name: &TopicName) -> Result<Arc<Topic>> {
+        self.check_open()?;
+        self.inner.topics.read().get(name).cloned().ok_or_else(|| BrokerError::TopicNotFound(name.clone()))
+    }
+
+    fn subscription(&self, topic: &TopicName, name: &SubscriptionName) -> Result<(Arc<Topic>, Arc<Subscription>)> {
+        let t = self.topic(topic)?;
+        let s = t.subscriptions.read().get(name).cloned().ok_or_else(|| BrokerError::SubscriptionNotFound {
+            topic: topic.clone(),
+            subscription: name.clone(),
+        })?;
+        Ok((t, s))
+    }
+
+    /// Creates a topic. Creating it again with the same settings is a no-op.
+    ///
+    /// # Errors
+    /// Invalid settings, [`BrokerError::TopicExists`] with other settings, or storage.
+    pub async fn create_topic(&self, name: &TopicName, config: TopicConfig) -> Result<TopicInfo> {
+        self.check_open()?;
+        config.validate()?;
+        let _admin = self.inner.admin.lock().await;
+        self.create_topic_locked(name, config)?;
+        self.topic_info(name)
+    }
+
+    fn create_topic_locked(&self, name: &TopicName, config: TopicConfig) -> Result<Arc<Topic>> {
+        if let Some(t) = self.inner.topics.read().get(name) {
+            return if t.config == config { Ok(t.clone()) } else { Err(BrokerError::TopicExists(name.clone())) };
+        }
+        let dir = topics_dir(&self.inner.root).join(name.as_str());
+        let storage = &self.inner.storage;
+        // A directory left by an interrupted create or delete holds nothing acknowledged.
+        if storage.exists(&dir) {
+            storage.remove_dir_all(&dir).map_err(|e| io_error("clear topic directory", &dir, e))?;
+        }
+        let topic = Topic::open(storage, dir.clone(), name.clone(), config.clone(), self.inner.clock.clone())?;
+        // topic.json is written last: a topic directory without it was never created.
+        write_json(storage, &dir.join("topic.json"), &config)?;
+        let topic = Arc::new(topic);
+        self.inner.topics.write().insert(name.clone(), topic.clone());
+        tracing::info!(topic = %name, partitions = config.partitions, "Created topic.");
+        Ok(topic)
+    }
+
+    /// Deletes a topic, its subscriptions and its data.
+    ///
+    /// # Errors
+    /// [`BrokerError::TopicNotFound`] or storage.
+    pub async fn delete_topic(&self, name: &TopicName) -> Result<()> {
+        self.check_open()?;
+        let _admin = self.inner.admin.lock().await;
+        let topic = self.inner.topics.write().remove(name).ok_or_else(|| BrokerError::TopicNotFound(name.clone()))?;
+        let marker = topic.dir.join("topic.json");
+        self.inner.storage.remove_file(&marker).map_err(|e| io_error("delete topic", &marker, e))?;
+        self.inner.storage.remove_dir_all(&topic.dir).map_err(|e| io_error("delete topic", &topic.dir, e))?;
+        tracing::info!(topic = %name, "Deleted topic.");
+        Ok(())
+    }
+
+    /// Every topic, sorted by name.
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let mut names: Vec<TopicName> = self.inner.topics.read().keys().cloned().collect();
+        names.sort();
+        names.iter().filter_map(|n| self.topic_info(n).ok()).collect()
+    }
+
+    /// One topic.
+    ///
+    /// # Errors
+    /// [`BrokerError::TopicNotFound`].
+    pub fn topic_info(&self, name: &TopicName) -> Result<TopicInfo> {
+        let t = self.topic(name)?;
+        let partitions = t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(p, log)| PartitionInfo {
+                partition: p as u32,
+                start_offset: log.start_offset(),
+                end_offset: log.end_offset(),
+                size_bytes: log.size_bytes(),
+            })
+            .collect();
+        let subscriptions = t.subscriptions.read().iter().map(|(n, s)| (n.clone(), s.config.clone())).collect();
+        Ok(TopicInfo { name: name.clone(), config: t.config.clone(), partitions, subscriptions })
+    }
+
+    /// Creates a subscription. A queue subscription with `max_deliveries` also gets its
+    /// dead-letter topic (created if missing, with a `redrive` queue subscription). Creating
+    /// it again with the same settings is a no-op.
+    ///
+    /// # Errors
+    /// Unknown topic, invalid settings, [`BrokerError::SubscriptionExists`], or storage.
+    pub async fn create_subscription(
+        &self,
+        topic: &TopicName,
+        name: &SubscriptionName,
+        config: SubscriptionConfig,
+    ) -> Result<()> {
+        config.validate()?;
+        let t = self.topic(topic)?;
+        let _admin = self.inner.admin.lock().await;
+        let mut config = config;
+        if config.mode == SubscriptionMode::Queue && config.max_deliveries.is_some() {
+            let dlq = match &config.dead_letter_topic {
+                Some(d) => d.clone(),
+                None => TopicName::new(format!("{topic}.{name}.dlq")).map_err(|e| {
+                    BrokerError::InvalidConfig(format!(
+                        "the default dead-letter topic name is invalid ({e}); set dead_letter_topic"
+                    ))
+                })?,
+            };
+            if dlq == *topic {
+                return Err(BrokerError::InvalidConfig("a topic cannot be its own dead-letter topic".into()));
+            }
+            config.dead_letter_topic = Some(dlq);
+        } else {
+            config.dead_letter_topic = None;
+        }
+        if let Some(existing) = t.subscriptions.read().get(name) {
+            return if existing.config == config {
+                Ok(())
+            } else {
+                Err(BrokerError::SubscriptionExists { topic: topic.clone(), subscription: name.clone() })
+            };
+        }
+        if let Some(dlq) = &config.dead_letter_topic {
+            let dconf = TopicConfig {
+                partitions: 1,
+                fsync: t.config.fsync,
+                retention: RetentionConfig { max_age_ms: Some(14 * 24 * 3_600_000), max_bytes: None, until_acked: true },
+                max_message_bytes: t.config.max_message_bytes + 64 * 1024,
+                ..TopicConfig::default()
+            };
+            let existing = self.inner.topics.read().get(dlq).cloned();
+            let dt = match existing {
+                Some(existing) => existing,
+                None => self.create_topic_locked(dlq, dconf)?,
+            };
+            let redrive = SubscriptionName::new(REDRIVE_SUBSCRIPTION)?;
+            if !dt.subscriptions.read().contains_key(&redrive) {
+                let rconf = SubscriptionConfig { max_deliveries: None, ..SubscriptionConfig::queue() };
+                self.create_subscription_locked(&dt, &redrive, rconf)?;
+            }
+        }
+        self.create_subscription_locked(&t, name, config)
+    }
+
+    fn create_subscription_locked(&self, t: &Arc<Topic>, name: &SubscriptionName, config: SubscriptionConfig) -> Result<()> {
+        let starts = t
+            .partitions
+            .iter()
+            .map(|l| match config.start {
+                StartPosition::Earliest => l.start_offset(),
+                StartPosition::Latest => l.end_offset(),
+            })
+            .collect();
+        let dir = t.dir.join("subs").join(name.as_str());
+        let storage = &self.inner.storage;
+        if storage.exists(&dir) {
+            storage.remove_dir_all(&dir).map_err(|e| io_error("clear subscription directory", &dir, e))?;
+        }
+        let meta = SubscriptionMeta { config, starts };
+        let sub = Subscription::open(storage, dir.clone(), t, name.clone(), meta.clone(), self.inner.clock.clone())?;
+        write_json(storage, &dir.join("subscription.json"), &meta)?;
+        t.subscriptions.write().insert(name.clone(), Arc::new(sub));
+        tracing::info!(topic = %t.name, subscription = %name, mode = meta.config.mode.as_str(), "Created subscription.");
+        Ok(())
+    }
+
+    /// Deletes a subscription and its state (not its dead-letter topic).
+    ///
+    /// # Errors
+    /// Unknown topic or subscription, or storage.
+    pub async fn delete_subscription(&self, topic: &TopicName, name: &SubscriptionName) -> Result<()> {
+        let (t, s) = self.subscription(topic, name)?;
+        let _admin = self.inner.admin.lock().await;
+        t.subscriptions.write().remove(name);
+        let marker = s.dir.join("subscription.json");
+        self.inner.storage.remove_file(&marker).map_err(|e| io_error("delete subscription", &marker, e))?;
+        self.inner.storage.remove_dir_all(&s.dir).map_err(|e| io_error("delete subscription", &s.dir, e))?;
+        Ok(())
+    }
+
+    /// Publishes one message; returns once it is durable under the topic's fsync policy.
+    ///
+    /// # Errors
+    /// Unknown topic, invalid or oversize message, full disk, storage failure. On error the
+    /// message is not acknowledged (it may or may not be stored; publish again with the same
+    /// id and deduplication makes that safe).
+    pub async fn publish(&self, topic: &TopicName, message: Message) -> Result<PublishReceipt> {
+        self.publish_with(topic, message, PublishOptions::default()).await
+    }
+
+    /// Publishes one message with options (e.g. delayed delivery).
+    ///
+    /// # Errors
+    /// As for [`publish`](Self::publish).
+    pub async fn publish_with(
+        &self,
+        topic: &TopicName,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<PublishReceipt> {
+        let mut r = self.publish_batch(topic, vec![message], options).await?;
+        r.pop().ok_or(BrokerError::Closed)
+    }
+
+    /// Publishes a batch: messages that land in one partition are stored atomically (all or
+    /// none); receipts come back in the batch's order.
+    ///
+    /// # Errors
+    /// As for [`publish`](Self::publish), plus [`BrokerError::BatchTooLarge`]. Every message
+    /// is validated before anything is stored.
+    pub async fn publish_batch(
+        &self,
+        topic: &TopicName,
+        messages: Vec<Message>,
+        options: PublishOptions,
+    ) -> Result<Vec<PublishReceipt>> {
+        let t = self.topic(topic)?;
+        if messages.len() > self.inner.config.max_batch_messages {
+            return Err(BrokerError::BatchTooLarge { len: messages.len(), max: self.inner.config.max_batch_messages });
+        }
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch =
+            messages.into_iter().map(|message| Outgoing { message, deliver_at: options.deliver_at }).collect();
+        t.publish(batch, None, true).await
+    }
+
+    /// A competing consumer of a queue subscription.
+    ///
+    /// # Errors
+    /// Unknown topic or subscription, or a stream subscription.
+    pub fn queue_consumer(&self, topic: &TopicName, subscription: &SubscriptionName) -> Result<QueueConsumer> {
+        let (t, s) = self.subscription(topic, subscription)?;
+        if s.config.mode != SubscriptionMode::Queue {
+            return Err(BrokerError::WrongMode {
+                subscription: subscription.clone(),
+                actual: "stream",
+                expected: "queue",
+            });
+        }
+        let member = s.join();
+        let max_in_flight = s.config.max_in_flight_per_consumer;
+        Ok(QueueConsumer { clock: self.inner.clock.clone(), topic: t, sub: s, member, max_in_flight })
+    }
+
+    /// Joins a stream subscription's group.
+    ///
+    /// # Errors
+    /// Unknown topic or subscription, or a queue subscription.
+    pub fn stream_consumer(&self, topic: &TopicName, subscription: &SubscriptionName) -> Result<StreamConsumer> {
+        let (t, s) = self.subscription(topic, subscription)?;
+        if s.config.mode != SubscriptionMode::Stream {
+            return Err(BrokerError::WrongMode {
+                subscription: subscription.clone(),
+                actual: "queue",
+                expected: "stream",
+            });
+        }
+        let member = s.join();
+        Ok(StreamConsumer { clock: self.inner.clock.clone(), topic: t, sub: s, member })
+    }
+
+    /// Acks deliveries by receipt without a consumer handle (REST, CLI).
+    ///
+    /// # Errors
+    /// Unknown topic/subscription or storage; per-receipt errors inside.
+    pub async fn ack(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+        receipts: &[Receipt],
+    ) -> Result<Vec<Result<()>>> {
+        let (_, s) = self.subscription(topic, subscription)?;
+        s.ack(receipts).await
+    }
+
+    /// Nacks a delivery by receipt without a consumer handle.
+    ///
+    /// # Errors
+    /// Unknown topic/subscription/receipt, expired lease, or storage.
+    pub async fn nack(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+        receipt: &Receipt,
+        delay: Duration,
+        error: Option<String>,
+    ) -> Result<()> {
+        let (_, s) = self.subscription(topic, subscription)?;
+        s.nack(receipt, delay, error).await
+    }
+
+    /// Extends a delivery's lease by receipt without a consumer handle.
+    ///
+    /// # Errors
+    /// Unknown topic/subscription/receipt or expired lease.
+    pub fn extend(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+        receipt: &Receipt,
+        by: Duration,
+    ) -> Result<switchboard_core::Timestamp> {
+        let (_, s) = self.subscription(topic, subscription)?;
+        s.extend(receipt, by)
+    }
+
+    /// Receives from a queue subscription as an anonymous one-off consumer (long polling
+    /// over REST); the in-flight bound is the subscription's per-consumer bound.
+    ///
+    /// # Errors
+    /// Unknown topic/subscription, a stream subscription, or storage.
+    pub async fn receive(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>> {
+        let consumer = self.queue_consumer(topic, subscription)?;
+        let max = max.min(consumer.max_in_flight);
+        receive_waiting(&self.inner.clock, &consumer.topic, &consumer.sub, consumer.member, max, usize::MAX, wait).await
+    }
+
+    /// Commits an offset of a stream subscription from outside the group (admin).
+    ///
+    /// # Errors
+    /// Unknown names, a queue subscription, an out-of-range offset, or storage.
+    pub async fn commit(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+        partition: u32,
+        offset: u64,
+    ) -> Result<()> {
+        let (t, s) = self.subscription(topic, subscription)?;
+        s.commit(&t, None, partition, offset).await
+    }
+
+    /// Moves a stream subscription to the earliest, latest, a time or an offset.
+    ///
+    /// # Errors
+    /// Unknown names, a queue subscription, an out-of-range offset, or storage.
+    pub async fn seek(&self, topic: &TopicName, subscription: &SubscriptionName, to: SeekTo) -> Result<()> {
+        let (t, s) = self.subscription(topic, subscription)?;
+        s.seek(&t, to).await
+    }
+
+    /// Backlog, in-flight, lag and dead-letter counts of a subscription.
+    ///
+    /// # Errors
+    /// Unknown topic or subscription.
+    pub fn stats(&self, topic: &TopicName, subscription: &SubscriptionName) -> Result<SubscriptionStats> {
+        let (t, s) = self.subscription(topic, subscription)?;
+        s.tick();
+        Ok(s.stats(&t))
+    }
+
+    /// Moves up to `max` dead letters of `subscription` back: each is published again to the
+    /// source topic for that subscription only (other subscriptions do not see it again).
+    /// Returns how many moved.
+    ///
+    /// # Errors
+    /// Unknown names, a subscription without a dead-letter topic, or storage.
+    pub async fn redrive(&self, topic: &TopicName, subscription: &SubscriptionName, max: usize) -> Result<usize> {
+        let (t, s) = self.subscription(topic, subscription)?;
+        let dlq = s.config.dead_letter_topic.clone().ok_or_else(|| {
+            BrokerError::InvalidConfig(format!("subscription {subscription} has no dead-letter topic"))
+        })?;
+        let redrive = SubscriptionName::new(REDRIVE_SUBSCRIPTION)?;
+        let (dt, ds) = self.subscription(&dlq, &redrive)?;
+        let member = ds.join();
+        let mut moved = 0;
+        let mut others = Vec::new();
+        let result: Result<()> = async {
+            while moved < max {
+                let batch = ds.receive(&dt, member, (max - moved).min(256), usize::MAX).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for d in batch {
+                    let Some(receipt) = d.receipt else { continue };
+                    let ext = &d.message.extensions;
+                    let mine = ext.get(dead_letter_ext::TOPIC).map(String::as_str) == Some(topic.as_str())
+                        && ext.get(dead_letter_ext::SUBSCRIPTION).map(String::as_str) == Some(subscription.as_str());
+                    if !mine || moved >= max {
+                        others.push(receipt);
+                        continue;
+                    }
+                    let mut message = d.message;
+                    for k in dead_letter_ext::ALL {
+                        message.extensions.remove(k);
+                    }
+                    t.publish(vec![Outgoing { message, deliver_at: None }], Some(subscription), false).await?;
+                    ds.ack(&[receipt]).await?.remove(0)?;
+                    moved += 1;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        for r in others {
+            let _ = ds.nack(&r, Duration::ZERO, None).await;
+        }
+        ds.leave(member);
+        result?;
+        s.changed.notify_waiters();
+        Ok(moved)
+    }
+
+    /// Runs one round of background work now: lease expiry, dead-lettering, interval fsyncs,
+    /// retention and journal compaction. The ticker calls this every `tick_ms`; tests that
+    /// drive a manual clock call it directly.
+    ///
+    /// # Errors
+    /// The first storage failure met (the round still visits every topic).
+    pub async fn tick(&self) -> Result<()> {
+        self.check_open()?;
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
+        let mut first_error = None;
+        for t in topics {
+            for log in &t.partitions {
+                log.sync_if_due();
+            }
+            let subs: Vec<Arc<Subscription>> = t.subscriptions.read().values().cloned().collect();
+            for s in &subs {
+                s.sync_if_due();
+                s.tick();
+                if let Err(e) = self.process_dead_letters(&t, s).await {
+                    first_error.get_or_insert(e);
+                }
+                if let Err(e) = s.compact_if_needed(self.inner.config.journal_compact_bytes).await {
+                    first_error.get_or_insert(e);
+                }
+            }
+            if let Err(e) = apply_retention(&t, &subs) {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn process_dead_letters(&self, t: &Topic, s: &Subscription) -> Result<()> {
+        let pending = s.take_dead_letters();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let Some(dlq_name) = s.config.dead_letter_topic.clone() else { return Ok(()) };
+        let mut pending = pending.into_iter();
+        while let Some(dl) = pending.next() {
+            let outcome: Result<()> = async {
+                let Some((_, stored)) = read_one(t, dl.pos)? else {
+                    s.forget(dl.pos);
+                    return Ok(());
+                };
+                let dlq = self.topic(&dlq_name)?;
+                let mut message = stored.message;
+                let ext = &mut message.extensions;
+                ext.insert(dead_letter_ext::REASON.into(), dl.reason.into());
+                ext.insert(dead_letter_ext::TOPIC.into(), t.name.to_string());
+                ext.insert(dead_letter_ext::SUBSCRIPTION.into(), s.name.to_string());
+                ext.insert(dead_letter_ext::ATTEMPTS.into(), dl.attempts.to_string());
+                ext.insert(dead_letter_ext::PARTITION.into(), dl.pos.0.to_string());
+                ext.insert(dead_letter_ext::OFFSET.into(), dl.pos.1.to_string());
+                if let Some(e) = &dl.last_error {
+                    // Keep the metadata valid whatever the consumer wrote.
+                    let clean: String = e.chars().filter(|c| !c.is_control()).take(1024).collect();
+                    ext.insert(dead_letter_ext::ERROR.into(), clean);
+                }
+                // The dead letter is stored before the source lets go of the message: a crash
+                // in between gives a duplicate dead letter, never a lost one.
+                dlq.publish(vec![Outgoing { message, deliver_at: None }], None, false).await?;
+                s.dead_letter_stored(dl.pos).await?;
+                tracing::warn!(topic = %t.name, subscription = %s.name, partition = dl.pos.0, offset = dl.pos.1,
+                    attempts = dl.attempts, reason = dl.reason, "Dead-lettered a message.");
+                Ok(())
+            }
+            .await;
+            if let Err(e) = outcome {
+                s.return_dead_letter(dl);
+                for rest in pending {
+                    s.return_dead_letter(rest);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the ticker and makes everything written durable. Further calls fail with
+    /// [`BrokerError::Closed`].
+    ///
+    /// # Errors
+    /// A final fsync failed.
+    pub async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(h) = self.inner.ticker.lock().take() {
+            h.abort();
+        }
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().values().cloned().collect();
+        for t in topics {
+            for log in &t.partitions {
+                log.sync().await?;
+            }
+            let subs: Vec<Arc<Subscription>> = t.subscriptions.read().values().cloned().collect();
+            for s in subs {
+                s.sync().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = self.ticker.get_mut().take() {
+            h.abort();
+        }
+    }
+}
+
+async fn run_ticker(inner: Weak<Inner>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let broker = Broker { inner };
+        if let Err(e) = broker.tick().await {
+            tracing::warn!(error = %e, "Background broker work failed; it will be retried.");
+        }
+    }
+}
+
+fn apply_retention(t: &Topic, subs: &[Arc<Subscription>]) -> Result<()> {
+    let r = &t.config.retention;
+    let floors: Vec<Vec<u64>> = subs.iter().filter_map(|s| s.queue_floors()).collect();
+    for (p, log) in t.partitions.iter().enumerate() {
+        let min_floor = floors.iter().filter_map(|f| f.get(p).copied()).min();
+        let keep_from = if r.until_acked { min_floor } else { None };
+        if r.max_age_ms.is_none() && r.max_bytes.is_none() {
+            if let Some(f) = keep_from {
+                log.delete_segments_before(f)?;
+            }
+        } else {
+            log.apply_retention(&Retention { max_age_ms: r.max_age_ms, max_bytes: r.max_bytes }, keep_from)?;
+        }
+    }
+    Ok(())
+}
+
+fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> BrokerError {
+    BrokerError::from(switchboard_storage::StorageError::Io { op, path: path.to_owned(), source })
+}
+
+fn write_json<T: serde::Serialize>(storage: &Arc<dyn Storage>, path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+    storage.write_file_atomic(path, &bytes).map_err(|e| io_error("write metadata", path, e))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(storage: &Arc<dyn Storage>, path: &Path) -> Result<T> {
+    let bytes = storage.read_file(path).map_err(|e| io_error("read metadata", path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| BrokerError::CorruptState { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// Opens a topic directory and its subscriptions; `None` (and the directory removed) if it
+/// was never completely created.
+fn open_topic(storage: &Arc<dyn Storage>, dir: &Path, clock: &SharedClock) -> Result<Option<Topic>> {
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| TopicName::new(n).ok()) else {
+        tracing::warn!(dir = %dir.display(), "Ignored a directory that is not a topic.");
+        return Ok(None);
+    };
+    let marker = dir.join("topic.json");
+    if !storage.exists(&marker) {
+        tracing::warn!(topic = %name, "Removed a topic directory whose creation never finished.");
+        storage.remove_dir_all(dir).map_err(|e| io_error("remove incomplete topic", dir, e))?;
+        return Ok(None);
+    }
+    let config: TopicConfig = read_json(storage, &marker)?;
+    let topic = Topic::open(storage, dir.to_owned(), name, config, clock.clone())?;
+    let subs_dir = dir.join("subs");
+    if storage.exists(&subs_dir) {
+        for sdir in storage.list_dir(&subs_dir).map_err(|e| io_error("list subscriptions", &subs_dir, e))? {
+            let Some(sname) =
+                sdir.file_name().and_then(|n| n.to_str()).and_then(|n| SubscriptionName::new(n).ok())
+            else {
+                continue;
+            };
+            let smarker = sdir.join("subscription.json");
+            if !storage.exists(&smarker) {
+                storage.remove_dir_all(&sdir).map_err(|e| io_error("remove incomplete subscription", &sdir, e))?;
+                continue;
+            }
+            let meta: SubscriptionMeta = read_json(storage, &smarker)?;
+            let sub = Subscription::open(storage, sdir.clone(), &topic, sname.clone(), meta, clock.clone())?;
+            topic.subscriptions.write().insert(sname, Arc::new(sub));
+        }
+    }
+    Ok(Some(topic))
+}

@@ -1,0 +1,281 @@
+//! A topic: its partitions (one storage log each), publish with idempotency and
+//! partitioning, and the subscriptions on it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use switchboard_core::{Message, SharedClock, SubscriptionName, Timestamp, TopicName};
+use switchboard_storage::{Durability, Log, LogConfig, Storage};
+use tokio::sync::Notify;
+
+use crate::codec;
+use crate::config::TopicConfig;
+use crate::dedup::{DedupWindow, Seen};
+use crate::error::{BrokerError, Result};
+use crate::partitioner::partition_for_key;
+use crate::subscription::Subscription;
+
+/// What a publish returned for one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// The partition the message is in.
+    pub partition: u32,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// When the broker appended it.
+    pub timestamp: Timestamp,
+    /// Which durability held when the publish returned (fsynced or only written).
+    pub durability: Durability,
+    /// True if the id was already published within the dedup window: nothing new was
+    /// stored, and `partition`/`offset` name the first copy.
+    pub duplicate: bool,
+}
+
+/// Per-message publish options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Queue subscriptions hold the message back until this time.
+    pub deliver_at: Option<Timestamp>,
+}
+
+pub(crate) struct Topic {
+    pub(crate) name: TopicName,
+    pub(crate) config: TopicConfig,
+    pub(crate) dir: PathBuf,
+    pub(crate) partitions: Vec<Log>,
+    round_robin: AtomicU32,
+    dedup: Mutex<DedupWindow>,
+    dedup_settled: Notify,
+    /// Woken after every append, for long-polling receivers.
+    pub(crate) appended: Notify,
+    pub(crate) subscriptions: RwLock<BTreeMap<SubscriptionName, Arc<Subscription>>>,
+    clock: SharedClock,
+}
+
+pub(crate) fn log_config(config: &TopicConfig) -> LogConfig {
+    LogConfig {
+        fsync: config.fsync,
+        segment_max_bytes: config.segment_bytes,
+        segment_max_age_ms: config.segment_ms,
+        ..LogConfig::default()
+    }
+}
+
+/// One message of a publish call, ready to store.
+pub(crate) struct Outgoing {
+    pub(crate) message: Message,
+    pub(crate) deliver_at: Option<Timestamp>,
+}
+
+impl Topic {
+    pub(crate) fn open(
+        storage: &Arc<dyn Storage>,
+        dir: PathBuf,
+        name: TopicName,
+        config: TopicConfig,
+        clock: SharedClock,
+    ) -> Result<Topic> {
+        let mut partitions = Vec::with_capacity(config.partitions as usize);
+        for p in 0..config.partitions {
+            partitions.push(Log::open(storage.clone(), dir.join(format!("p{p}")), log_config(&config), clock.clone())?);
+        }
+        let mut dedup = DedupWindow::new(config.dedup_window_ms, config.dedup_max_entries);
+        if dedup.enabled() {
+            rebuild_dedup(&mut dedup, &partitions, clock.now(), config.dedup_window_ms)?;
+        }
+        Ok(Topic {
+            name,
+            dir,
+            partitions,
+            round_robin: AtomicU32::new(0),
+            dedup: Mutex::new(dedup),
+            dedup_settled: Notify::new(),
+            appended: Notify::new(),
+            subscriptions: RwLock::new(BTreeMap::new()),
+            clock,
+            config,
+        })
+    }
+
+    pub(crate) fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    pub(crate) fn log(&self, partition: u32) -> Result<&Log> {
+        self.partitions.get(partition as usize).ok_or(BrokerError::PartitionNotFound {
+            topic: self.name.clone(),
+            partition,
+            partitions: self.partition_count(),
+        })
+    }
+
+    fn choose_partition(&self, msg: &Message) -> u32 {
+        match msg.partition_key() {
+            Some(k) => partition_for_key(k, self.partition_count()),
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % self.partition_count(),
+        }
+    }
+
+    /// Validates, deduplicates, partitions and appends `batch`. Messages for one partition
+    /// go in one storage batch, so they are stored all or none.
+    pub(crate) async fn publish(
+        &self,
+        batch: Vec<Outgoing>,
+        target: Option<&SubscriptionName>,
+        dedup: bool,
+    ) -> Result<Vec<PublishReceipt>> {
+        for o in &batch {
+            o.message.validate(self.config.max_message_bytes)?;
+        }
+        let dedup = dedup && self.dedup.lock().enabled();
+        let mut receipts: Vec<Option<PublishReceipt>> = vec![None; batch.len()];
+        let mut copies_of: Vec<Option<usize>> = vec![None; batch.len()];
+        if dedup {
+            self.reserve_ids(&batch, &mut receipts, &mut copies_of).await;
+        }
+        let result = self.append_grouped(&batch, &mut receipts, &copies_of, target).await;
+        if dedup {
+            let mut d = self.dedup.lock();
+            for (i, o) in batch.iter().enumerate() {
+                if copies_of[i].is_some() || receipts[i].is_some_and(|r| r.duplicate) {
+                    continue;
+                }
+                let stored = match (&result, receipts[i]) {
+                    (Ok(()), Some(r)) => Some(Seen { partition: r.partition, offset: r.offset, at: r.timestamp }),
+                    _ => None,
+                };
+                d.finish(&o.message.id, stored);
+            }
+            drop(d);
+            self.dedup_settled.notify_waiters();
+        }
+        result?;
+        self.appended.notify_waiters();
+        receipts.into_iter().map(|r| r.ok_or(BrokerError::Closed)).collect()
+    }
+
+    /// Marks each new id as pending and fills in receipts for ids already stored. An id
+    /// whose first publish is still in flight waits for it to settle.
+    async fn reserve_ids(
+        &self,
+        batch: &[Outgoing],
+        receipts: &mut [Option<PublishReceipt>],
+        copies_of: &mut [Option<usize>],
+    ) {
+        loop {
+            let settled = self.dedup_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            {
+                let mut d = self.dedup.lock();
+                let now = self.clock.now();
+                let busy = batch.iter().any(|o| d.is_pending(&o.message.id));
+                if !busy {
+                    let mut first_in_batch: std::collections::HashMap<&str, usize> = Default::default();
+                    for (i, o) in batch.iter().enumerate() {
+                        let id = o.message.id.as_str();
+                        if let Some(seen) = d.lookup(id, now) {
+                            receipts[i] = Some(duplicate_receipt(seen));
+                        } else if let Some(&first) = first_in_batch.get(id) {
+                            // Same id twice in one batch: the second copy is not stored.
+                            copies_of[i] = Some(first);
+                        } else {
+                            first_in_batch.insert(id, i);
+                            d.begin(id);
+                        }
+                    }
+                    return;
+                }
+            }
+            settled.await;
+        }
+    }
+
+    async fn append_grouped(
+        &self,
+        batch: &[Outgoing],
+        receipts: &mut [Option<PublishReceipt>],
+        copies_of: &[Option<usize>],
+        target: Option<&SubscriptionName>,
+    ) -> Result<()> {
+        let mut groups: BTreeMap<u32, (Vec<usize>, Vec<Bytes>)> = BTreeMap::new();
+        for (i, o) in batch.iter().enumerate() {
+            if receipts[i].is_some() || copies_of[i].is_some() {
+                continue;
+            }
+            let p = self.choose_partition(&o.message);
+            let g = groups.entry(p).or_default();
+            g.0.push(i);
+            g.1.push(codec::encode(&o.message, o.deliver_at, target));
+        }
+        let appends = groups.iter().map(|(p, (_, records))| self.partitions[*p as usize].append(records));
+        let results = futures::future::join_all(appends).await;
+        let mut first_error = None;
+        for ((p, (indexes, _)), res) in groups.iter().zip(results) {
+            match res {
+                Ok(a) => {
+                    for (k, &i) in indexes.iter().enumerate() {
+                        receipts[i] = Some(PublishReceipt {
+                            partition: *p,
+                            offset: a.base_offset + k as u64,
+                            timestamp: a.timestamp,
+                            durability: a.durability,
+                            duplicate: false,
+                        });
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(BrokerError::from(e));
+                }
+            }
+        }
+        // Duplicates inside the batch point at their first copy.
+        for (i, first) in copies_of.iter().enumerate() {
+            if let Some(first) = first {
+                receipts[i] = receipts[*first].map(|f| PublishReceipt { duplicate: true, ..f });
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn duplicate_receipt(seen: Seen) -> PublishReceipt {
+    PublishReceipt {
+        partition: seen.partition,
+        offset: seen.offset,
+        timestamp: seen.at,
+        durability: Durability::Written,
+        duplicate: true,
+    }
+}
+
+/// Re-reads the ids published within the window, so deduplication survives a restart.
+fn rebuild_dedup(d: &mut DedupWindow, partitions: &[Log], now: Timestamp, window_ms: u64) -> Result<()> {
+    let since = Timestamp(now.0.saturating_sub(window_ms));
+    let mut seen = Vec::new();
+    for (p, log) in partitions.iter().enumerate() {
+        let mut at = log.offset_for_time(since)?.max(log.start_offset());
+        loop {
+            let records = log.read(at, 4096, 4 << 20)?;
+            let Some(last) = records.last() else { break };
+            at = last.offset + 1;
+            for r in records {
+                if let Ok(m) = codec::decode(r.payload) {
+                    seen.push((r.timestamp, m.message.id, p as u32, r.offset));
+                }
+            }
+        }
+    }
+    seen.sort_by_key(|s| s.0);
+    for (at, id, partition, offset) in seen {
+        d.remember(id, Seen { partition, offset, at });
+    }
+    Ok(())
+}
