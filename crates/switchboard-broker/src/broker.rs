@@ -11,7 +11,9 @@ use parking_lot::{Mutex, RwLock};
 use switchboard_core::{Message, SharedClock, SubscriptionName, SystemClock, TopicName};
 use switchboard_storage::{FileStorage, Retention, Storage};
 
-use crate::config::{BrokerConfig, RetentionConfig, StartPosition, SubscriptionConfig, SubscriptionMode, TopicConfig};
+use crate::config::{
+    BrokerConfig, RetentionConfig, StartPosition, SubscriptionConfig, SubscriptionMode, TopicConfig,
+};
 use crate::consumer::{QueueConsumer, StreamConsumer, receive_waiting};
 use crate::delivery::{Delivery, SeekTo, SubscriptionStats};
 use crate::error::{BrokerError, Result};
@@ -127,7 +129,8 @@ impl Broker {
     /// # Errors
     /// The directory cannot be used, or persisted state is unreadable.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Broker> {
-        Broker::open_with(Arc::new(FileStorage::new()), dir, Arc::new(SystemClock), BrokerConfig::default()).await
+        Broker::open_with(Arc::new(FileStorage::new()), dir, Arc::new(SystemClock), BrokerConfig::default())
+            .await
     }
 
     /// Opens a broker on any [`Storage`] with any clock: the entry point for tests that
@@ -142,11 +145,13 @@ impl Broker {
         config: BrokerConfig,
     ) -> Result<Broker> {
         let root = dir.into();
-        let io = |e: std::io::Error| BrokerError::Storage(switchboard_storage::StorageError::Io {
-            op: "open broker directory",
-            path: root.clone(),
-            source: e,
-        });
+        let io = |e: std::io::Error| {
+            BrokerError::Storage(switchboard_storage::StorageError::Io {
+                op: "open broker directory",
+                path: root.clone(),
+                source: e,
+            })
+        };
         storage.create_dir_all(&topics_dir(&root)).map_err(io)?;
         let mut topics = HashMap::new();
         for tdir in storage.list_dir(&topics_dir(&root)).map_err(io)? {
@@ -166,7 +171,8 @@ impl Broker {
         });
         if inner.config.tick_ms > 0 {
             let weak = Arc::downgrade(&inner);
-            *inner.ticker.lock() = Some(tokio::spawn(run_ticker(weak, Duration::from_millis(inner.config.tick_ms))));
+            *inner.ticker.lock() =
+                Some(tokio::spawn(run_ticker(weak, Duration::from_millis(inner.config.tick_ms))));
         }
         tracing::info!(dir = %inner.root.display(), topics = inner.topics.read().len(), "Broker opened.");
         Ok(Broker { inner })
@@ -186,11 +192,14 @@ impl Broker {
         self.inner.topics.read().get(name).cloned().ok_or_else(|| BrokerError::TopicNotFound(name.clone()))
     }
 
-    fn subscription(&self, topic: &TopicName, name: &SubscriptionName) -> Result<(Arc<Topic>, Arc<Subscription>)> {
+    fn subscription(
+        &self,
+        topic: &TopicName,
+        name: &SubscriptionName,
+    ) -> Result<(Arc<Topic>, Arc<Subscription>)> {
         let t = self.topic(topic)?;
-        let s = t.subscriptions.read().get(name).cloned().ok_or_else(|| BrokerError::SubscriptionNotFound {
-            topic: topic.clone(),
-            subscription: name.clone(),
+        let s = t.subscriptions.read().get(name).cloned().ok_or_else(|| {
+            BrokerError::SubscriptionNotFound { topic: topic.clone(), subscription: name.clone() }
         })?;
         Ok((t, s))
     }
@@ -209,7 +218,11 @@ impl Broker {
 
     fn create_topic_locked(&self, name: &TopicName, config: TopicConfig) -> Result<Arc<Topic>> {
         if let Some(t) = self.inner.topics.read().get(name) {
-            return if t.config == config { Ok(t.clone()) } else { Err(BrokerError::TopicExists(name.clone())) };
+            return if t.config == config {
+                Ok(t.clone())
+            } else {
+                Err(BrokerError::TopicExists(name.clone()))
+            };
         }
         let dir = topics_dir(&self.inner.root).join(name.as_str());
         let storage = &self.inner.storage;
@@ -217,7 +230,8 @@ impl Broker {
         if storage.exists(&dir) {
             storage.remove_dir_all(&dir).map_err(|e| io_error("clear topic directory", &dir, e))?;
         }
-        let topic = Topic::open(storage, dir.clone(), name.clone(), config.clone(), self.inner.clock.clone())?;
+        let topic =
+            Topic::open(storage, dir.clone(), name.clone(), config.clone(), self.inner.clock.clone())?;
         // topic.json is written last: a topic directory without it was never created.
         write_json(storage, &dir.join("topic.json"), &config)?;
         let topic = Arc::new(topic);
@@ -233,7 +247,8 @@ impl Broker {
     pub async fn delete_topic(&self, name: &TopicName) -> Result<()> {
         self.check_open()?;
         let _admin = self.inner.admin.lock().await;
-        let topic = self.inner.topics.write().remove(name).ok_or_else(|| BrokerError::TopicNotFound(name.clone()))?;
+        let topic =
+            self.inner.topics.write().remove(name).ok_or_else(|| BrokerError::TopicNotFound(name.clone()))?;
         let marker = topic.dir.join("topic.json");
         self.inner.storage.remove_file(&marker).map_err(|e| io_error("delete topic", &marker, e))?;
         self.inner.storage.remove_dir_all(&topic.dir).map_err(|e| io_error("delete topic", &topic.dir, e))?;
@@ -265,7 +280,8 @@ impl Broker {
                 size_bytes: log.size_bytes(),
             })
             .collect();
-        let subscriptions = t.subscriptions.read().iter().map(|(n, s)| (n.clone(), s.config.clone())).collect();
+        let subscriptions =
+            t.subscriptions.read().iter().map(|(n, s)| (n.clone(), s.config.clone())).collect();
         Ok(TopicInfo { name: name.clone(), config: t.config.clone(), partitions, subscriptions })
     }
 
@@ -312,7 +328,11 @@ impl Broker {
             let dconf = TopicConfig {
                 partitions: 1,
                 fsync: t.config.fsync,
-                retention: RetentionConfig { max_age_ms: Some(14 * 24 * 3_600_000), max_bytes: None, until_acked: true },
+                retention: RetentionConfig {
+                    max_age_ms: Some(14 * 24 * 3_600_000),
+                    max_bytes: None,
+                    until_acked: true,
+                },
                 max_message_bytes: t.config.max_message_bytes + 64 * 1024,
                 ..TopicConfig::default()
             };
@@ -330,7 +350,12 @@ impl Broker {
         self.create_subscription_locked(&t, name, config)
     }
 
-    fn create_subscription_locked(&self, t: &Arc<Topic>, name: &SubscriptionName, config: SubscriptionConfig) -> Result<()> {
+    fn create_subscription_locked(
+        &self,
+        t: &Arc<Topic>,
+        name: &SubscriptionName,
+        config: SubscriptionConfig,
+    ) -> Result<()> {
         let starts = t
             .partitions
             .iter()
@@ -345,7 +370,14 @@ impl Broker {
             storage.remove_dir_all(&dir).map_err(|e| io_error("clear subscription directory", &dir, e))?;
         }
         let meta = SubscriptionMeta { config, starts };
-        let sub = Subscription::open(storage, dir.clone(), t, name.clone(), meta.clone(), self.inner.clock.clone())?;
+        let sub = Subscription::open(
+            storage,
+            dir.clone(),
+            t,
+            name.clone(),
+            meta.clone(),
+            self.inner.clock.clone(),
+        )?;
         write_json(storage, &dir.join("subscription.json"), &meta)?;
         t.subscriptions.write().insert(name.clone(), Arc::new(sub));
         tracing::info!(topic = %t.name, subscription = %name, mode = meta.config.mode.as_str(), "Created subscription.");
@@ -404,13 +436,18 @@ impl Broker {
     ) -> Result<Vec<PublishReceipt>> {
         let t = self.topic(topic)?;
         if messages.len() > self.inner.config.max_batch_messages {
-            return Err(BrokerError::BatchTooLarge { len: messages.len(), max: self.inner.config.max_batch_messages });
+            return Err(BrokerError::BatchTooLarge {
+                len: messages.len(),
+                max: self.inner.config.max_batch_messages,
+            });
         }
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let batch =
-            messages.into_iter().map(|message| Outgoing { message, deliver_at: options.deliver_at }).collect();
+        let batch = messages
+            .into_iter()
+            .map(|message| Outgoing { message, deliver_at: options.deliver_at })
+            .collect();
         t.publish(batch, None, true).await
     }
 
@@ -418,7 +455,11 @@ impl Broker {
     ///
     /// # Errors
     /// Unknown topic or subscription, or a stream subscription.
-    pub fn queue_consumer(&self, topic: &TopicName, subscription: &SubscriptionName) -> Result<QueueConsumer> {
+    pub fn queue_consumer(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+    ) -> Result<QueueConsumer> {
         let (t, s) = self.subscription(topic, subscription)?;
         if s.config.mode != SubscriptionMode::Queue {
             return Err(BrokerError::WrongMode {
@@ -436,7 +477,11 @@ impl Broker {
     ///
     /// # Errors
     /// Unknown topic or subscription, or a queue subscription.
-    pub fn stream_consumer(&self, topic: &TopicName, subscription: &SubscriptionName) -> Result<StreamConsumer> {
+    pub fn stream_consumer(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+    ) -> Result<StreamConsumer> {
         let (t, s) = self.subscription(topic, subscription)?;
         if s.config.mode != SubscriptionMode::Stream {
             return Err(BrokerError::WrongMode {
@@ -508,7 +553,16 @@ impl Broker {
     ) -> Result<Vec<Delivery>> {
         let consumer = self.queue_consumer(topic, subscription)?;
         let max = max.min(consumer.max_in_flight);
-        receive_waiting(&self.inner.clock, &consumer.topic, &consumer.sub, consumer.member, max, usize::MAX, wait).await
+        receive_waiting(
+            &self.inner.clock,
+            &consumer.topic,
+            &consumer.sub,
+            consumer.member,
+            max,
+            usize::MAX,
+            wait,
+        )
+        .await
     }
 
     /// Commits an offset of a stream subscription from outside the group (admin).
@@ -551,7 +605,12 @@ impl Broker {
     ///
     /// # Errors
     /// Unknown names, a subscription without a dead-letter topic, or storage.
-    pub async fn redrive(&self, topic: &TopicName, subscription: &SubscriptionName, max: usize) -> Result<usize> {
+    pub async fn redrive(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+        max: usize,
+    ) -> Result<usize> {
         let (t, s) = self.subscription(topic, subscription)?;
         let dlq = s.config.dead_letter_topic.clone().ok_or_else(|| {
             BrokerError::InvalidConfig(format!("subscription {subscription} has no dead-letter topic"))
@@ -571,7 +630,8 @@ impl Broker {
                     let Some(receipt) = d.receipt else { continue };
                     let ext = &d.message.extensions;
                     let mine = ext.get(dead_letter_ext::TOPIC).map(String::as_str) == Some(topic.as_str())
-                        && ext.get(dead_letter_ext::SUBSCRIPTION).map(String::as_str) == Some(subscription.as_str());
+                        && ext.get(dead_letter_ext::SUBSCRIPTION).map(String::as_str)
+                            == Some(subscription.as_str());
                     if !mine || moved >= max {
                         others.push(receipt);
                         continue;
@@ -580,7 +640,8 @@ impl Broker {
                     for k in dead_letter_ext::ALL {
                         message.extensions.remove(k);
                     }
-                    t.publish(vec![Outgoing { message, deliver_at: None }], Some(subscription), false).await?;
+                    t.publish(vec![Outgoing { message, deliver_at: None }], Some(subscription), false)
+                        .await?;
                     ds.ack(&[receipt]).await?.remove(0)?;
                     moved += 1;
                 }
@@ -786,7 +847,9 @@ fn open_topic(storage: &Arc<dyn Storage>, dir: &Path, clock: &SharedClock) -> Re
             };
             let smarker = sdir.join("subscription.json");
             if !storage.exists(&smarker) {
-                storage.remove_dir_all(&sdir).map_err(|e| io_error("remove incomplete subscription", &sdir, e))?;
+                storage
+                    .remove_dir_all(&sdir)
+                    .map_err(|e| io_error("remove incomplete subscription", &sdir, e))?;
                 continue;
             }
             let meta: SubscriptionMeta = read_json(storage, &smarker)?;

@@ -45,7 +45,8 @@ pub(crate) fn encode(
 ) -> Bytes {
     let mut b = BytesMut::with_capacity(msg.size() + 64);
     b.put_u8(VERSION);
-    let flags = if deliver_at.is_some() { FLAG_DELIVER_AT } else { 0 } | if target.is_some() { FLAG_TARGET } else { 0 };
+    let flags = if deliver_at.is_some() { FLAG_DELIVER_AT } else { 0 }
+        | if target.is_some() { FLAG_TARGET } else { 0 };
     b.put_u8(flags);
     if let Some(t) = deliver_at {
         b.put_u64_le(t.0);
@@ -132,7 +133,8 @@ pub(crate) fn decode(buf: Bytes) -> Result<StoredMessage, DecodeError> {
         None
     };
     let (id, source, ty, specversion) = (r.str()?, r.str()?, r.str()?, r.str()?);
-    let (subject, time, datacontenttype, dataschema) = (r.opt_str()?, r.opt_str()?, r.opt_str()?, r.opt_str()?);
+    let (subject, time, datacontenttype, dataschema) =
+        (r.opt_str()?, r.opt_str()?, r.opt_str()?, r.opt_str()?);
     let n = r.u32()?;
     let mut extensions = std::collections::BTreeMap::new();
     for _ in 0..n {

@@ -70,7 +70,11 @@ impl Default for TopicConfig {
         TopicConfig {
             partitions: 1,
             fsync: FsyncPolicy::Always,
-            retention: RetentionConfig { max_age_ms: Some(7 * 24 * 3_600_000), max_bytes: None, until_acked: true },
+            retention: RetentionConfig {
+                max_age_ms: Some(7 * 24 * 3_600_000),
+                max_bytes: None,
+                until_acked: true,
+            },
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             dedup_window_ms: 5 * 60_000,
             dedup_max_entries: 1_000_000,

@@ -25,7 +25,13 @@ pub(crate) struct DedupWindow {
 
 impl DedupWindow {
     pub(crate) fn new(window_ms: u64, max_entries: usize) -> DedupWindow {
-        DedupWindow { window_ms, max_entries, seen: HashMap::new(), order: VecDeque::new(), pending: HashSet::new() }
+        DedupWindow {
+            window_ms,
+            max_entries,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            pending: HashSet::new(),
+        }
     }
 
     pub(crate) fn enabled(&self) -> bool {

@@ -38,7 +38,9 @@ pub enum BrokerError {
         subscription: SubscriptionName,
     },
     /// The operation needs the other subscription mode.
-    #[error("subscription {subscription} is a {actual} subscription; this operation needs a {expected} subscription")]
+    #[error(
+        "subscription {subscription} is a {actual} subscription; this operation needs a {expected} subscription"
+    )]
     WrongMode {
         /// The subscription.
         subscription: SubscriptionName,
@@ -58,7 +60,9 @@ pub enum BrokerError {
         partitions: u32,
     },
     /// A receipt that does not parse, or names no delivery this subscription holds.
-    #[error("receipt {0} is unknown: it was never issued, is already acked, or belongs to another subscription")]
+    #[error(
+        "receipt {0} is unknown: it was never issued, is already acked, or belongs to another subscription"
+    )]
     UnknownReceipt(String),
     /// The lease behind the receipt ran out; the message has been or will be delivered again.
     #[error("the lease of receipt {0} has expired; the message will be delivered again under a new receipt")]

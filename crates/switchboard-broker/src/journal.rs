@@ -139,7 +139,11 @@ pub(crate) fn decode(mut b: Bytes) -> Result<Vec<Entry>, JournalDecodeError> {
         let e = match tag {
             DELIVERED => {
                 need(&b, 16)?;
-                Entry::Delivered { partition: b.get_u32_le(), offset: b.get_u64_le(), attempt: b.get_u32_le() }
+                Entry::Delivered {
+                    partition: b.get_u32_le(),
+                    offset: b.get_u64_le(),
+                    attempt: b.get_u32_le(),
+                }
             }
             ACKED => {
                 need(&b, 12)?;

@@ -41,8 +41,8 @@ mod topic;
 
 pub use broker::{Broker, PartitionInfo, REDRIVE_SUBSCRIPTION, TopicInfo, dead_letter_ext};
 pub use config::{
-    BrokerConfig, DEFAULT_MAX_MESSAGE_BYTES, RetentionConfig, StartPosition, SubscriptionConfig, SubscriptionMode,
-    TopicConfig,
+    BrokerConfig, DEFAULT_MAX_MESSAGE_BYTES, RetentionConfig, StartPosition, SubscriptionConfig,
+    SubscriptionMode, TopicConfig,
 };
 pub use consumer::{QueueConsumer, StreamConsumer};
 pub use delivery::{Delivery, PartitionStats, SeekTo, SubscriptionStats};

@@ -111,7 +111,10 @@ pub(crate) struct QueueState {
 
 impl QueueState {
     pub(crate) fn new(starts: &[u64]) -> QueueState {
-        let parts = starts.iter().map(|&s| PartitionState { floor: s, next_fetch: s, ..Default::default() }).collect();
+        let parts = starts
+            .iter()
+            .map(|&s| PartitionState { floor: s, next_fetch: s, ..Default::default() })
+            .collect();
         QueueState { parts, ..Default::default() }
     }
 
@@ -260,6 +263,7 @@ impl QueueState {
         key: Option<&str>,
         foreign: bool,
         ordered: bool,
+        max_deliveries: Option<u32>,
     ) -> Admit {
         let p = &mut self.parts[pos.0 as usize];
         p.next_fetch = p.next_fetch.max(pos.1 + 1);
@@ -286,6 +290,9 @@ impl QueueState {
         if held_by_key {
             return Admit::Skip;
         }
+        if self.exhausted(pos, max_deliveries) {
+            return Admit::Skip;
+        }
         match not_before {
             Some(t) if t > now => {
                 self.scheduled.insert((t, pos));
@@ -293,6 +300,17 @@ impl QueueState {
             }
             _ => Admit::Deliver,
         }
+    }
+
+    /// A message that used up its deliveries before a restart (its last lease died with the
+    /// process) goes to the dead-letter queue instead of out again. Returns true if so.
+    pub(crate) fn exhausted(&mut self, pos: Pos, max_deliveries: Option<u32>) -> bool {
+        let attempts = self.parts[pos.0 as usize].attempts.get(&pos.1).copied().unwrap_or(0);
+        if !max_deliveries.is_some_and(|m| attempts >= m) {
+            return false;
+        }
+        self.retry_or_dead_letter(pos, attempts, max_deliveries, "lease expired", None, None);
+        true
     }
 
     /// Holds a message until `at` (its `deliver_at` is still in the future).
@@ -320,7 +338,13 @@ impl QueueState {
     }
 
     /// Finds the lease a receipt names, expiring it first if its time is up.
-    fn take_lease(&mut self, pos: Pos, lease_id: u64, now: Timestamp, max: Option<u32>) -> Result<Lease, SettleError> {
+    fn take_lease(
+        &mut self,
+        pos: Pos,
+        lease_id: u64,
+        now: Timestamp,
+        max: Option<u32>,
+    ) -> Result<Lease, SettleError> {
         let Some(lease) = self.inflight.get(&pos) else {
             let p = self.parts.get(pos.0 as usize).ok_or(SettleError::Unknown)?;
             // Waiting for redelivery (its lease ran out) versus never issued / already done.
@@ -344,7 +368,13 @@ impl QueueState {
     }
 
     /// Acks: the message is done.
-    pub(crate) fn ack(&mut self, pos: Pos, lease_id: u64, now: Timestamp, max: Option<u32>) -> Result<(), SettleError> {
+    pub(crate) fn ack(
+        &mut self,
+        pos: Pos,
+        lease_id: u64,
+        now: Timestamp,
+        max: Option<u32>,
+    ) -> Result<(), SettleError> {
         self.take_lease(pos, lease_id, now, max)?;
         self.finish(pos);
         Ok(())

@@ -88,7 +88,8 @@ impl StreamState {
 
     /// The partitions a member owns, ascending.
     pub(crate) fn assigned(&self, member: MemberId) -> Vec<u32> {
-        let mut v: Vec<u32> = self.members.get(&member).map(|m| m.keys().copied().collect()).unwrap_or_default();
+        let mut v: Vec<u32> =
+            self.members.get(&member).map(|m| m.keys().copied().collect()).unwrap_or_default();
         v.sort_unstable();
         v
     }

@@ -199,6 +199,9 @@ impl Subscription {
             let Some(pos) = q.pop_ready() else { break };
             match read_one(topic, pos) {
                 Ok(Some((record, stored))) => {
+                    if q.exhausted(pos, self.max_deliveries()) {
+                        continue;
+                    }
                     if let Some(at) = stored.deliver_at.filter(|at| *at > now) {
                         q.schedule(pos, at);
                         continue;
@@ -239,7 +242,7 @@ impl Subscription {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::error!(topic = %self.topic, partition = p, offset = record.offset, error = %e, "Skipped a stored message that does not decode.");
-                            q.admit_new(pos, now, None, None, true, false);
+                            q.admit_new(pos, now, None, None, true, false, None);
                             continue;
                         }
                     };
@@ -251,6 +254,7 @@ impl Subscription {
                         stored.message.partition_key(),
                         foreign,
                         self.config.ordered_by_key,
+                        self.max_deliveries(),
                     );
                     if admit == Admit::Deliver {
                         self.lease_into(q, pos, record, stored, member, now, out, entries);
@@ -378,7 +382,9 @@ impl Subscription {
         let until = (!delay.is_zero()).then(|| now.saturating_add(delay));
         let max = self.max_deliveries();
         let entry = self
-            .with_queue(|q| q.nack((receipt.partition, receipt.offset), receipt.lease, now, max, until, error))?
+            .with_queue(|q| {
+                q.nack((receipt.partition, receipt.offset), receipt.lease, now, max, until, error)
+            })?
             .map_err(|e| settle_error(e, receipt))?;
         if let Some(e) = entry {
             self.journal(&[e]).await?;
@@ -463,7 +469,9 @@ impl Subscription {
             return Err(BrokerError::OffsetOutOfRange { partition, offset, start, end });
         }
         let entry = match &mut *self.state.lock() {
-            State::Stream(s) => s.commit(member, partition, offset).ok_or(BrokerError::NotAssigned { partition })?,
+            State::Stream(s) => {
+                s.commit(member, partition, offset).ok_or(BrokerError::NotAssigned { partition })?
+            }
             State::Queue(_) => return Err(self.wrong_mode(SubscriptionMode::Stream)),
         };
         self.journal(&[entry]).await
@@ -541,15 +549,18 @@ impl Subscription {
                     (c, end.saturating_sub(c))
                 }
             };
-            partitions.push(PartitionStats { partition: p as u32, start_offset: start, end_offset: end, floor, backlog });
+            partitions.push(PartitionStats {
+                partition: p as u32,
+                start_offset: start,
+                end_offset: end,
+                floor,
+                backlog,
+            });
         }
         let (in_flight, scheduled, dead_lettered, consumers) = match &*st {
-            State::Queue(q) => (
-                q.inflight.len() as u64,
-                q.scheduled_len() as u64,
-                q.dead_lettered,
-                q.member_inflight.len(),
-            ),
+            State::Queue(q) => {
+                (q.inflight.len() as u64, q.scheduled_len() as u64, q.dead_lettered, q.member_inflight.len())
+            }
             State::Stream(s) => (s.in_flight(), 0, 0, s.member_count()),
         };
         SubscriptionStats {
@@ -567,7 +578,8 @@ impl Subscription {
     /// Writes a snapshot and drops the journal segments it replaces, once the journal has
     /// grown by `threshold` bytes since the last compaction.
     pub(crate) async fn compact_if_needed(&self, threshold: u64) -> Result<()> {
-        if self.journal.size_bytes() < self.journal_size_after_compaction.load(Ordering::Relaxed) + threshold {
+        if self.journal.size_bytes() < self.journal_size_after_compaction.load(Ordering::Relaxed) + threshold
+        {
             return Ok(());
         }
         let snapshot = {

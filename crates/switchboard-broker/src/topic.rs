@@ -81,7 +81,12 @@ impl Topic {
     ) -> Result<Topic> {
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
-            partitions.push(Log::open(storage.clone(), dir.join(format!("p{p}")), log_config(&config), clock.clone())?);
+            partitions.push(Log::open(
+                storage.clone(),
+                dir.join(format!("p{p}")),
+                log_config(&config),
+                clock.clone(),
+            )?);
         }
         let mut dedup = DedupWindow::new(config.dedup_window_ms, config.dedup_max_entries);
         if dedup.enabled() {
@@ -145,7 +150,9 @@ impl Topic {
                     continue;
                 }
                 let stored = match (&result, receipts[i]) {
-                    (Ok(()), Some(r)) => Some(Seen { partition: r.partition, offset: r.offset, at: r.timestamp }),
+                    (Ok(()), Some(r)) => {
+                        Some(Seen { partition: r.partition, offset: r.offset, at: r.timestamp })
+                    }
                     _ => None,
                 };
                 d.finish(&o.message.id, stored);

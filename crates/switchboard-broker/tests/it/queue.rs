@@ -5,14 +5,18 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use switchboard_broker::{
-    BrokerError, PublishOptions, RetentionConfig, StartPosition, SubscriptionConfig, TopicConfig, dead_letter_ext,
+    BrokerError, PublishOptions, RetentionConfig, StartPosition, SubscriptionConfig, TopicConfig,
+    dead_letter_ext,
 };
 use switchboard_core::Message;
 
 use crate::util::*;
 
 async fn setup(env: &Env, partitions: u32, sub_config: SubscriptionConfig) {
-    env.broker.create_topic(&topic("jobs"), TopicConfig { partitions, ..TopicConfig::default() }).await.unwrap();
+    env.broker
+        .create_topic(&topic("jobs"), TopicConfig { partitions, ..TopicConfig::default() })
+        .await
+        .unwrap();
     env.broker.create_subscription(&topic("jobs"), &sub("workers"), sub_config).await.unwrap();
 }
 
@@ -142,14 +146,19 @@ async fn max_deliveries_dead_letters_with_metadata_and_redrive_brings_it_back_to
 #[tokio::test]
 async fn lease_expiry_counts_towards_max_deliveries() {
     let env = Env::new().await;
-    setup(&env, 1, SubscriptionConfig { max_deliveries: Some(1), lease_ms: 100, ..SubscriptionConfig::queue() })
-        .await;
+    setup(
+        &env,
+        1,
+        SubscriptionConfig { max_deliveries: Some(1), lease_ms: 100, ..SubscriptionConfig::queue() },
+    )
+    .await;
     publish_n(&env, 1).await;
     let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
     assert_eq!(env.drain(&c).await.len(), 1);
     env.advance(Duration::from_millis(100));
     env.broker.tick().await.unwrap();
-    let letters = env.drain(&env.broker.queue_consumer(&topic("jobs.workers.dlq"), &sub("redrive")).unwrap()).await;
+    let letters =
+        env.drain(&env.broker.queue_consumer(&topic("jobs.workers.dlq"), &sub("redrive")).unwrap()).await;
     assert_eq!(letters[0].message.extensions[dead_letter_ext::REASON], "lease expired");
 }
 
@@ -173,7 +182,10 @@ async fn ordered_by_key_keeps_one_message_per_key_in_flight() {
     c.ack(&again[0].receipt.unwrap()).await.unwrap();
     c.ack(&first[1].receipt.unwrap()).await.unwrap();
     let next = env.drain(&c).await;
-    assert_eq!(next.iter().map(body).collect::<BTreeSet<_>>(), BTreeSet::from(["message 2".into(), "message 3".into()]));
+    assert_eq!(
+        next.iter().map(body).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["message 2".into(), "message 3".into()])
+    );
 }
 
 #[tokio::test]
@@ -236,11 +248,9 @@ async fn acks_attempts_and_delays_survive_a_crash() {
 
 #[tokio::test]
 async fn journal_compaction_keeps_state_across_restart() {
-    let mut env = Env::with_config(switchboard_broker::BrokerConfig {
-        journal_compact_bytes: 2_000,
-        ..test_config()
-    })
-    .await;
+    let mut env =
+        Env::with_config(switchboard_broker::BrokerConfig { journal_compact_bytes: 2_000, ..test_config() })
+            .await;
     setup(&env, 2, SubscriptionConfig::queue()).await;
     publish_n(&env, 400).await;
     let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
@@ -254,7 +264,8 @@ async fn journal_compaction_keeps_state_across_restart() {
         }
     }
     env.broker.tick().await.unwrap();
-    let journal_files = env.storage.paths().into_iter().filter(|p| p.to_string_lossy().contains("journal")).count();
+    let journal_files =
+        env.storage.paths().into_iter().filter(|p| p.to_string_lossy().contains("journal")).count();
     drop(c);
     env.crash_and_restart().await;
     let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
@@ -304,7 +315,9 @@ async fn delayed_delivery_waits_for_deliver_at() {
     env.broker.publish_with(&topic("jobs"), msg(0), PublishOptions { deliver_at: Some(at) }).await.unwrap();
     env.broker.publish(&topic("jobs"), msg(1)).await.unwrap();
     let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
-    assert_eq!(env.drain(&c).await.iter().map(body).collect::<Vec<_>>(), ["message 1"]);
+    let now = env.drain(&c).await;
+    assert_eq!(now.iter().map(body).collect::<Vec<_>>(), ["message 1"]);
+    c.ack(&now[0].receipt.unwrap()).await.unwrap();
     env.advance(Duration::from_secs(29));
     assert!(env.drain(&c).await.is_empty());
     env.advance(Duration::from_secs(1));
