@@ -77,6 +77,24 @@ pub(crate) struct DeadLetter {
     pub(crate) last_error: Option<String>,
 }
 
+/// What the scheduler needs to know of a message read from the log.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Incoming<'a> {
+    /// Hold it back until then.
+    pub(crate) deliver_at: Option<Timestamp>,
+    /// Its partition key.
+    pub(crate) key: Option<&'a str>,
+    /// A redriven message meant for another subscription.
+    pub(crate) foreign: bool,
+}
+
+/// The subscription settings the scheduler applies.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Rules {
+    pub(crate) ordered: bool,
+    pub(crate) max_deliveries: Option<u32>,
+}
+
 /// What the glue should do with a freshly read message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
@@ -253,18 +271,10 @@ impl QueueState {
     }
 
     /// Decides what to do with a message read from the log for the first time (or re-read
-    /// after a restart). `deliver_at` and `key` come from the message; `foreign` is true for
-    /// a redriven message meant for another subscription.
-    pub(crate) fn admit_new(
-        &mut self,
-        pos: Pos,
-        now: Timestamp,
-        deliver_at: Option<Timestamp>,
-        key: Option<&str>,
-        foreign: bool,
-        ordered: bool,
-        max_deliveries: Option<u32>,
-    ) -> Admit {
+    /// after a restart).
+    pub(crate) fn admit_new(&mut self, pos: Pos, now: Timestamp, msg: Incoming<'_>, rules: Rules) -> Admit {
+        let Incoming { deliver_at, key, foreign } = msg;
+        let Rules { ordered, max_deliveries } = rules;
         let p = &mut self.parts[pos.0 as usize];
         p.next_fetch = p.next_fetch.max(pos.1 + 1);
         if p.is_done(pos.1) {
@@ -306,7 +316,7 @@ impl QueueState {
     /// process) goes to the dead-letter queue instead of out again. Returns true if so.
     pub(crate) fn exhausted(&mut self, pos: Pos, max_deliveries: Option<u32>) -> bool {
         let attempts = self.parts[pos.0 as usize].attempts.get(&pos.1).copied().unwrap_or(0);
-        if !max_deliveries.is_some_and(|m| attempts >= m) {
+        if max_deliveries.is_none_or(|m| attempts < m) {
             return false;
         }
         self.retry_or_dead_letter(pos, attempts, max_deliveries, "lease expired", None, None);

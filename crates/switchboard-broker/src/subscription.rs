@@ -17,7 +17,7 @@ use crate::config::{SubscriptionConfig, SubscriptionMode};
 use crate::delivery::{Delivery, PartitionStats, SeekTo, SubscriptionStats};
 use crate::error::{BrokerError, Result};
 use crate::journal::{self, Entry};
-use crate::queue::{Admit, DeadLetter, MemberId, Pos, QueueState, SettleError};
+use crate::queue::{Admit, DeadLetter, Incoming, MemberId, Pos, QueueState, Rules, SettleError};
 use crate::receipt::Receipt;
 use crate::stream::StreamState;
 use crate::topic::{Topic, log_config};
@@ -34,7 +34,7 @@ pub(crate) struct SubscriptionMeta {
 }
 
 enum State {
-    Queue(QueueState),
+    Queue(Box<QueueState>),
     Stream(StreamState),
 }
 
@@ -77,7 +77,7 @@ impl Subscription {
         let mut starts = meta.starts.clone();
         starts.resize(topic.partition_count() as usize, 0);
         let mut state = match meta.config.mode {
-            SubscriptionMode::Queue => State::Queue(QueueState::new(&starts)),
+            SubscriptionMode::Queue => State::Queue(Box::new(QueueState::new(&starts))),
             SubscriptionMode::Stream => State::Stream(StreamState::new(&starts)),
         };
         let mut at = journal.start_offset();
@@ -242,20 +242,23 @@ impl Subscription {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::error!(topic = %self.topic, partition = p, offset = record.offset, error = %e, "Skipped a stored message that does not decode.");
-                            q.admit_new(pos, now, None, None, true, false, None);
+                            q.admit_new(
+                                pos,
+                                now,
+                                Incoming { foreign: true, ..Incoming::default() },
+                                Rules::default(),
+                            );
                             continue;
                         }
                     };
-                    let foreign = stored.target.as_ref().is_some_and(|t| *t != self.name);
-                    let admit = q.admit_new(
-                        pos,
-                        now,
-                        stored.deliver_at,
-                        stored.message.partition_key(),
-                        foreign,
-                        self.config.ordered_by_key,
-                        self.max_deliveries(),
-                    );
+                    let incoming = Incoming {
+                        deliver_at: stored.deliver_at,
+                        key: stored.message.partition_key(),
+                        foreign: stored.target.as_ref().is_some_and(|t| *t != self.name),
+                    };
+                    let rules =
+                        Rules { ordered: self.config.ordered_by_key, max_deliveries: self.max_deliveries() };
+                    let admit = q.admit_new(pos, now, incoming, rules);
                     if admit == Admit::Deliver {
                         self.lease_into(q, pos, record, stored, member, now, out, entries);
                     }

@@ -153,7 +153,7 @@ async fn run(ops: Vec<Op>) {
                 for d in c.receive(max as usize, Duration::ZERO).await.unwrap() {
                     m.check_delivery(&d, now);
                     let a = m.attempts.entry(d.message.id.clone()).or_insert(0);
-                    assert!(d.attempt > *a || d.attempt == *a, "attempts never go backwards");
+                    assert!(d.attempt >= *a, "attempts never go backwards");
                     *a = d.attempt;
                     m.out.retain(|o| o.id != d.message.id);
                     m.out.push(Out {
