@@ -123,7 +123,10 @@ fn queue_pipeline(c: &mut Criterion) {
                     tokio::spawn(async move {
                         for _ in 0..N / 64 {
                             let batch = (0..64).map(|_| message(1024 - 40)).collect();
-                            broker.publish_batch(&t, batch, PublishOptions::default()).await.expect("publish");
+                            broker
+                                .publish_batch(&t, batch, PublishOptions::default())
+                                .await
+                                .expect("publish");
                         }
                     })
                 };

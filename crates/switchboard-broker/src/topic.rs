@@ -219,8 +219,14 @@ impl Topic {
             g.0.push(i);
             g.1.push(codec::encode(&o.message, o.deliver_at, target));
         }
-        let appends = groups.iter().map(|(p, (_, records))| self.partitions[*p as usize].append(records));
-        let results = futures::future::join_all(appends).await;
+        // One partition (every single publish) needs no join machinery.
+        let results = if groups.len() == 1 {
+            let (p, (_, records)) = groups.iter().next().expect("one group");
+            vec![self.partitions[*p as usize].append(records).await]
+        } else {
+            let appends = groups.iter().map(|(p, (_, records))| self.partitions[*p as usize].append(records));
+            futures::future::join_all(appends).await
+        };
         let mut first_error = None;
         for ((p, (indexes, _)), res) in groups.iter().zip(results) {
             match res {

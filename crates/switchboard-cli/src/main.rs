@@ -138,7 +138,9 @@ async fn demo(broker: &Broker, messages: usize) -> anyhow::Result<()> {
     ensure_topic(broker, &orders, TopicConfig { partitions: 4, ..TopicConfig::default() }).await?;
     broker.create_subscription(&orders, &email, SubscriptionConfig::queue()).await?;
     broker.create_subscription(&orders, &shipping, SubscriptionConfig::stream()).await?;
-    println!("data dir holds topic `orders` with a queue subscription `email` and a stream subscription `shipping`");
+    println!(
+        "data dir holds topic `orders` with a queue subscription `email` and a stream subscription `shipping`"
+    );
 
     let started = Instant::now();
     let mut published = 0;
@@ -154,7 +156,10 @@ async fn demo(broker: &Broker, messages: usize) -> anyhow::Result<()> {
         published += n;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("published {published} messages (fsync always, batches of 500) in {secs:.2}s: {:.0} msgs/s", published as f64 / secs);
+    println!(
+        "published {published} messages (fsync always, batches of 500) in {secs:.2}s: {:.0} msgs/s",
+        published as f64 / secs
+    );
 
     let consumer = broker.queue_consumer(&orders, &email)?;
     let started = Instant::now();
@@ -169,7 +174,10 @@ async fn demo(broker: &Broker, messages: usize) -> anyhow::Result<()> {
         acked += receipts.len();
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("queue `email`: received and acked {acked} messages in {secs:.2}s: {:.0} msgs/s", acked as f64 / secs);
+    println!(
+        "queue `email`: received and acked {acked} messages in {secs:.2}s: {:.0} msgs/s",
+        acked as f64 / secs
+    );
 
     let reader = broker.stream_consumer(&orders, &shipping)?;
     let mut read = 0;
@@ -192,7 +200,10 @@ async fn demo(broker: &Broker, messages: usize) -> anyhow::Result<()> {
     println!("stream `shipping`: rewound to the earliest offset; it can replay the log at will");
     for s in [&email, &shipping] {
         let st = broker.stats(&orders, s)?;
-        println!("{s}: backlog={} in_flight={} lag={} dead_lettered={}", st.backlog, st.in_flight, st.lag, st.dead_lettered);
+        println!(
+            "{s}: backlog={} in_flight={} lag={} dead_lettered={}",
+            st.backlog, st.in_flight, st.lag, st.dead_lettered
+        );
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use switchboard_broker::{
-    BrokerConfig, BrokerError, DEFAULT_MAX_MESSAGE_BYTES, PublishOptions, Receipt, SubscriptionConfig, TopicConfig,
+    BrokerConfig, BrokerError, DEFAULT_MAX_MESSAGE_BYTES, PublishOptions, Receipt, SubscriptionConfig,
+    TopicConfig,
 };
 use switchboard_core::{Message, MessageError, NameError, SubscriptionName, TopicName};
 
@@ -12,7 +13,8 @@ use crate::util::*;
 /// Everything observable about topic `t`, to show an error changed nothing.
 fn state(env: &Env) -> String {
     let info = env.broker.topic_info(&topic("t")).unwrap();
-    let stats: Vec<_> = info.subscriptions.iter().map(|(s, _)| env.broker.stats(&topic("t"), s).unwrap()).collect();
+    let stats: Vec<_> =
+        info.subscriptions.iter().map(|(s, _)| env.broker.stats(&topic("t"), s).unwrap()).collect();
     format!("{:?}{:?}{:?}", info.partitions, info.subscriptions, stats)
 }
 
@@ -44,7 +46,8 @@ async fn oversize_messages_are_rejected_at_the_default_and_a_configured_limit() 
     let err = env.broker.publish(&topic("t"), big).await.unwrap_err();
     assert!(matches!(err, BrokerError::InvalidMessage(MessageError::TooLarge { .. })), "{err}");
     assert!(err.to_string().contains("limit is 1048576 bytes"), "{err}");
-    env.broker.create_topic(&topic("small"), TopicConfig { max_message_bytes: 100, ..TopicConfig::default() })
+    env.broker
+        .create_topic(&topic("small"), TopicConfig { max_message_bytes: 100, ..TopicConfig::default() })
         .await
         .unwrap();
     let err = env.broker.publish(&topic("small"), Message::new("/s", "t", vec![0u8; 100])).await.unwrap_err();
@@ -130,7 +133,10 @@ async fn invalid_configuration_and_conflicting_recreation() {
         TopicConfig { partitions: 5000, ..TopicConfig::default() },
         TopicConfig { max_message_bytes: 0, ..TopicConfig::default() },
     ] {
-        assert!(matches!(env.broker.create_topic(&topic("x"), bad).await, Err(BrokerError::InvalidConfig(_))));
+        assert!(matches!(
+            env.broker.create_topic(&topic("x"), bad).await,
+            Err(BrokerError::InvalidConfig(_))
+        ));
     }
     assert!(env.broker.topic_info(&topic("x")).is_err());
     let other = TopicConfig { partitions: 3, ..TopicConfig::default() };

@@ -106,8 +106,9 @@ async fn a_power_cut_under_always_loses_no_acknowledged_publish_or_ack() {
     assert!(again.iter().all(|d| d.offset % 2 == 1 && d.attempt == 2));
 }
 
-#[tokio::test]
-async fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
+/// Publishes three messages, damages the tail of the partition's segment with `damage`
+/// (given the file and its length), and restarts.
+async fn damage_tail_and_restart(damage: impl FnOnce(&Env, &PathBuf, u64)) -> Env {
     let mut env = Env::new().await;
     setup(&env).await;
     for i in 0..3 {
@@ -115,8 +116,14 @@ async fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
     }
     let seg = segment(&env);
     let len = env.storage.file_len(&seg).unwrap();
-    env.storage.truncate_raw(&seg, len - 5);
+    damage(&env, &seg, len);
     env.crash_and_restart().await;
+    env
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
+    let env = damage_tail_and_restart(|env, seg, len| env.storage.truncate_raw(seg, len - 5)).await;
     assert_eq!(bodies_in_log(&env).await, ["message 0", "message 1"]);
     let r = env.broker.publish(&topic("t"), msg(3)).await.unwrap();
     assert_eq!(r.offset, 2, "the next offset follows the last whole batch");
@@ -124,14 +131,6 @@ async fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
 
 #[tokio::test]
 async fn a_corrupt_tail_record_is_never_served() {
-    let mut env = Env::new().await;
-    setup(&env).await;
-    for i in 0..3 {
-        env.broker.publish(&topic("t"), msg(i)).await.unwrap();
-    }
-    let seg = segment(&env);
-    let len = env.storage.file_len(&seg).unwrap();
-    env.storage.corrupt(&seg, len - 3);
-    env.crash_and_restart().await;
+    let env = damage_tail_and_restart(|env, seg, len| env.storage.corrupt(seg, len - 3)).await;
     assert_eq!(bodies_in_log(&env).await, ["message 0", "message 1"]);
 }

@@ -29,7 +29,10 @@ async fn every_cloudevents_attribute_round_trips() {
 #[tokio::test]
 async fn keys_pick_a_stable_partition_and_keyless_messages_spread() {
     let mut env = Env::new().await;
-    env.broker.create_topic(&topic("t"), TopicConfig { partitions: 8, ..TopicConfig::default() }).await.unwrap();
+    env.broker
+        .create_topic(&topic("t"), TopicConfig { partitions: 8, ..TopicConfig::default() })
+        .await
+        .unwrap();
     let p1 = env.broker.publish(&topic("t"), msg(0).with_key("customer-42")).await.unwrap().partition;
     env.crash_and_restart().await;
     let p2 = env.broker.publish(&topic("t"), msg(1).with_key("customer-42")).await.unwrap().partition;
@@ -52,10 +55,12 @@ async fn a_repeated_id_is_stored_once_even_after_a_restart_but_not_after_the_win
     assert_eq!((again.partition, again.offset), (first.partition, first.offset));
     env.crash_and_restart().await;
     assert!(env.broker.publish(&topic("t"), msg(1)).await.unwrap().duplicate, "window rebuilt at open");
-    let batch = env.broker.publish_batch(&topic("t"), vec![msg(2), msg(2), msg(1)], PublishOptions::default()).await;
+    let batch =
+        env.broker.publish_batch(&topic("t"), vec![msg(2), msg(2), msg(1)], PublishOptions::default()).await;
     let batch = batch.unwrap();
     assert_eq!(batch.iter().map(|r| r.duplicate).collect::<Vec<_>>(), [false, true, true]);
-    let total: u64 = env.broker.topic_info(&topic("t")).unwrap().partitions.iter().map(|p| p.end_offset).sum();
+    let total: u64 =
+        env.broker.topic_info(&topic("t")).unwrap().partitions.iter().map(|p| p.end_offset).sum();
     assert_eq!(total, 2);
     env.advance(Duration::from_secs(61));
     assert!(!env.broker.publish(&topic("t"), msg(1)).await.unwrap().duplicate);
@@ -64,7 +69,10 @@ async fn a_repeated_id_is_stored_once_even_after_a_restart_but_not_after_the_win
 #[tokio::test]
 async fn concurrent_publishes_of_one_id_store_it_once() {
     let env = Env::new().await;
-    env.broker.create_topic(&topic("t"), TopicConfig { partitions: 3, ..TopicConfig::default() }).await.unwrap();
+    env.broker
+        .create_topic(&topic("t"), TopicConfig { partitions: 3, ..TopicConfig::default() })
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let b = env.broker.clone();
@@ -106,7 +114,10 @@ async fn a_batch_for_one_partition_is_all_or_nothing() {
 #[tokio::test]
 async fn topics_and_subscriptions_survive_restart_and_delete_removes_them() {
     let mut env = Env::new().await;
-    env.broker.create_topic(&topic("t"), TopicConfig { partitions: 2, ..TopicConfig::default() }).await.unwrap();
+    env.broker
+        .create_topic(&topic("t"), TopicConfig { partitions: 2, ..TopicConfig::default() })
+        .await
+        .unwrap();
     env.broker.create_subscription(&topic("t"), &sub("s"), SubscriptionConfig::stream()).await.unwrap();
     env.crash_and_restart().await;
     let info = env.broker.topic_info(&topic("t")).unwrap();
