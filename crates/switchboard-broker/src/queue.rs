@@ -114,6 +114,9 @@ pub(crate) enum SettleError {
 pub(crate) struct QueueState {
     pub(crate) parts: Vec<PartitionState>,
     pub(crate) inflight: HashMap<Pos, Lease>,
+    /// Acks whose journal entry is being written: done once it is durable, leased again if
+    /// the write fails (so a failed ack never lets a message go).
+    settling: HashMap<Pos, Lease>,
     expiry: BTreeSet<(Timestamp, Pos)>,
     pub(crate) ready: BTreeSet<Pos>,
     scheduled: BTreeSet<(Timestamp, Pos)>,
@@ -202,10 +205,17 @@ impl QueueState {
         let partitions = self
             .parts
             .iter()
-            .map(|p| PartitionSnapshot {
+            .enumerate()
+            .map(|(i, p)| PartitionSnapshot {
                 floor: p.floor,
                 seq: 0,
-                done: p.done.iter().copied().collect(),
+                // An ack being journaled may sit in a segment this snapshot replaces.
+                done: p
+                    .done
+                    .iter()
+                    .copied()
+                    .chain(self.settling.keys().filter(|s| s.0 as usize == i && s.1 >= p.floor).map(|s| s.1))
+                    .collect(),
                 attempts: p.attempts.iter().map(|(o, a)| (*o, *a)).collect(),
                 delays: p.delays.iter().map(|(o, t)| (*o, *t)).collect(),
             })
@@ -355,6 +365,9 @@ impl QueueState {
         now: Timestamp,
         max: Option<u32>,
     ) -> Result<Lease, SettleError> {
+        if self.settling.contains_key(&pos) {
+            return Err(SettleError::Unknown);
+        }
         let Some(lease) = self.inflight.get(&pos) else {
             let p = self.parts.get(pos.0 as usize).ok_or(SettleError::Unknown)?;
             // Waiting for redelivery (its lease ran out) versus never issued / already done.
@@ -377,7 +390,8 @@ impl QueueState {
         Ok(lease)
     }
 
-    /// Acks: the message is done.
+    /// Starts an ack: the lease is claimed; [`confirm_ack`](Self::confirm_ack) finishes it
+    /// once its journal entry is durable, [`restore_ack`](Self::restore_ack) undoes it.
     pub(crate) fn ack(
         &mut self,
         pos: Pos,
@@ -385,9 +399,30 @@ impl QueueState {
         now: Timestamp,
         max: Option<u32>,
     ) -> Result<(), SettleError> {
-        self.take_lease(pos, lease_id, now, max)?;
-        self.finish(pos);
+        let lease = self.take_lease(pos, lease_id, now, max)?;
+        self.settling.insert(pos, lease);
         Ok(())
+    }
+
+    /// The ack's journal entry is durable: the message is done.
+    pub(crate) fn confirm_ack(&mut self, pos: Pos) {
+        if self.settling.remove(&pos).is_some() {
+            self.finish(pos);
+        }
+    }
+
+    /// The ack's journal entry failed: the delivery is leased again, as before the ack.
+    pub(crate) fn restore_ack(&mut self, pos: Pos) {
+        if let Some(lease) = self.settling.remove(&pos) {
+            self.expiry.insert((lease.expires_at, pos));
+            *self.member_inflight.entry(lease.member).or_insert(0) += 1;
+            self.inflight.insert(pos, lease);
+        }
+    }
+
+    /// Leases running plus acks being journaled.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.inflight.len() + self.settling.len()
     }
 
     /// Nacks: deliver again (after `delay_until`), or dead-letter if deliveries are used up.

@@ -372,7 +372,17 @@ impl Subscription {
                 })
                 .collect::<Vec<_>>()
         })?;
-        self.journal(&entries).await?;
+        let written = self.journal(&entries).await;
+        let acked = entries.iter().filter_map(|e| match e {
+            Entry::Acked { partition, offset } => Some((*partition, *offset)),
+            _ => None,
+        });
+        self.with_queue(|q| {
+            for pos in acked {
+                if written.is_ok() { q.confirm_ack(pos) } else { q.restore_ack(pos) }
+            }
+        })?;
+        written?;
         if !entries.is_empty() {
             self.changed.notify_waiters();
         }
@@ -562,7 +572,7 @@ impl Subscription {
         }
         let (in_flight, scheduled, dead_lettered, consumers) = match &*st {
             State::Queue(q) => {
-                (q.inflight.len() as u64, q.scheduled_len() as u64, q.dead_lettered, q.member_inflight.len())
+                (q.in_flight() as u64, q.scheduled_len() as u64, q.dead_lettered, q.member_inflight.len())
             }
             State::Stream(s) => (s.in_flight(), 0, 0, s.member_count()),
         };

@@ -7,6 +7,7 @@
 //! `SWITCHBOARD_CRASH_CHILD` set. It tells the parent what the broker acknowledged, one line
 //! per event on stdout, each written *after* the call returned `Ok`:
 //!
+//! - `OPENING`: about to open the broker (recovery runs inside);
 //! - `READY`: the broker is open and the topic and subscription exist;
 //! - `P <id>`: `publish` / `publish_batch` returned `Ok` for the message;
 //! - `A <id>`: `ack` / `ack_many` returned `Ok` for a delivery of the message;
@@ -44,6 +45,10 @@ const AUDIT: &str = "audit";
 
 /// Concurrent publishers in the child, so that appends share fsyncs (group commit).
 const PUBLISHERS: u64 = 4;
+/// Upper bound on the child's publish rate, in messages per second. Every check reads the
+/// whole topic, so this bounds the test's run time on fast machines (at most ~2000 messages
+/// a round) without ever idling the publishers before the kill.
+const MAX_PUBLISH_RATE: f64 = 8_000.0;
 /// Competing queue consumers in the child.
 const CONSUMERS: usize = 2;
 /// A child that has not been killed by then is an orphan whose parent is gone.
@@ -108,6 +113,7 @@ async fn child_workload(dir: PathBuf, round: u64) {
     // libtest has printed "test crash::crash_child ... " without a newline: end that line so
     // that ours start at the beginning of one.
     emit("");
+    emit("OPENING");
     let broker = open(&dir).await;
     broker.create_topic(&topic(TOPIC), topic_config()).await.unwrap();
     broker.create_subscription(&topic(TOPIC), &sub(QUEUE), queue_config()).await.unwrap();
@@ -131,7 +137,11 @@ async fn child_workload(dir: PathBuf, round: u64) {
 async fn publisher(broker: Broker, round: u64, worker: u64, seq: Arc<AtomicU64>) {
     let t = topic(TOPIC);
     let next_id = || format!("r{round}-{}", seq.fetch_add(1, Ordering::Relaxed));
+    let started = Instant::now();
     for i in 0u64.. {
+        while seq.load(Ordering::Relaxed) as f64 > MAX_PUBLISH_RATE * started.elapsed().as_secs_f64() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let ids: Vec<String> = match i % 8 {
             // One partition key: one partition, so the batch is stored all or none.
             3 => {
@@ -213,6 +223,8 @@ impl Drop for ChildGuard {
 /// What one child run reported before it was killed.
 struct ChildRun {
     lines: Vec<String>,
+    /// The child started opening the broker.
+    opening: bool,
     /// When the child reported the broker open, from its start.
     ready_after: Option<Duration>,
     killed_after: Duration,
@@ -229,12 +241,26 @@ fn killed_by_sigkill(status: ExitStatus) -> bool {
     !status.success()
 }
 
-/// Runs one child on `dir` and kills it: usually 20–250 ms after it reported `READY`, in one
-/// round out of four 0–60 ms after it started (while it is still opening and recovering).
-async fn run_child(dir: &Path, round: u64) -> ChildRun {
+/// This test binary, to run again as the child. On Linux through `/proc/self/exe`: when
+/// cargo rebuilds the test binary while this test runs (another build in the same target
+/// directory), the file at `current_exe()` is replaced or gone, but the running one is still
+/// reachable there, and it is the code this test was built from.
+fn this_binary() -> PathBuf {
+    let proc_self = Path::new("/proc/self/exe");
+    if cfg!(target_os = "linux") && proc_self.exists() {
+        proc_self.to_owned()
+    } else {
+        std::env::current_exe().unwrap()
+    }
+}
+
+/// Runs one child on `dir` and kills it: usually 20–250 ms after it reported `READY`; in one
+/// round out of four at a random moment of its start-up, which lasted `startup` last time
+/// (process start, then opening the broker: recovery, replaying journals).
+async fn run_child(dir: &Path, round: u64, startup: Duration) -> ChildRun {
     let early = rand::random_bool(0.25);
     let mut child = ChildGuard(
-        Command::new(std::env::current_exe().unwrap())
+        Command::new(this_binary())
             .args(["--exact", "crash::crash_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, dir)
             .env(CHILD_ROUND, round.to_string())
@@ -242,7 +268,7 @@ async fn run_child(dir: &Path, round: u64) -> ChildRun {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap(),
+            .unwrap_or_else(|e| panic!("round {round}: cannot start the child: {e}")),
     );
     let started = Instant::now();
     let stdout = child.0.stdout.take().unwrap();
@@ -268,14 +294,17 @@ async fn run_child(dir: &Path, round: u64) -> ChildRun {
     });
 
     let mut lines = Vec::new();
+    let mut opening = false;
     let mut ready_after = None;
-    let mut kill_at = early.then(|| started + Duration::from_millis(rand::random_range(0..60)));
+    let startup_ms = startup.as_millis() as u64;
+    let mut kill_at = early.then(|| started + Duration::from_millis(rand::random_range(0..=startup_ms)));
     loop {
         // Until `READY` (or the early kill time) the wait is only bounded by a generous timeout.
         let until = kill_at.unwrap_or(started + Duration::from_secs(60));
         tokio::select! {
             line = rx.recv() => match line {
                 Some(line) => {
+                    opening |= line == "OPENING";
                     if line == "READY" && ready_after.is_none() {
                         ready_after = Some(started.elapsed());
                         kill_at.get_or_insert_with(|| Instant::now() + Duration::from_millis(rand::random_range(20..250)));
@@ -303,7 +332,7 @@ async fn run_child(dir: &Path, round: u64) -> ChildRun {
         killed_by_sigkill(status),
         "round {round}: the child ended on its own ({status}) instead of being killed;\nits stderr:\n{stderr}"
     );
-    ChildRun { lines, ready_after, killed_after }
+    ChildRun { lines, opening, ready_after, killed_after }
 }
 
 /// Everything the children were told succeeded, over all rounds.
@@ -451,16 +480,20 @@ async fn sigkill_loses_nothing_acknowledged() {
         broker.close().await.unwrap();
     }
     let mut acks = Acknowledged::default();
-    let mut mid_workload = 0;
+    let (mut in_workload, mut in_open) = (0, 0);
+    let mut startup = Duration::from_millis(100);
     for round in 0..kills {
-        let run = run_child(dir.path(), round).await;
+        let run = run_child(dir.path(), round, startup).await;
+        startup = run.ready_after.unwrap_or(startup);
         let (p0, a0) = (acks.published.len(), acks.acked.len());
         acks.absorb(&run.lines);
-        mid_workload += u64::from(run.ready_after.is_some());
+        in_workload += u64::from(run.ready_after.is_some());
+        in_open += u64::from(run.opening && run.ready_after.is_none());
         let checked = check(dir.path(), round, &acks).await;
         let when = match run.ready_after {
             Some(ready) => format!("{:>3} ms into the workload", (run.killed_after - ready).as_millis()),
-            None => "while starting".to_owned(),
+            None if run.opening => "while opening the broker".to_owned(),
+            None => "before opening the broker".to_owned(),
         };
         eprintln!(
             "round {round:>2}: killed after {:>3} ms, {when}; +{} published, +{} acked; topic holds {}, backlog {}",
@@ -473,9 +506,9 @@ async fn sigkill_loses_nothing_acknowledged() {
     }
     assert!(!acks.published.is_empty() && !acks.acked.is_empty(), "the children acknowledged nothing");
     eprintln!(
-        "survived {kills} SIGKILLs ({mid_workload} in the workload, {} while starting); \
-         checked {} acknowledged publishes and {} acknowledged acks in {:.1} s",
-        kills - mid_workload,
+        "survived {kills} SIGKILLs ({in_workload} in the workload, {in_open} while opening the broker, {} \
+         before); checked {} acknowledged publishes and {} acknowledged acks in {:.1} s",
+        kills - in_workload - in_open,
         acks.published.len(),
         acks.acked.len(),
         started.elapsed().as_secs_f64()

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use switchboard_broker::{BrokerError, SubscriptionConfig, TopicConfig};
+use switchboard_broker::{BrokerError, RetentionConfig, SubscriptionConfig, TopicConfig};
 
 use crate::util::*;
 
@@ -133,4 +133,36 @@ async fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
 async fn a_corrupt_tail_record_is_never_served() {
     let env = damage_tail_and_restart(|env, seg, len| env.storage.corrupt(seg, len - 3)).await;
     assert_eq!(bodies_in_log(&env).await, ["message 0", "message 1"]);
+}
+
+#[tokio::test]
+async fn a_failed_ack_keeps_the_message_even_when_retention_runs() {
+    let mut env = Env::new().await;
+    let config = TopicConfig {
+        segment_bytes: 4096,
+        retention: RetentionConfig { max_age_ms: None, max_bytes: None, until_acked: true },
+        ..TopicConfig::default()
+    };
+    env.broker.create_topic(&topic("r"), config).await.unwrap();
+    env.broker.create_subscription(&topic("r"), &sub("q"), SubscriptionConfig::queue()).await.unwrap();
+    for i in 0..100 {
+        env.broker.publish(&topic("r"), msg(i)).await.unwrap();
+    }
+    let c = env.broker.queue_consumer(&topic("r"), &sub("q")).unwrap();
+    let got = env.drain(&c).await;
+    for d in &got[1..] {
+        c.ack(&d.receipt.unwrap()).await.unwrap();
+    }
+    env.storage.fail_next_sync();
+    assert!(c.ack(&got[0].receipt.unwrap()).await.is_err());
+    env.broker.tick().await.unwrap();
+    assert_eq!(env.broker.topic_info(&topic("r")).unwrap().partitions[0].start_offset, 0, "nothing deleted");
+    let st = env.broker.stats(&topic("r"), &sub("q")).unwrap();
+    assert_eq!((st.backlog, st.in_flight), (1, 1), "the failed ack left the delivery leased");
+    // The same receipt can be acked once the disk works again.
+    c.ack(&got[0].receipt.unwrap()).await.unwrap();
+    drop(c);
+    env.crash_and_restart().await;
+    let c = env.broker.queue_consumer(&topic("r"), &sub("q")).unwrap();
+    assert!(env.drain(&c).await.is_empty());
 }
