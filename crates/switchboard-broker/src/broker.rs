@@ -204,6 +204,19 @@ impl Broker {
         Ok((t, s))
     }
 
+    fn subscription_in_mode(
+        &self,
+        topic: &TopicName,
+        name: &SubscriptionName,
+        mode: SubscriptionMode,
+    ) -> Result<(Arc<Topic>, Arc<Subscription>)> {
+        let (t, s) = self.subscription(topic, name)?;
+        if s.config.mode != mode {
+            return Err(s.wrong_mode(mode));
+        }
+        Ok((t, s))
+    }
+
     /// Creates a topic. Creating it again with the same settings is a no-op.
     ///
     /// # Errors
@@ -460,14 +473,7 @@ impl Broker {
         topic: &TopicName,
         subscription: &SubscriptionName,
     ) -> Result<QueueConsumer> {
-        let (t, s) = self.subscription(topic, subscription)?;
-        if s.config.mode != SubscriptionMode::Queue {
-            return Err(BrokerError::WrongMode {
-                subscription: subscription.clone(),
-                actual: "stream",
-                expected: "queue",
-            });
-        }
+        let (t, s) = self.subscription_in_mode(topic, subscription, SubscriptionMode::Queue)?;
         let member = s.join();
         let max_in_flight = s.config.max_in_flight_per_consumer;
         Ok(QueueConsumer { clock: self.inner.clock.clone(), topic: t, sub: s, member, max_in_flight })
@@ -482,14 +488,7 @@ impl Broker {
         topic: &TopicName,
         subscription: &SubscriptionName,
     ) -> Result<StreamConsumer> {
-        let (t, s) = self.subscription(topic, subscription)?;
-        if s.config.mode != SubscriptionMode::Stream {
-            return Err(BrokerError::WrongMode {
-                subscription: subscription.clone(),
-                actual: "queue",
-                expected: "stream",
-            });
-        }
+        let (t, s) = self.subscription_in_mode(topic, subscription, SubscriptionMode::Stream)?;
         let member = s.join();
         Ok(StreamConsumer { clock: self.inner.clock.clone(), topic: t, sub: s, member })
     }

@@ -117,7 +117,7 @@ impl Subscription {
         })
     }
 
-    fn wrong_mode(&self, expected: SubscriptionMode) -> BrokerError {
+    pub(crate) fn wrong_mode(&self, expected: SubscriptionMode) -> BrokerError {
         BrokerError::WrongMode {
             subscription: self.name.clone(),
             actual: self.config.mode.as_str(),
