@@ -15,7 +15,7 @@ use crate::config::{
     BrokerConfig, RetentionConfig, StartPosition, SubscriptionConfig, SubscriptionMode, TopicConfig,
 };
 use crate::consumer::{QueueConsumer, StreamConsumer, receive_waiting};
-use crate::delivery::{Delivery, SeekTo, SubscriptionStats};
+use crate::delivery::{Delivery, LogRecord, SeekTo, SubscriptionStats};
 use crate::error::{BrokerError, Result};
 use crate::receipt::Receipt;
 use crate::subscription::{Subscription, SubscriptionMeta, read_one};
@@ -586,6 +586,46 @@ impl Broker {
     pub async fn seek(&self, topic: &TopicName, subscription: &SubscriptionName, to: SeekTo) -> Result<()> {
         let (t, s) = self.subscription(topic, subscription)?;
         s.seek(&t, to).await
+    }
+
+    /// Reads up to `max` messages of one partition from offset `from`, outside any
+    /// subscription (inspection, dead-letter listing, live tail). Redriven copies meant for
+    /// one subscription are skipped.
+    ///
+    /// # Errors
+    /// Unknown topic or partition, an offset below the retained range, or storage.
+    pub fn read(&self, topic: &TopicName, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>> {
+        let t = self.topic(topic)?;
+        let log = t.log(partition)?;
+        let records = log.read(from, max, 4 << 20).map_err(|e| match e {
+            switchboard_storage::StorageError::OffsetOutOfRange { requested, start, end } => {
+                BrokerError::OffsetOutOfRange { partition, offset: requested, start, end }
+            }
+            other => other.into(),
+        })?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| match crate::codec::decode(r.payload) {
+                Ok(stored) if stored.target.is_none() => Some(LogRecord {
+                    topic: topic.clone(),
+                    partition,
+                    offset: r.offset,
+                    published_at: r.timestamp,
+                    message: stored.message,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Waits until something is published to `topic` or `timeout` passes (for live tails).
+    ///
+    /// # Errors
+    /// Unknown topic.
+    pub async fn wait_for_publish(&self, topic: &TopicName, timeout: Duration) -> Result<()> {
+        let t = self.topic(topic)?;
+        let _ = tokio::time::timeout(timeout, t.appended.notified()).await;
+        Ok(())
     }
 
     /// Backlog, in-flight, lag and dead-letter counts of a subscription.

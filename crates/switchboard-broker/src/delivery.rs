@@ -82,3 +82,18 @@ pub struct SubscriptionStats {
     /// Per partition.
     pub partitions: Vec<PartitionStats>,
 }
+
+/// A message as stored in a partition, read without any subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRecord {
+    /// The topic.
+    pub topic: TopicName,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// When the broker appended it.
+    pub published_at: Timestamp,
+    /// The message as published.
+    pub message: Message,
+}

@@ -45,7 +45,7 @@ pub use config::{
     SubscriptionMode, TopicConfig,
 };
 pub use consumer::{QueueConsumer, StreamConsumer};
-pub use delivery::{Delivery, PartitionStats, SeekTo, SubscriptionStats};
+pub use delivery::{Delivery, LogRecord, PartitionStats, SeekTo, SubscriptionStats};
 pub use error::{BrokerError, Result};
 pub use receipt::Receipt;
 pub use switchboard_storage::{Durability, FsyncPolicy};

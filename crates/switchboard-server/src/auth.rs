@@ -1,0 +1,237 @@
+//! Bearer tokens with permissions per topic pattern.
+//!
+//! With no tokens configured every request is allowed (and the server listens on loopback
+//! only, see [`ServerConfig::validate`](crate::ServerConfig::validate)).
+
+use serde::{Deserialize, Serialize};
+
+/// What a request wants to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Publish to a topic.
+    Publish,
+    /// Receive, ack, nack, commit, seek, read.
+    Consume,
+    /// Create, delete and inspect topics and subscriptions; redrive.
+    Admin,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Consume => "consume",
+            Action::Admin => "admin",
+        }
+    }
+}
+
+/// One grant: actions on topics whose names match a pattern (`*` matches any run of
+/// characters: `orders`, `orders.*`, `*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Permission {
+    /// Topic name pattern.
+    pub topics: String,
+    /// Allowed actions.
+    pub actions: Vec<Action>,
+}
+
+/// A configured bearer token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs (never the token itself).
+    pub name: String,
+    /// The secret.
+    pub token: String,
+    /// What it may do.
+    pub permissions: Vec<Permission>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("permissions", &self.permissions)
+            .finish()
+    }
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer …` header.
+    #[error("missing bearer token: send `Authorization: Bearer <token>`")]
+    Missing,
+    /// The token is not configured.
+    #[error("invalid bearer token")]
+    Invalid,
+    /// The token may not do this.
+    #[error("token {who:?} may not {action} on {what}")]
+    Forbidden {
+        /// The token's name.
+        who: String,
+        /// The action.
+        action: &'static str,
+        /// The topic (or "all topics").
+        what: String,
+    },
+}
+
+/// The configured tokens.
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    tokens: Vec<TokenConfig>,
+}
+
+/// Who is calling: an authenticated token, or anyone when auth is off.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    token: Option<TokenConfig>,
+}
+
+impl Auth {
+    /// Auth over the given tokens (empty: open).
+    pub fn new(tokens: Vec<TokenConfig>) -> Auth {
+        Auth { tokens }
+    }
+
+    /// Whether any token is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// Identifies the caller from an `Authorization` header value.
+    ///
+    /// # Errors
+    /// [`AuthError::Missing`] or [`AuthError::Invalid`] when tokens are configured.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        if !self.enabled() {
+            return Ok(Principal { token: None });
+        }
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let presented = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(AuthError::Missing)?
+            .trim();
+        // Compare against every token without an early exit, so timing does not reveal
+        // how much of a token matched.
+        let mut found = None;
+        for t in &self.tokens {
+            if constant_time_eq(t.token.as_bytes(), presented.as_bytes()) {
+                found = Some(t.clone());
+            }
+        }
+        found.map(|t| Principal { token: Some(t) }).ok_or(AuthError::Invalid)
+    }
+}
+
+impl Principal {
+    /// Allows `action` on `topic` (or, with `None`, on every topic).
+    ///
+    /// # Errors
+    /// [`AuthError::Forbidden`].
+    pub fn check(&self, action: Action, topic: Option<&str>) -> Result<(), AuthError> {
+        let Some(t) = &self.token else { return Ok(()) };
+        let allowed = t.permissions.iter().any(|p| {
+            p.actions.contains(&action)
+                && match topic {
+                    Some(name) => glob_match(&p.topics, name),
+                    None => p.topics == "*",
+                }
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden {
+                who: t.name.clone(),
+                action: action.as_str(),
+                what: topic.map_or_else(|| "all topics".to_owned(), |n| format!("topic {n}")),
+            })
+        }
+    }
+
+    /// Whether `action` is allowed on `topic` (for filtering lists).
+    pub fn may(&self, action: Action, topic: &str) -> bool {
+        self.check(action, Some(topic)).is_ok()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `*` matches any run of characters (including none); everything else literally.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first)
+        || !name[first.len()..].ends_with(last)
+        || name.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(vec![TokenConfig {
+            name: "orders-service".into(),
+            token: "s3cret-token-0123456789".into(),
+            permissions: vec![
+                Permission { topics: "orders*".into(), actions: vec![Action::Publish, Action::Consume] },
+                Permission { topics: "audit".into(), actions: vec![Action::Consume] },
+            ],
+        }])
+    }
+
+    #[test]
+    fn tokens_are_required_and_checked() {
+        let a = auth();
+        assert_eq!(a.authenticate(None).unwrap_err(), AuthError::Missing);
+        assert_eq!(a.authenticate(Some("Basic abc")).unwrap_err(), AuthError::Missing);
+        assert_eq!(a.authenticate(Some("Bearer wrong")).unwrap_err(), AuthError::Invalid);
+        let p = a.authenticate(Some("Bearer s3cret-token-0123456789")).unwrap();
+        p.check(Action::Publish, Some("orders")).unwrap();
+        p.check(Action::Consume, Some("orders.eu")).unwrap();
+        p.check(Action::Consume, Some("audit")).unwrap();
+        assert!(matches!(p.check(Action::Publish, Some("audit")), Err(AuthError::Forbidden { .. })));
+        assert!(matches!(p.check(Action::Admin, Some("orders")), Err(AuthError::Forbidden { .. })));
+        assert!(matches!(p.check(Action::Consume, None), Err(AuthError::Forbidden { .. })));
+    }
+
+    #[test]
+    fn no_tokens_means_open() {
+        let p = Auth::default().authenticate(None).unwrap();
+        p.check(Action::Admin, None).unwrap();
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a*c", "abc") && glob_match("a*c", "ac") && !glob_match("a*c", "ab"));
+        assert!(glob_match("*.dlq", "orders.billing.dlq") && !glob_match("*.dlq", "orders"));
+        assert!(glob_match("a*b*c", "a-b-c") && !glob_match("a*b*c", "a-c-b"));
+        assert!(!glob_match("orders", "orders2"));
+    }
+}

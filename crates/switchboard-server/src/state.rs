@@ -1,0 +1,46 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use switchboard_broker::Broker;
+
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+
+/// Shared by the gRPC, REST and GraphQL handlers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The embedded broker.
+    pub broker: Broker,
+    /// Token checks.
+    pub auth: Arc<Auth>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The configuration the server runs with.
+    pub config: Arc<ServerConfig>,
+    ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State over an open broker.
+    pub fn new(broker: Broker, config: ServerConfig) -> AppState {
+        AppState {
+            broker,
+            auth: Arc::new(Auth::new(config.tokens.clone())),
+            metrics: Arc::new(Metrics::new()),
+            config: Arc::new(config),
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the server accepts work (false before start and while shutting down).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
