@@ -1,7 +1,9 @@
 //! `switchboard`: the command-line entry point.
 //!
-//! Until the server lands, the commands work on a data directory directly through the
-//! embedded broker: `demo` runs the main job end to end, the others inspect and feed it.
+//! `serve` runs the server; `demo` runs the main job end to end on the embedded broker; the
+//! data-directory commands inspect and feed an embedded broker directly.
+
+mod serve;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,15 +16,17 @@ use switchboard_core::{Message, SubscriptionName, TopicName};
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "One broker for queues and logs.")]
 struct Cli {
-    /// Data directory of the embedded broker.
-    #[arg(long, global = true, env = "SWITCHBOARD_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
+    /// Data directory of the embedded broker [default: ./data].
+    #[arg(long, global = true, env = "SWITCHBOARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the broker server: gRPC, REST (CloudEvents), GraphQL, /metrics.
+    Serve(serve::ServeArgs),
     /// Creates an `orders` topic with a queue and a stream subscription, publishes messages,
     /// consumes them both ways, and prints what happened.
     Demo {
@@ -62,9 +66,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let broker = Broker::open(&cli.data_dir)
+    if let Command::Serve(args) = cli.command {
+        return serve::run(args, cli.data_dir).await;
+    }
+    let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+    let broker = Broker::open(&data_dir)
         .await
-        .with_context(|| format!("opening data directory {}", cli.data_dir.display()))?;
+        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
     let result = run(&broker, cli.command).await;
     broker.close().await?;
     result
@@ -72,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(broker: &Broker, command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Serve(_) => unreachable!("handled in main"),
         Command::Demo { messages } => demo(broker, messages).await,
         Command::Topics => {
             for t in broker.topics() {

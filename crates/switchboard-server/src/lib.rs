@@ -107,8 +107,8 @@ impl Server {
         let grpc_addr = local(&grpc_listener, config.grpc_addr)?;
 
         let mut broker_config = config.broker.clone();
-        broker_config.max_batch_messages =
-            broker_config.max_batch_messages.max(config.limits.max_batch_messages);
+        // The server's batch limit is the one every API enforces.
+        broker_config.max_batch_messages = config.limits.max_batch_messages;
         let broker = Broker::open_with(
             Arc::new(FileStorage::new()),
             &config.data_dir,
