@@ -457,6 +457,10 @@ impl Broker {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
+        let cap = self.inner.config.max_message_bytes.min(t.config.max_message_bytes);
+        for m in &messages {
+            m.validate(cap)?;
+        }
         let batch = messages
             .into_iter()
             .map(|message| Outgoing { message, deliver_at: options.deliver_at })

@@ -21,11 +21,18 @@ pub struct BrokerConfig {
     pub tick_ms: u64,
     /// Compact a subscription's state journal once it holds this many bytes.
     pub journal_compact_bytes: u64,
+    /// Largest message any publish accepts, whatever a topic allows (a server-wide limit).
+    pub max_message_bytes: usize,
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { max_batch_messages: 10_000, tick_ms: 50, journal_compact_bytes: 8 * 1024 * 1024 }
+        BrokerConfig {
+            max_batch_messages: 10_000,
+            tick_ms: 50,
+            journal_compact_bytes: 8 * 1024 * 1024,
+            max_message_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 

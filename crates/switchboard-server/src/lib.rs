@@ -109,6 +109,7 @@ impl Server {
         let mut broker_config = config.broker.clone();
         // The server's batch limit is the one every API enforces.
         broker_config.max_batch_messages = config.limits.max_batch_messages;
+        broker_config.max_message_bytes = config.limits.max_message_bytes;
         let broker = Broker::open_with(
             Arc::new(FileStorage::new()),
             &config.data_dir,

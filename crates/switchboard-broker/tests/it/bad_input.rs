@@ -172,3 +172,12 @@ async fn wrong_mode_and_oversize_batches() {
     assert!(matches!(err, BrokerError::BatchTooLarge { len: 11, max: 10 }));
     assert_eq!(state(&env), before);
 }
+
+#[tokio::test]
+async fn the_broker_wide_message_limit_caps_every_topic() {
+    let env = Env::with_config(BrokerConfig { max_message_bytes: 500, ..test_config() }).await;
+    env.broker.create_topic(&topic("t"), TopicConfig::default()).await.unwrap();
+    let err = env.broker.publish(&topic("t"), Message::new("/s", "t", vec![0u8; 600])).await.unwrap_err();
+    assert!(matches!(err, BrokerError::InvalidMessage(MessageError::TooLarge { max: 500, .. })), "{err}");
+    assert_eq!(env.broker.topic_info(&topic("t")).unwrap().partitions[0].end_offset, 0);
+}
