@@ -1,8 +1,9 @@
 //! `switchboard`: the command-line entry point.
 //!
 //! `serve` runs the server; `demo` runs the main job end to end on the embedded broker; the
-//! data-directory commands inspect and feed an embedded broker directly.
+//! other commands talk to a running server over its REST API.
 
+mod remote;
 mod serve;
 
 use std::path::PathBuf;
@@ -16,9 +17,11 @@ use switchboard_core::{Message, SubscriptionName, TopicName};
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "One broker for queues and logs.")]
 struct Cli {
-    /// Data directory of the embedded broker [default: ./data].
+    /// Data directory of the embedded broker (`serve`, `demo`) [default: ./data].
     #[arg(long, global = true, env = "SWITCHBOARD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    connection: remote::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,35 +30,34 @@ struct Cli {
 enum Command {
     /// Runs the broker server: gRPC, REST (CloudEvents), GraphQL, /metrics.
     Serve(serve::ServeArgs),
-    /// Creates an `orders` topic with a queue and a stream subscription, publishes messages,
-    /// consumes them both ways, and prints what happened.
+    /// Runs the main job on the embedded broker: creates an `orders` topic with a queue and a
+    /// stream subscription, publishes messages, consumes them both ways, prints what happened.
     Demo {
         /// Messages to publish.
         #[arg(long, default_value_t = 10_000)]
         messages: usize,
     },
-    /// Lists topics with their partitions and subscriptions.
-    Topics,
-    /// Publishes one message (data from the argument).
-    Publish {
-        /// Topic (created with defaults if missing).
-        topic: String,
-        /// Message data.
-        data: String,
-        /// Partition key.
-        #[arg(long)]
-        key: Option<String>,
-    },
-    /// Receives and acks messages from a queue subscription (created if missing).
-    Consume {
+    /// Topics on a server.
+    #[command(subcommand)]
+    Topic(remote::TopicCommand),
+    /// Subscriptions on a server.
+    #[command(subcommand, name = "sub")]
+    Subscription(remote::SubCommand),
+    /// Publishes messages: arguments, a file, or JSON lines on stdin.
+    Publish(remote::PublishArgs),
+    /// Receives from a queue subscription (ack or nack) or reads a stream subscription (commit).
+    Consume(remote::ConsumeArgs),
+    /// Prints every new message of a topic as it arrives.
+    Tail {
         /// Topic.
         topic: String,
-        /// Subscription.
-        subscription: String,
-        /// Most messages to take.
-        #[arg(long, default_value_t = 10)]
-        max: usize,
+        /// Start from the oldest retained message.
+        #[arg(long)]
+        from_beginning: bool,
     },
+    /// Dead letters of a subscription.
+    #[command(subcommand)]
+    Dlq(remote::DlqCommand),
 }
 
 #[tokio::main]
@@ -64,71 +66,28 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
+        // Logs go to stderr: stdout carries results (and `--json` output) only.
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Command::Serve(args) = cli.command {
-        return serve::run(args, cli.data_dir).await;
-    }
-    let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
-    let broker = Broker::open(&data_dir)
-        .await
-        .with_context(|| format!("opening data directory {}", data_dir.display()))?;
-    let result = run(&broker, cli.command).await;
-    broker.close().await?;
-    result
-}
-
-async fn run(broker: &Broker, command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Serve(_) => unreachable!("handled in main"),
-        Command::Demo { messages } => demo(broker, messages).await,
-        Command::Topics => {
-            for t in broker.topics() {
-                let size: u64 = t.partitions.iter().map(|p| p.size_bytes).sum();
-                let count: u64 = t.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
-                println!("{}  partitions={} messages={count} bytes={size}", t.name, t.partitions.len());
-                for (s, c) in &t.subscriptions {
-                    let st = broker.stats(&t.name, s)?;
-                    println!(
-                        "  {s} ({:?})  backlog={} in_flight={} lag={} dead_lettered={}",
-                        c.mode, st.backlog, st.in_flight, st.lag, st.dead_lettered
-                    );
-                }
-            }
-            Ok(())
+    let c = &cli.connection;
+    match cli.command {
+        Command::Serve(args) => serve::run(args, cli.data_dir).await,
+        Command::Demo { messages } => {
+            let data_dir = cli.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+            let broker = Broker::open(&data_dir)
+                .await
+                .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+            let result = demo(&broker, messages).await;
+            broker.close().await?;
+            result
         }
-        Command::Publish { topic, data, key } => {
-            let topic = TopicName::new(topic)?;
-            ensure_topic(broker, &topic, TopicConfig::default()).await?;
-            let mut msg = Message::new("/switchboard/cli", "cli.message", data.into_bytes());
-            if let Some(k) = key {
-                msg = msg.with_key(k);
-            }
-            let r = broker.publish(&topic, msg).await?;
-            println!("published partition={} offset={} durability={:?}", r.partition, r.offset, r.durability);
-            Ok(())
-        }
-        Command::Consume { topic, subscription, max } => {
-            let topic = TopicName::new(topic)?;
-            let sub = SubscriptionName::new(subscription)?;
-            broker.create_subscription(&topic, &sub, SubscriptionConfig::queue()).await?;
-            let consumer = broker.queue_consumer(&topic, &sub)?;
-            let got = consumer.receive(max, Duration::from_millis(200)).await?;
-            for d in &got {
-                println!(
-                    "{}/{} attempt={} id={} data={}",
-                    d.partition,
-                    d.offset,
-                    d.attempt,
-                    d.message.id,
-                    String::from_utf8_lossy(&d.message.data)
-                );
-            }
-            let receipts: Vec<_> = got.iter().filter_map(|d| d.receipt).collect();
-            consumer.ack_many(&receipts).await?.into_iter().collect::<Result<Vec<_>, _>>()?;
-            println!("acked {}", receipts.len());
-            Ok(())
-        }
+        Command::Topic(cmd) => remote::topic(c, cmd).await,
+        Command::Subscription(cmd) => remote::subscription(c, cmd).await,
+        Command::Publish(args) => remote::publish(c, args).await,
+        Command::Consume(args) => remote::consume(c, args).await,
+        Command::Tail { topic, from_beginning } => remote::tail(c, topic, from_beginning).await,
+        Command::Dlq(cmd) => remote::dlq(c, cmd).await,
     }
 }
 
