@@ -22,6 +22,7 @@
 mod clock;
 mod message;
 mod names;
+mod rfc3339;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use message::{

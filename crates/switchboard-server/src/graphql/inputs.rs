@@ -8,10 +8,9 @@ use async_graphql::{InputObject, MaybeUndefined, OneofObject};
 use base64::Engine as _;
 use bytes::Bytes;
 use switchboard_broker::{self as broker, SeekTo, SubscriptionConfig, TopicConfig};
-use switchboard_core::{EXT_PARTITION_KEY, Message, SPEC_VERSION, new_message_id};
+use switchboard_core::{EXT_PARTITION_KEY, Message, SPEC_VERSION, Timestamp, new_message_id};
 
 use super::error::{bad_input, topic_name};
-use super::time;
 use super::types::{FsyncPolicy, StartPosition};
 
 /// A topic's settings; each one left out takes the server's default.
@@ -230,7 +229,7 @@ impl SeekTarget {
         Ok(match self {
             SeekTarget::Position(StartPosition::Earliest) => SeekTo::Earliest,
             SeekTarget::Position(StartPosition::Latest) => SeekTo::Latest,
-            SeekTarget::Time(t) => SeekTo::Time(time::parse(&t).ok_or_else(|| {
+            SeekTarget::Time(t) => SeekTo::Time(Timestamp::parse_rfc3339(&t).ok_or_else(|| {
                 bad_input(format!("{t:?} is not an RFC 3339 time such as 2026-11-26T10:00:00Z"))
             })?),
             SeekTarget::Offset(PartitionOffset { partition, offset }) => SeekTo::Offset { partition, offset },

@@ -29,7 +29,6 @@ mod mutation;
 mod query;
 mod schema;
 mod subscription;
-mod time;
 mod types;
 mod ws;
 

@@ -5,12 +5,11 @@ use std::time::Instant;
 
 use async_graphql::{Context, Object};
 use switchboard_broker::{BrokerError, PublishOptions, SubscriptionMode as Mode};
-use switchboard_core::TopicName;
+use switchboard_core::{Timestamp, TopicName};
 
 use super::access::{check, state};
 use super::error::{GqlResult, bad_input, subscription_name, topic_name};
 use super::inputs::{EventInput, SeekTarget, SubscriptionConfigInput, TopicConfigInput};
-use super::time;
 use super::types::{PublishReceipt, SubscriptionMode, Topic, TopicSubscription};
 use crate::auth::Action;
 use crate::metrics::Api;
@@ -116,7 +115,8 @@ impl MutationRoot {
         }
         let deliver_at = deliver_at
             .map(|t| {
-                time::parse(&t).ok_or_else(|| bad_input(format!("deliverAt {t:?} is not an RFC 3339 time")))
+                Timestamp::parse_rfc3339(&t)
+                    .ok_or_else(|| bad_input(format!("deliverAt {t:?} is not an RFC 3339 time")))
             })
             .transpose()?;
         let messages = events.into_iter().map(EventInput::into_message).collect::<Result<Vec<_>, _>>()?;

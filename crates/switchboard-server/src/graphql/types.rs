@@ -11,7 +11,6 @@ use switchboard_core::{SubscriptionName, TopicName};
 
 use super::access::{check, check_inspect, state};
 use super::error::{GqlResult, bad_input, subscription_name};
-use super::time;
 use crate::auth::Action;
 
 /// Most messages one `messages` field returns.
@@ -392,7 +391,7 @@ impl Message {
 
     /// When the broker appended it (RFC 3339, UTC).
     async fn published_at(&self) -> String {
-        time::format(self.0.published_at)
+        self.0.published_at.to_rfc3339()
     }
 
     /// CloudEvents `id`: unique per source; the idempotency key of publish.
@@ -496,6 +495,6 @@ pub(super) struct PublishReceipt {
 impl PublishReceipt {
     /// When the broker appended it (RFC 3339, UTC).
     async fn published_at(&self) -> String {
-        time::format(self.timestamp)
+        self.timestamp.to_rfc3339()
     }
 }

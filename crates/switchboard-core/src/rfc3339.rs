@@ -1,12 +1,26 @@
-//! RFC 3339 timestamps at the GraphQL edge: broker times are milliseconds since the epoch,
-//! people read and write `2026-11-26T10:00:00.000Z`.
+//! RFC 3339 date-times: the broker counts milliseconds since the epoch, people and wire
+//! formats (CloudEvents `time`, JSON, GraphQL) write `2026-11-26T10:00:00.123Z`.
 
-use switchboard_core::{Timestamp, is_rfc3339};
+use crate::Timestamp;
+use crate::message::is_rfc3339;
+
+impl Timestamp {
+    /// This instant as RFC 3339 in UTC with milliseconds, e.g. `2026-11-26T10:00:00.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        format(self)
+    }
+
+    /// Parses an RFC 3339 date-time (any offset; digits beyond milliseconds are dropped).
+    /// `None` if it is not one, names a day its month does not have, or is before 1970.
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        parse(s)
+    }
+}
 
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// `ts` as RFC 3339 in UTC with milliseconds, e.g. `2026-11-26T10:00:00.123Z`.
-pub(super) fn format(ts: Timestamp) -> String {
+pub(crate) fn format(ts: Timestamp) -> String {
     let ms = i64::try_from(ts.0).unwrap_or(i64::MAX);
     let (days, ms_of_day) = (ms.div_euclid(MS_PER_DAY), ms.rem_euclid(MS_PER_DAY));
     let (y, m, d) = civil_from_days(days);
@@ -16,7 +30,7 @@ pub(super) fn format(ts: Timestamp) -> String {
 
 /// Parses an RFC 3339 date-time (any offset; fractions beyond milliseconds are truncated).
 /// `None` if it is not one, names a day the month does not have, or is before 1970.
-pub(super) fn parse(s: &str) -> Option<Timestamp> {
+pub(crate) fn parse(s: &str) -> Option<Timestamp> {
     if !is_rfc3339(s) {
         return None;
     }
