@@ -622,13 +622,35 @@ impl Broker {
             .collect())
     }
 
-    /// Waits until something is published to `topic` or `timeout` passes (for live tails).
+    /// A counter of successful publishes to `topic`. Read it before reading the topic, then
+    /// pass it to [`wait_for_publish`](Self::wait_for_publish): a publish that lands between
+    /// the read and the wait is not missed.
     ///
     /// # Errors
     /// Unknown topic.
-    pub async fn wait_for_publish(&self, topic: &TopicName, timeout: Duration) -> Result<()> {
+    pub fn publish_count(&self, topic: &TopicName) -> Result<u64> {
+        Ok(self.topic(topic)?.publishes.load(Ordering::Acquire))
+    }
+
+    /// Waits until `topic` has had a publish beyond `seen` (a [`publish_count`](Self::publish_count))
+    /// or `timeout` passes (for live tails and long-polling reads).
+    ///
+    /// # Errors
+    /// Unknown topic.
+    pub async fn wait_for_publish(&self, topic: &TopicName, seen: u64, timeout: Duration) -> Result<()> {
         let t = self.topic(topic)?;
-        let _ = tokio::time::timeout(timeout, t.appended.notified()).await;
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let notified = t.appended.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if t.publishes.load(Ordering::Acquire) > seen {
+                    return;
+                }
+                notified.await;
+            }
+        });
+        let _ = waited.await;
         Ok(())
     }
 

@@ -52,6 +52,8 @@ pub(crate) struct Topic {
     dedup_settled: Notify,
     /// Woken after every append, for long-polling receivers.
     pub(crate) appended: Notify,
+    /// Successful publish calls so far: lets a reader wait for "anything after what I saw".
+    pub(crate) publishes: std::sync::atomic::AtomicU64,
     pub(crate) subscriptions: RwLock<BTreeMap<SubscriptionName, Arc<Subscription>>>,
     clock: SharedClock,
 }
@@ -100,6 +102,7 @@ impl Topic {
             dedup: Mutex::new(dedup),
             dedup_settled: Notify::new(),
             appended: Notify::new(),
+            publishes: std::sync::atomic::AtomicU64::new(0),
             subscriptions: RwLock::new(BTreeMap::new()),
             clock,
             config,
@@ -161,6 +164,7 @@ impl Topic {
             self.dedup_settled.notify_waiters();
         }
         result?;
+        self.publishes.fetch_add(1, Ordering::Release);
         self.appended.notify_waiters();
         receipts.into_iter().map(|r| r.ok_or(BrokerError::Closed)).collect()
     }

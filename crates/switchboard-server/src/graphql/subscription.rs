@@ -85,9 +85,13 @@ impl Tail {
             if let Some(r) = self.ready.pop_front() {
                 return Some(Ok(Message(r)));
             }
-            let outcome = match self.read_round() {
-                Ok(true) => Ok(()),
-                Ok(false) => self.broker.wait_for_publish(&self.topic, POLL).await,
+            // Counted before reading, so a publish between the read and the wait wakes it.
+            let outcome = match self.broker.publish_count(&self.topic) {
+                Ok(seen) => match self.read_round() {
+                    Ok(true) => Ok(()),
+                    Ok(false) => self.broker.wait_for_publish(&self.topic, seen, POLL).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             if let Err(e) = outcome {

@@ -24,9 +24,8 @@ use crate::error::ApiError;
 use crate::http::Caller;
 use crate::state::AppState;
 
-/// How often a waiting read looks again (publish notifications can be missed between a read
-/// and the start of the wait; this bounds the delay that costs).
-const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// How often a waiting read checks whether the server is shutting down.
+const WAIT_SLICE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,12 +153,13 @@ async fn read_waiting(
 ) -> Result<Vec<LogRecord>, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        let seen = state.broker.publish_count(topic)?;
         let records = read()?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if !records.is_empty() || left.is_zero() || !state.is_ready() {
             return Ok(records);
         }
-        state.broker.wait_for_publish(topic, left.min(WAIT_SLICE)).await?;
+        state.broker.wait_for_publish(topic, seen, left.min(WAIT_SLICE)).await?;
     }
 }
 
