@@ -42,6 +42,8 @@ use tokio::task::JoinHandle;
 pub use auth::{Action, Auth, AuthError, Permission, Principal, TokenConfig};
 pub use config::{ConfigError, Limits, ServerConfig, TlsConfig};
 pub use error::ApiError;
+/// The generated gRPC types, server and client (`switchboard.v1`, `io.cloudevents.v1`).
+pub use grpc::pb as proto;
 pub use metrics::{Api, Metrics};
 pub use state::AppState;
 pub use tls::TlsError;
@@ -137,7 +139,8 @@ impl Server {
             grpc = grpc.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
         }
         let mut grpc_stopped = stop_rx;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        // Without TCP_NODELAY, Nagle's algorithm holds small replies back ~40 ms.
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let grpc_task = tokio::spawn(
             grpc.add_routes(grpc::routes(state.clone())).serve_with_incoming_shutdown(incoming, async move {
                 stopped(&mut grpc_stopped).await;
@@ -236,6 +239,9 @@ async fn serve_http(
             },
             _ = stopped(&mut stop) => break,
         };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "Could not set TCP_NODELAY.");
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max_connections, "Connection limit reached: refused a connection.");
             continue;
