@@ -687,7 +687,7 @@ impl Broker {
         let mut others = Vec::new();
         let result: Result<()> = async {
             while moved < max {
-                let batch = ds.receive(&dt, member, (max - moved).min(256), usize::MAX).await?;
+                let batch = ds.receive(&dt, member, (max - moved).min(256), usize::MAX)?;
                 if batch.is_empty() {
                     break;
                 }

@@ -31,7 +31,7 @@ pub(crate) async fn receive_waiting(
         tokio::pin!(published, changed);
         published.as_mut().enable();
         changed.as_mut().enable();
-        let got = sub.receive(topic, member, max, max_in_flight).await?;
+        let got = sub.receive(topic, member, max, max_in_flight)?;
         let now = tokio::time::Instant::now();
         if !got.is_empty() || max == 0 || now >= deadline {
             return Ok(got);

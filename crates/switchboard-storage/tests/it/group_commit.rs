@@ -189,3 +189,18 @@ async fn readers_and_acks_only_ever_see_durable_data() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsynced_append_rides_on_the_next_group_commit() {
+    let storage = MemStorage::new();
+    let clock = ManualClock::default();
+    let log = open_mem(&storage, &LogConfig::default(), &clock);
+    let a = log.append_unsynced(&[Bytes::from_static(b"counter")]).unwrap();
+    assert_eq!(a.durability, Durability::Written, "it did not wait for the fsync");
+    let b = log.append(&[Bytes::from_static(b"ack")]).await.unwrap();
+    assert_eq!((a.base_offset, b.base_offset), (0, 1));
+    // The fsync that acknowledged the second append covers the first: both survive.
+    storage.power_cut();
+    let log = open_mem(&storage, &LogConfig::default(), &clock);
+    assert_eq!(payloads_of(&read_all(&log, 0)), [Bytes::from_static(b"counter"), Bytes::from_static(b"ack")]);
+}
