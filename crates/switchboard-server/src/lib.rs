@@ -50,6 +50,8 @@ pub use tls::TlsError;
 
 /// How long shutdown waits for requests in flight before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a TLS handshake or an HTTP/1 request head may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -251,10 +253,14 @@ async fn serve_http(
             let _slot = slot;
             match acceptor {
                 None => serve_connection(TokioIo::new(stream), app, &mut stop).await,
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => serve_connection(TokioIo::new(tls), app, &mut stop).await,
-                    Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
-                },
+                // A client that never finishes its handshake must not hold a slot forever.
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), app, &mut stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out."),
+                    }
+                }
             }
         });
     }
@@ -274,7 +280,9 @@ async fn serve_connection<I>(io: I, app: axum::Router, stop: &mut watch::Receive
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A client that opens a connection and never sends a request head must not hold a slot.
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
     let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(app));
     tokio::pin!(conn);
     tokio::select! {

@@ -1,7 +1,8 @@
 //! What every handler shares.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::watch;
 
 use switchboard_broker::Broker;
 
@@ -20,7 +21,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The configuration the server runs with.
     pub config: Arc<ServerConfig>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -31,16 +32,23 @@ impl AppState {
             auth: Arc::new(Auth::new(config.tokens.clone())),
             metrics: Arc::new(Metrics::new()),
             config: Arc::new(config),
-            ready: Arc::new(AtomicBool::new(false)),
+            ready: Arc::new(watch::Sender::new(false)),
         }
     }
 
     /// Whether the server accepts work (false before start and while shutting down).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        *self.ready.borrow()
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+        self.ready.send_replace(ready);
+    }
+
+    /// Resolves once the server has been ready and is no longer: shutdown has begun.
+    pub(crate) async fn shutting_down(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+        let _ = rx.wait_for(|r| !*r).await;
     }
 }

@@ -47,10 +47,18 @@ type SwitchboardServer =
 /// Every gRPC service: the API, health checking and reflection.
 pub(crate) fn routes(state: AppState) -> Routes {
     let max_request = state.config.limits.max_request_bytes;
-    let api = SwitchboardServer::new(service::SwitchboardService::new(state))
+    let api = SwitchboardServer::new(service::SwitchboardService::new(state.clone()))
         .max_decoding_message_size(max_request);
 
     let (reporter, health) = tonic_health::server::health_reporter();
+    // Health checks say NOT_SERVING as soon as shutdown begins, like /readyz.
+    {
+        let (reporter, state) = (reporter.clone(), state.clone());
+        tokio::spawn(async move {
+            state.shutting_down().await;
+            reporter.set_not_serving::<SwitchboardServer>().await;
+        });
+    }
     // The reporter's lock is fresh, so this completes at once; spawn only as a fallback.
     if reporter.set_serving::<SwitchboardServer>().now_or_never().is_none() {
         tokio::spawn(async move { reporter.set_serving::<SwitchboardServer>().await });

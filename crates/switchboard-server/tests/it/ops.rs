@@ -170,6 +170,7 @@ async fn tls_covers_both_listeners() {
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let stream = connector.connect(name, tcp).await.expect("TLS handshake with the gRPC listener");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(stream);
     s.server.shutdown().await.unwrap();
 }
 
