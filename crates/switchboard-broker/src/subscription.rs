@@ -362,34 +362,39 @@ impl Subscription {
 
     /// Acks each receipt. The outer error is a journal failure (none of the acks is then
     /// confirmed durable); inner errors are per receipt.
-    pub(crate) async fn ack(&self, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
+    pub(crate) async fn ack(self: &Arc<Self>, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
         let now = self.clock.now();
         let max = self.max_deliveries();
-        let mut entries = Vec::with_capacity(receipts.len());
+        let mut acked = Vec::with_capacity(receipts.len());
         let results = self.with_queue(|q| {
             receipts
                 .iter()
                 .map(|r| {
                     q.ack((r.partition, r.offset), r.lease, now, max).map_err(|e| settle_error(e, r))?;
-                    entries.push(Entry::Acked { partition: r.partition, offset: r.offset });
+                    acked.push((r.partition, r.offset));
                     Ok(())
                 })
                 .collect::<Vec<_>>()
         })?;
-        let written = self.journal(&entries).await;
-        let acked = entries.iter().filter_map(|e| match e {
-            Entry::Acked { partition, offset } => Some((*partition, *offset)),
-            _ => None,
-        });
-        self.with_queue(|q| {
-            for pos in acked {
-                if written.is_ok() { q.confirm_ack(pos) } else { q.restore_ack(pos) }
-            }
-        })?;
-        written?;
-        if !entries.is_empty() {
-            self.changed.notify_waiters();
+        if acked.is_empty() {
+            return Ok(results);
         }
+        // Claimed acks must end confirmed or restored even if the caller goes away (a client
+        // disconnecting mid-ack), so the write and its outcome run in a task of their own.
+        let sub = Arc::clone(self);
+        let settle = tokio::spawn(async move {
+            let entries: Vec<Entry> =
+                acked.iter().map(|&(partition, offset)| Entry::Acked { partition, offset }).collect();
+            let written = sub.journal(&entries).await;
+            let _ = sub.with_queue(|q| {
+                for &pos in &acked {
+                    if written.is_ok() { q.confirm_ack(pos) } else { q.restore_ack(pos) }
+                }
+            });
+            sub.changed.notify_waiters();
+            written
+        });
+        settle.await.map_err(|_| BrokerError::Closed)??;
         Ok(results)
     }
 

@@ -12,7 +12,8 @@
 //!   times whatever happened to earlier ones, and latency is measured from the intended send
 //!   time, so a stall shows up in the tail instead of being hidden (no coordinated omission).
 //!
-//! Not a test: nothing fails on a figure. Set `SWITCHBOARD_BENCH_SECS` to change durations.
+//! Not a test: nothing fails on a figure. Set `SWITCHBOARD_BENCH_SECS` to change durations and
+//! `SWITCHBOARD_BENCH_FSYNC=never|interval|always` to see what the fsync policy costs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,10 @@ use tonic::transport::Channel;
 
 type Client = pb::switchboard_client::SwitchboardClient<Channel>;
 
+// The allocator the `switchboard` binary ships with, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn event(i: u64, payload: Vec<u8>) -> ce::CloudEvent {
     ce::CloudEvent {
         id: format!("bench-{i}-{}", switchboard_core::new_message_id()),
@@ -38,7 +43,17 @@ fn event(i: u64, payload: Vec<u8>) -> ce::CloudEvent {
     }
 }
 
-async fn create_topic(c: &mut Client, name: &str, fsync: pb::FsyncPolicy) {
+/// The fsync policy of every topic the bench creates.
+fn fsync_policy() -> pb::FsyncPolicy {
+    match std::env::var("SWITCHBOARD_BENCH_FSYNC").as_deref() {
+        Ok("never") => pb::FsyncPolicy::Never,
+        Ok("interval") => pb::FsyncPolicy::Interval,
+        _ => pb::FsyncPolicy::Always,
+    }
+}
+
+async fn create_topic(c: &mut Client, name: &str) {
+    let fsync = fsync_policy();
     let config = pb::TopicConfig {
         partitions: Some(4),
         fsync: fsync as i32,
@@ -67,7 +82,7 @@ async fn create_queue(c: &mut Client, topic: &str, name: &str) {
 
 async fn publish_batched(client: &Client, secs: u64) -> f64 {
     let mut c = client.clone();
-    create_topic(&mut c, "batched", pb::FsyncPolicy::Always).await;
+    create_topic(&mut c, "batched").await;
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..4)
@@ -93,7 +108,7 @@ async fn publish_batched(client: &Client, secs: u64) -> f64 {
 
 async fn publish_unbatched(client: &Client, secs: u64) -> f64 {
     let mut c = client.clone();
-    create_topic(&mut c, "unbatched", pb::FsyncPolicy::Always).await;
+    create_topic(&mut c, "unbatched").await;
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
@@ -151,7 +166,7 @@ async fn ack_and_credit(tx: &tokio::sync::mpsc::Sender<pb::ConsumeRequest>, ds: 
 
 async fn consume_ack(client: &Client, n: u64) -> f64 {
     let mut c = client.clone();
-    create_topic(&mut c, "drain", pb::FsyncPolicy::Always).await;
+    create_topic(&mut c, "drain").await;
     create_queue(&mut c, "drain", "workers").await;
     for b in 0..n / 500 {
         let events = (0..500).map(|i| event(b * 500 + i, vec![b'x'; 1024])).collect();
@@ -176,7 +191,7 @@ async fn consume_ack(client: &Client, n: u64) -> f64 {
 
 async fn latency_at_rate(client: &Client, rate: u64, secs: u64) -> Histogram<u64> {
     let mut c = client.clone();
-    create_topic(&mut c, "latency", pb::FsyncPolicy::Always).await;
+    create_topic(&mut c, "latency").await;
     create_queue(&mut c, "latency", "workers").await;
     let (tx, mut responses) = open_consumer(client, "latency", "workers").await;
     let total = rate * secs;
@@ -232,21 +247,29 @@ async fn latency_at_rate(client: &Client, rate: u64, secs: u64) -> Histogram<u64
 
 fn main() {
     let secs: u64 = std::env::var("SWITCHBOARD_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let rt =
+    // The server runs on a runtime of its own, as it would in its own process, so client work
+    // does not queue in front of server work on one scheduler.
+    let server_rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = ServerConfig {
-            data_dir: dir.path().to_owned(),
-            http_addr: "127.0.0.1:0".parse().expect("addr"),
-            grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-            ..ServerConfig::default()
-        };
-        let server = Server::start(config).await.expect("server");
-        let channel = Channel::from_shared(format!("http://{}", server.grpc_addr())).expect("url").connect().await.expect("connect");
+    let client_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ServerConfig {
+        data_dir: dir.path().to_owned(),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        ..ServerConfig::default()
+    };
+    let server = server_rt.block_on(Server::start(config)).expect("server");
+    let addr = server.grpc_addr();
+    client_rt.block_on(async {
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("url").connect().await.expect("connect");
         let client = Client::new(channel).max_decoding_message_size(64 << 20);
 
-        println!("switchboard serve, gRPC on loopback, 1 KiB messages, fsync always (2 cores shared by server and clients)");
+        println!(
+            "switchboard serve, gRPC on loopback, 1 KiB messages, fsync {:?} (2 cores shared by server and clients)",
+            fsync_policy()
+        );
         let batched = publish_batched(&client, secs).await;
         println!("publish, batches of 100, 4 clients:        {batched:>10.0} msgs/s");
         let unbatched = publish_unbatched(&client, secs).await;
@@ -262,6 +285,6 @@ fn main() {
             h.max() as f64 / 1000.0,
             h.len()
         );
-        server.shutdown().await.expect("shutdown");
     });
+    server_rt.block_on(server.shutdown()).expect("shutdown");
 }

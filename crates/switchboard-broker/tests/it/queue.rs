@@ -339,3 +339,24 @@ async fn a_waiting_receive_wakes_on_publish() {
     assert_eq!(got.len(), 1);
     publisher.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_ack_whose_caller_gives_up_midway_still_settles() {
+    let env = Env::new().await;
+    setup(&env, 1, SubscriptionConfig::queue()).await;
+    publish_n(&env, 1).await;
+    let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
+    let got = env.drain(&c).await;
+    // The caller stops waiting (a client disconnecting) while the ack waits for its fsync.
+    let _ = tokio::time::timeout(Duration::ZERO, c.ack(&got[0].receipt.unwrap())).await;
+    for _ in 0..100 {
+        if env.broker.stats(&topic("jobs"), &sub("workers")).unwrap().in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let st = env.broker.stats(&topic("jobs"), &sub("workers")).unwrap();
+    assert_eq!((st.in_flight, st.backlog), (0, 0), "the ack completed on its own");
+    env.advance(Duration::from_secs(3600));
+    assert!(env.drain(&c).await.is_empty());
+}

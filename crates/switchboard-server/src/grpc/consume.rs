@@ -11,6 +11,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+
 use switchboard_broker::{Broker, BrokerError, Delivery, QueueConsumer, Receipt, StreamConsumer};
 use switchboard_core::{SubscriptionName, TopicName};
 use tokio::sync::mpsc;
@@ -42,6 +45,8 @@ const DELIVERY_OVERHEAD: usize = 128;
 type Tx = mpsc::Sender<Result<api::ConsumeResponse, Status>>;
 /// A `receive` in progress, borrowing the consumer.
 type Receiving<'a> = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, BrokerError>> + Send + 'a>>;
+/// An ack or nack in progress: its request id and outcomes.
+type Settlement<'a> = Pin<Box<dyn Future<Output = (u64, Vec<Outcome>)> + Send + 'a>>;
 
 /// Starts the task serving one consume stream and returns its responses.
 pub(super) fn spawn(
@@ -99,11 +104,20 @@ async fn run(
     }
 
     let mut receiving: Option<Receiving<'_>> = None;
+    // Acks and nacks wait for their journal fsync off the loop, so deliveries keep flowing
+    // meanwhile; commits stay in order, inline.
+    let mut settling: FuturesUnordered<Settlement<'_>> = FuturesUnordered::new();
     // The client half-closed: it sends nothing more, so the stream ends once its credits are
     // used up.
     let mut half_closed = false;
     loop {
         if credits == 0 && half_closed {
+            // Answer the acks and nacks still being written before the stream ends.
+            while let Some((request_id, outcomes)) = settling.next().await {
+                if !send(tx, Out::Settled(Settled { request_id, outcomes })).await {
+                    break;
+                }
+            }
             return Ok(());
         }
         if receiving.is_none() && credits > 0 {
@@ -128,13 +142,28 @@ async fn run(
                         credits = credits.saturating_add(c.credits).min(max_credits);
                         continue;
                     }
-                    Some(In::Ack(a)) => session.ack(a.receipts).await,
-                    Some(In::Nack(n)) => session.nack(n).await,
+                    Some(In::Ack(a)) => {
+                        let id = req.request_id;
+                        let session = &session;
+                        settling.push(Box::pin(async move { (id, session.ack(a.receipts).await) }));
+                        continue;
+                    }
+                    Some(In::Nack(n)) => {
+                        let id = req.request_id;
+                        let session = &session;
+                        settling.push(Box::pin(async move { (id, session.nack(n).await) }));
+                        continue;
+                    }
                     Some(In::Extend(e)) => session.extend(e),
                     Some(In::Commit(c)) => session.commit(c.offsets).await,
                 };
                 let settled = Settled { request_id: req.request_id, outcomes };
                 if !send(tx, Out::Settled(settled)).await {
+                    return Ok(());
+                }
+            }
+            Some((request_id, outcomes)) = settling.next(), if !settling.is_empty() => {
+                if !send(tx, Out::Settled(Settled { request_id, outcomes })).await {
                     return Ok(());
                 }
             }
