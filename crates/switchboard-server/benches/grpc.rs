@@ -189,7 +189,8 @@ async fn consume_ack(client: &Client, n: u64) -> f64 {
     got as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn latency_at_rate(client: &Client, rate: u64, secs: u64) -> Histogram<u64> {
+/// End-to-end latencies, and the publish round trips alone (both from the intended send time).
+async fn latency_at_rate(client: &Client, rate: u64, secs: u64) -> (Histogram<u64>, Histogram<u64>) {
     let mut c = client.clone();
     create_topic(&mut c, "latency").await;
     create_queue(&mut c, "latency", "workers").await;
@@ -197,23 +198,35 @@ async fn latency_at_rate(client: &Client, rate: u64, secs: u64) -> Histogram<u64
     let total = rate * secs;
     let origin = Instant::now() + Duration::from_millis(200);
     let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let round_trips = Arc::new(parking_lot::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram"),
+    ));
+    // The pacer is an OS thread: tokio's timer rounds sleeps up to the millisecond, which would
+    // count the client's own lateness against the server.
     let publisher = {
         let client = client.clone();
-        tokio::spawn(async move {
+        let round_trips = round_trips.clone();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
             for i in 0..total {
                 let intended = origin + interval * i as u32;
-                tokio::time::sleep_until(intended.into()).await;
+                if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
                 let mut c = client.clone();
                 // The payload carries the intended send time (ns after origin).
                 let mut payload = (interval * i as u32).as_nanos().to_le_bytes()[..8].to_vec();
                 payload.resize(1024, b'x');
-                tokio::spawn(async move {
+                let round_trips = round_trips.clone();
+                runtime.spawn(async move {
                     let req = pb::PublishRequest {
                         topic: "latency".into(),
                         events: vec![event(i, payload)],
                         deliver_at: None,
                     };
                     c.publish(req).await.expect("publish");
+                    let rtt = intended.elapsed().as_micros().max(1) as u64;
+                    round_trips.lock().record(rtt).expect("record");
                 });
             }
         })
@@ -241,8 +254,9 @@ async fn latency_at_rate(client: &Client, rate: u64, secs: u64) -> Histogram<u64
             id += 1;
         }
     }
-    publisher.await.expect("publisher");
-    hist
+    publisher.join().expect("publisher");
+    let round_trips = round_trips.lock().clone();
+    (hist, round_trips)
 }
 
 fn main() {
@@ -276,7 +290,7 @@ fn main() {
         println!("publish, unbatched, 8 × 64 in flight:       {unbatched:>10.0} msgs/s");
         let drained = consume_ack(&client, 100_000).await;
         println!("consume + ack, 1 stream, 1,000 credits:     {drained:>10.0} msgs/s");
-        let h = latency_at_rate(&client, 2_000, secs.max(5)).await;
+        let (h, rtt) = latency_at_rate(&client, 2_000, secs.max(5)).await;
         println!(
             "end-to-end latency at 2,000 msgs/s:         p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms ({} messages)",
             h.value_at_quantile(0.5) as f64 / 1000.0,
@@ -284,6 +298,11 @@ fn main() {
             h.value_at_quantile(0.999) as f64 / 1000.0,
             h.max() as f64 / 1000.0,
             h.len()
+        );
+        println!(
+            "  of which the publish round trip:           p50 {:.2} ms, p99 {:.2} ms",
+            rtt.value_at_quantile(0.5) as f64 / 1000.0,
+            rtt.value_at_quantile(0.99) as f64 / 1000.0
         );
     });
     server_rt.block_on(server.shutdown()).expect("shutdown");
