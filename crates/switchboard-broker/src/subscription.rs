@@ -81,10 +81,12 @@ impl Subscription {
             SubscriptionMode::Stream => State::Stream(StreamState::new(&starts)),
         };
         let mut at = journal.start_offset();
+        let mut last_write = Timestamp::ZERO;
         loop {
             let records = journal.read(at, 1024, 4 << 20)?;
             let Some(last) = records.last() else { break };
             at = last.offset + 1;
+            last_write = last_write.max(last.timestamp);
             for r in records {
                 let entries = journal::decode(r.payload).map_err(|e| BrokerError::CorruptState {
                     path: dir.join("journal").display().to_string(),
@@ -108,9 +110,12 @@ impl Subscription {
             state: Mutex::new(state),
             changed: Notify::new(),
             next_member: AtomicU64::new(1),
-            // Lease numbers start from the clock (2^20 per millisecond) so that a receipt
-            // issued before a restart never matches a lease issued after it.
-            next_lease: AtomicU64::new(clock.now().0.saturating_mul(1 << 20)),
+            // Lease numbers start from the clock (2^20 per millisecond), and after the last
+            // journal write even if the clock stepped back, so that a receipt issued before a
+            // restart never matches a lease issued after it.
+            next_lease: AtomicU64::new(
+                clock.now().max(Timestamp(last_write.0 + 1)).0.saturating_mul(1 << 20),
+            ),
             rotate: AtomicU32::new(0),
             journal_size_after_compaction: AtomicU64::new(size),
             clock,

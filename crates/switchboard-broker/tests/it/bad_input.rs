@@ -181,3 +181,19 @@ async fn the_broker_wide_message_limit_caps_every_topic() {
     assert!(matches!(err, BrokerError::InvalidMessage(MessageError::TooLarge { max: 500, .. })), "{err}");
     assert_eq!(env.broker.topic_info(&topic("t")).unwrap().partitions[0].end_offset, 0);
 }
+
+#[tokio::test]
+async fn a_receipt_from_before_a_restart_never_settles_a_later_delivery_even_if_the_clock_steps_back() {
+    let mut env = setup().await;
+    let c = env.broker.queue_consumer(&topic("t"), &sub("q")).unwrap();
+    let old = c.receive(1, Duration::ZERO).await.unwrap()[0].receipt.unwrap();
+    drop(c);
+    let before = env.clock_now_plus(Duration::ZERO);
+    env.clock.set(switchboard_core::Timestamp(before.0 - 60_000)); // the wall clock stepped back
+    env.crash_and_restart().await;
+    let c = env.broker.queue_consumer(&topic("t"), &sub("q")).unwrap();
+    let new = c.receive(1, Duration::ZERO).await.unwrap()[0].receipt.unwrap();
+    assert!(new.lease > old.lease, "lease numbers keep growing: {} then {}", old.lease, new.lease);
+    assert!(c.ack(&old).await.is_err(), "the stale receipt settles nothing");
+    c.ack(&new).await.unwrap();
+}
