@@ -110,6 +110,8 @@ struct Inner {
     admin: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Held for the broker's life when it opened a real data directory.
+    dir_lock: Mutex<Option<crate::dir_lock::DataDirLock>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -124,13 +126,24 @@ fn topics_dir(root: &Path) -> PathBuf {
 
 impl Broker {
     /// Opens (or creates) a broker in directory `dir` on the real filesystem, with the system
-    /// clock and default settings.
+    /// clock and default settings, holding the directory's lock (see
+    /// [`lock_data_dir`](crate::lock_data_dir)).
     ///
     /// # Errors
-    /// The directory cannot be used, or persisted state is unreadable.
+    /// The directory cannot be used or is in use by another process, or persisted state is
+    /// unreadable.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Broker> {
-        Broker::open_with(Arc::new(FileStorage::new()), dir, Arc::new(SystemClock), BrokerConfig::default())
-            .await
+        let dir = dir.into();
+        let lock = crate::dir_lock::lock_data_dir(&dir)?;
+        let broker = Broker::open_with(
+            Arc::new(FileStorage::new()),
+            dir,
+            Arc::new(SystemClock),
+            BrokerConfig::default(),
+        )
+        .await?;
+        *broker.inner.dir_lock.lock() = Some(lock);
+        Ok(broker)
     }
 
     /// Opens a broker on any [`Storage`] with any clock: the entry point for tests that
@@ -168,6 +181,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             ticker: Mutex::new(None),
+            dir_lock: Mutex::new(None),
         });
         if inner.config.tick_ms > 0 {
             let weak = Arc::downgrade(&inner);
@@ -827,6 +841,8 @@ impl Broker {
                 s.sync().await?;
             }
         }
+        // Everything is durable: another process may have the directory now.
+        self.inner.dir_lock.lock().take();
         Ok(())
     }
 }

@@ -99,6 +99,9 @@ pub enum BrokerError {
     /// A storage failure; nothing of this request is acknowledged.
     #[error("storage failure: {0}")]
     Storage(#[source] StorageError),
+    /// Another process has the data directory open.
+    #[error("data directory {0} is in use by another switchboard process")]
+    DataDirInUse(String),
     /// The broker is shutting down or was closed.
     #[error("the broker is closed")]
     Closed,

@@ -30,6 +30,7 @@ mod config;
 mod consumer;
 mod dedup;
 mod delivery;
+mod dir_lock;
 mod error;
 mod journal;
 mod partitioner;
@@ -46,6 +47,7 @@ pub use config::{
 };
 pub use consumer::{QueueConsumer, StreamConsumer};
 pub use delivery::{Delivery, LogRecord, PartitionStats, SeekTo, SubscriptionStats};
+pub use dir_lock::{DataDirLock, lock_data_dir};
 pub use error::{BrokerError, Result};
 pub use receipt::Receipt;
 pub use switchboard_storage::{Durability, FsyncPolicy};

@@ -87,6 +87,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http_task: JoinHandle<()>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// One server per data directory; released when the server is dropped.
+    _dir_lock: switchboard_broker::DataDirLock,
 }
 
 impl Server {
@@ -110,6 +112,7 @@ impl Server {
         let http_addr = local(&http_listener, config.http_addr)?;
         let grpc_addr = local(&grpc_listener, config.grpc_addr)?;
 
+        let dir_lock = switchboard_broker::lock_data_dir(&config.data_dir)?;
         let mut broker_config = config.broker.clone();
         // The server's batch limit is the one every API enforces.
         broker_config.max_batch_messages = config.limits.max_batch_messages;
@@ -150,7 +153,7 @@ impl Server {
         );
         state.set_ready(true);
         tracing::info!(%http_addr, %grpc_addr, tls = state.config.tls.is_some(), data_dir = %state.config.data_dir.display(), "Switchboard is serving.");
-        Ok(Server { state, http_addr, grpc_addr, stop, http_task, grpc_task })
+        Ok(Server { state, http_addr, grpc_addr, stop, http_task, grpc_task, _dir_lock: dir_lock })
     }
 
     /// Where REST, GraphQL and metrics listen.

@@ -217,3 +217,19 @@ async fn shutdown_stops_listening_and_flushes_the_broker() {
     assert_eq!(&got[0].message.data[..], b"kept");
     reopened.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let s = start().await;
+    let mut config = test_config(s.dir.path());
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    match Server::start(config).await {
+        Err(ServerError::Broker(switchboard_broker::BrokerError::DataDirInUse(d))) => {
+            assert!(d.contains(&s.dir.path().display().to_string()))
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("two servers opened one data directory"),
+    }
+    assert!(Broker::open(s.dir.path()).await.is_err(), "nor may an embedded broker");
+    s.server.shutdown().await.unwrap();
+}
