@@ -10,7 +10,7 @@
 //! | `/v1/topics/{topic}/subscriptions` | GET, POST | admin |
 //! | `…/subscriptions/{sub}` | GET, DELETE | admin |
 //! | `…/{sub}/stats` | GET | admin |
-//! | `…/{sub}/receive` | GET, POST (long poll) | consume |
+//! | `…/{sub}/receive` | POST (long poll) | consume |
 //! | `…/{sub}/ack`, `…/nack`, `…/extend` | POST | consume |
 //! | `…/{sub}/messages` (stream), `…/commit`, `…/seek` | GET, POST, POST | consume |
 //! | `…/{sub}/deadletters`, `…/redrive` | GET, POST | admin |
@@ -57,7 +57,8 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/v1/topics/{topic}/subscriptions", get(admin::list_subscriptions).post(admin::create_subscription)),
         (sub!(""), get(admin::get_subscription).delete(admin::delete_subscription)),
         (sub!("/stats"), get(admin::stats)),
-        (sub!("/receive"), get(receive::receive).post(receive::receive)),
+        // POST only: a receive leases messages, which GET and HEAD must never do.
+        (sub!("/receive"), post(receive::receive)),
         (sub!("/ack"), post(receive::ack)),
         (sub!("/nack"), post(receive::nack)),
         (sub!("/extend"), post(receive::extend)),

@@ -79,8 +79,7 @@ pub(super) fn document() -> Value {
         ("200", ok("The leased messages (none if the wait ran out)", "ReceiveResponse")),
         &[400, 404, 409],
     );
-    let mut receive_post = receive.clone();
-    receive_post["operationId"] = json!("receivePost");
+    let mut receive_post = receive;
     receive_post["requestBody"] = json!({
         "required": false,
         "content": { "application/json": { "schema": schema("ReceiveRequest") } },
@@ -195,7 +194,7 @@ pub(super) fn document() -> Value {
                     ("200", ok("The counts", "SubscriptionStats")), &[400, 404]),
             }),
         ),
-        ("/v1/topics/{topic}/subscriptions/{sub}/receive", json!({ "get": receive, "post": receive_post })),
+        ("/v1/topics/{topic}/subscriptions/{sub}/receive", json!({ "post": receive_post })),
         (
             "/v1/topics/{topic}/subscriptions/{sub}/ack",
             json!({

@@ -37,9 +37,9 @@ pub(super) struct ReceiveParams {
     wait_ms: Option<u64>,
 }
 
-/// `GET|POST /v1/topics/{topic}/subscriptions/{sub}/receive?max=&wait_ms=`: leases up to
-/// `max` messages, waiting up to `wait_ms` for the first (long polling, as SQS does). A POST
-/// may carry the same parameters as a JSON body; the query wins.
+/// `POST /v1/topics/{topic}/subscriptions/{sub}/receive?max=&wait_ms=`: leases up to
+/// `max` messages, waiting up to `wait_ms` for the first (long polling, as SQS does). The
+/// same parameters may come as a JSON body; the query wins.
 pub(super) async fn receive(
     State(state): State<AppState>,
     Caller(caller): Caller,

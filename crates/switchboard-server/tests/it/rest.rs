@@ -327,7 +327,7 @@ async fn a_long_poll_waits_and_wakes_on_a_publish() {
         let (base, client) = (api.base.clone(), api.client.clone());
         tokio::spawn(async move {
             let url = format!("{base}/v1/topics/t/subscriptions/q/receive?max=5&wait_ms=15000");
-            client.get(url).send().await.unwrap().json::<Value>().await.unwrap()
+            client.post(url).send().await.unwrap().json::<Value>().await.unwrap()
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -539,7 +539,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/topics/{topic}/subscriptions/{sub}"),
     ("DELETE", "/v1/topics/{topic}/subscriptions/{sub}"),
     ("GET", "/v1/topics/{topic}/subscriptions/{sub}/stats"),
-    ("GET", "/v1/topics/{topic}/subscriptions/{sub}/receive"),
     ("POST", "/v1/topics/{topic}/subscriptions/{sub}/receive"),
     ("POST", "/v1/topics/{topic}/subscriptions/{sub}/ack"),
     ("POST", "/v1/topics/{topic}/subscriptions/{sub}/nack"),
@@ -788,8 +787,16 @@ async fn bad_input_is_a_problem_that_changes_nothing() {
             r#"{"receipt":"0.0.1","by_ms":0}"#,
             400,
         ),
-        bad("max out of range", Method::GET, "/v1/topics/t/subscriptions/q/receive?max=0", &[], "", 400),
-        bad("max not a number", Method::GET, "/v1/topics/t/subscriptions/q/receive?max=lots", &[], "", 400),
+        bad("max out of range", Method::POST, "/v1/topics/t/subscriptions/q/receive?max=0", &[], "", 400),
+        bad("max not a number", Method::POST, "/v1/topics/t/subscriptions/q/receive?max=lots", &[], "", 400),
+        bad(
+            "receive by GET (a lease is a change)",
+            Method::GET,
+            "/v1/topics/t/subscriptions/q/receive",
+            &[],
+            "",
+            405,
+        ),
         bad("partition not a number", Method::GET, "/v1/topics/t/partitions/first/messages", &[], "", 400),
         bad(
             "commit beyond the end",
