@@ -127,7 +127,11 @@ pub(crate) struct QueueState {
     pub(crate) dead_letters: VecDeque<DeadLetter>,
     dead_lettering: BTreeSet<Pos>,
     pub(crate) dead_lettered: u64,
-    pub(crate) member_inflight: HashMap<MemberId, usize>,
+    /// Deliveries each member holds; a member that left is dropped once it holds none, so
+    /// one-off consumers (a REST receive each) do not accumulate.
+    member_inflight: HashMap<MemberId, usize>,
+    /// Members attached now.
+    members: std::collections::HashSet<MemberId>,
 }
 
 impl QueueState {
@@ -277,7 +281,34 @@ impl QueueState {
     fn release_member(&mut self, member: MemberId) {
         if let Some(n) = self.member_inflight.get_mut(&member) {
             *n = n.saturating_sub(1);
+            if *n == 0 && !self.members.contains(&member) {
+                self.member_inflight.remove(&member);
+            }
         }
+    }
+
+    /// A consumer attached.
+    pub(crate) fn member_joined(&mut self, member: MemberId) {
+        self.members.insert(member);
+    }
+
+    /// A consumer detached; its leases run on until settled or expired.
+    pub(crate) fn member_left(&mut self, member: MemberId) {
+        self.members.remove(&member);
+        if self.member_inflight.get(&member) == Some(&0) {
+            self.member_inflight.remove(&member);
+        }
+    }
+
+    /// Consumers attached now.
+    pub(crate) fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Members with bookkeeping (attached, or departed with deliveries outstanding).
+    #[cfg(test)]
+    pub(crate) fn tracked_members(&self) -> usize {
+        self.member_inflight.len().max(self.members.len())
     }
 
     /// Decides what to do with a message read from the log for the first time (or re-read
@@ -522,5 +553,28 @@ impl QueueState {
 
     pub(crate) fn scheduled_len(&self) -> usize {
         self.scheduled.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn departed_members_are_forgotten_once_their_deliveries_settle() {
+        let now = Timestamp(1_000);
+        let mut q = QueueState::new(&[0]);
+        for member in 0..1000 {
+            // A one-off consumer: joins, takes one message, leaves, and its ack comes later.
+            q.member_joined(member);
+            q.lease((0, member), member, member, Timestamp(60_000));
+            q.member_left(member);
+            assert!(q.ack((0, member), member, now, None).is_ok());
+            q.confirm_ack((0, member));
+        }
+        q.member_joined(5_000);
+        q.member_left(5_000);
+        assert_eq!(q.tracked_members(), 0, "nothing kept for consumers that are gone");
+        assert_eq!(q.parts[0].floor, 1000);
     }
 }

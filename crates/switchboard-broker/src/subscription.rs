@@ -140,8 +140,9 @@ impl Subscription {
     /// Adds a consumer; in stream mode the group rebalances.
     pub(crate) fn join(&self) -> MemberId {
         let id = self.next_member.fetch_add(1, Ordering::Relaxed);
-        if let State::Stream(s) = &mut *self.state.lock() {
-            s.join(id);
+        match &mut *self.state.lock() {
+            State::Stream(s) => s.join(id),
+            State::Queue(q) => q.member_joined(id),
         }
         self.changed.notify_waiters();
         id
@@ -150,8 +151,9 @@ impl Subscription {
     /// Removes a consumer; in stream mode the group rebalances. Queue leases of the member
     /// run out on their own.
     pub(crate) fn leave(&self, member: MemberId) {
-        if let State::Stream(s) = &mut *self.state.lock() {
-            s.leave(member);
+        match &mut *self.state.lock() {
+            State::Stream(s) => s.leave(member),
+            State::Queue(q) => q.member_left(member),
         }
         self.changed.notify_waiters();
     }
@@ -586,7 +588,7 @@ impl Subscription {
         }
         let (in_flight, scheduled, dead_lettered, consumers) = match &*st {
             State::Queue(q) => {
-                (q.in_flight() as u64, q.scheduled_len() as u64, q.dead_lettered, q.member_inflight.len())
+                (q.in_flight() as u64, q.scheduled_len() as u64, q.dead_lettered, q.member_count())
             }
             State::Stream(s) => (s.in_flight(), 0, 0, s.member_count()),
         };
