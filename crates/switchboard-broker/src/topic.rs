@@ -67,6 +67,28 @@ pub(crate) fn log_config(config: &TopicConfig) -> LogConfig {
     }
 }
 
+/// Ids a publish has marked pending in the dedup window. If the publish is dropped before it
+/// settles them (its caller went away mid-write), they are released here, so later publishes
+/// of those ids do not wait forever.
+struct Reserved<'a> {
+    topic: &'a Topic,
+    ids: Vec<String>,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut d = self.topic.dedup.lock();
+        for id in &self.ids {
+            d.finish(id, None);
+        }
+        drop(d);
+        self.topic.dedup_settled.notify_waiters();
+    }
+}
+
 /// One message of a publish call, ready to store.
 pub(crate) struct Outgoing {
     pub(crate) message: Message,
@@ -142,8 +164,13 @@ impl Topic {
         let dedup = dedup && self.dedup.lock().enabled();
         let mut receipts: Vec<Option<PublishReceipt>> = vec![None; batch.len()];
         let mut copies_of: Vec<Option<usize>> = vec![None; batch.len()];
+        let mut reserved = Reserved { topic: self, ids: Vec::new() };
         if dedup {
             self.reserve_ids(&batch, &mut receipts, &mut copies_of).await;
+            reserved.ids = (0..batch.len())
+                .filter(|&i| receipts[i].is_none() && copies_of[i].is_none())
+                .map(|i| batch[i].message.id.clone())
+                .collect();
         }
         let result = self.append_grouped(&batch, &mut receipts, &copies_of, target).await;
         if dedup {
@@ -161,6 +188,7 @@ impl Topic {
                 d.finish(&o.message.id, stored);
             }
             drop(d);
+            reserved.ids.clear();
             self.dedup_settled.notify_waiters();
         }
         result?;
@@ -295,4 +323,26 @@ fn rebuild_dedup(d: &mut DedupWindow, partitions: &[Log], now: Timestamp, window
         d.remember(id, Seen { partition, offset, at });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_reserved_by_a_dropped_publish_are_released() {
+        let storage: Arc<dyn Storage> = Arc::new(switchboard_storage::MemStorage::new());
+        let clock: SharedClock = Arc::new(switchboard_core::ManualClock::default());
+        let name = TopicName::new("t").unwrap();
+        let topic = Topic::open(&storage, "/t".into(), name, TopicConfig::default(), clock).unwrap();
+        topic.dedup.lock().begin("id-1");
+        {
+            // What a publish future holds while it writes; dropping the future drops this.
+            let _reserved = Reserved { topic: &topic, ids: vec!["id-1".into()] };
+        }
+        assert!(!topic.dedup.lock().is_pending("id-1"), "a later publish of id-1 would wait forever");
+        topic.dedup.lock().begin("id-2");
+        drop(Reserved { topic: &topic, ids: Vec::new() });
+        assert!(topic.dedup.lock().is_pending("id-2"), "a settled publish releases nothing");
+    }
 }

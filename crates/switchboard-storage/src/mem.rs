@@ -36,6 +36,7 @@ struct State {
     fail_next_write: bool,
     tear_next_write: Option<usize>,
     fail_next_sync: bool,
+    sync_delay: std::time::Duration,
     sync_count: u64,
 }
 
@@ -90,6 +91,12 @@ impl MemStorage {
     /// The next `sync_data` (on any file) fails with `EIO` and makes nothing durable.
     pub fn fail_next_sync(&self) {
         self.shared.state.lock().fail_next_sync = true;
+    }
+
+    /// Makes every `sync_data` take `delay` (a slow disk), so tests can act while an fsync is
+    /// in progress, e.g. drop a caller that waits for one.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        self.shared.state.lock().sync_delay = delay;
     }
 
     /// Simulated power loss: every file reverts to what its last successful `sync_data` made
@@ -331,7 +338,11 @@ impl StorageFile for MemHandle {
         if std::mem::take(&mut state.fail_next_sync) {
             return Err(io::Error::from_raw_os_error(EIO));
         }
+        let delay = state.sync_delay;
         drop(state);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut data = self.file.data.lock();
         let live = data.live.clone();
         data.durable = live;

@@ -128,3 +128,16 @@ async fn topics_and_subscriptions_survive_restart_and_delete_removes_them() {
     assert!(env.broker.topic_info(&topic("t")).is_err());
     assert!(env.storage.paths().iter().all(|p| !p.starts_with("/data/topics/t/")));
 }
+
+#[tokio::test]
+async fn a_publish_whose_caller_gives_up_midway_does_not_block_its_id() {
+    let env = Env::new().await;
+    env.broker.create_topic(&topic("t"), TopicConfig::default()).await.unwrap();
+    // The caller stops waiting while the first publish waits for its (slow) fsync.
+    env.storage.set_sync_delay(Duration::from_millis(50));
+    let first = tokio::time::timeout(Duration::from_millis(5), env.broker.publish(&topic("t"), msg(1))).await;
+    assert!(first.is_err(), "the first publish was still waiting when its caller gave up");
+    env.storage.set_sync_delay(Duration::ZERO);
+    let again = tokio::time::timeout(Duration::from_secs(10), env.broker.publish(&topic("t"), msg(1))).await;
+    assert!(again.expect("the id is not stuck pending").is_ok());
+}

@@ -348,7 +348,9 @@ async fn an_ack_whose_caller_gives_up_midway_still_settles() {
     let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
     let got = env.drain(&c).await;
     // The caller stops waiting (a client disconnecting) while the ack waits for its fsync.
-    let _ = tokio::time::timeout(Duration::ZERO, c.ack(&got[0].receipt.unwrap())).await;
+    env.storage.set_sync_delay(Duration::from_millis(50));
+    let _ = tokio::time::timeout(Duration::from_millis(5), c.ack(&got[0].receipt.unwrap())).await;
+    env.storage.set_sync_delay(Duration::ZERO);
     for _ in 0..100 {
         if env.broker.stats(&topic("jobs"), &sub("workers")).unwrap().in_flight == 0 {
             break;
