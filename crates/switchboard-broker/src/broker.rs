@@ -328,22 +328,7 @@ impl Broker {
         let t = self.topic(topic)?;
         let _admin = self.inner.admin.lock().await;
         let mut config = config;
-        if config.mode == SubscriptionMode::Queue && config.max_deliveries.is_some() {
-            let dlq = match &config.dead_letter_topic {
-                Some(d) => d.clone(),
-                None => TopicName::new(format!("{topic}.{name}.dlq")).map_err(|e| {
-                    BrokerError::InvalidConfig(format!(
-                        "the default dead-letter topic name is invalid ({e}); set dead_letter_topic"
-                    ))
-                })?,
-            };
-            if dlq == *topic {
-                return Err(BrokerError::InvalidConfig("a topic cannot be its own dead-letter topic".into()));
-            }
-            config.dead_letter_topic = Some(dlq);
-        } else {
-            config.dead_letter_topic = None;
-        }
+        config.dead_letter_topic = config.dead_letter_topic_for(topic, name)?;
         if let Some(existing) = t.subscriptions.read().get(name) {
             return if existing.config == config {
                 Ok(())
@@ -615,15 +600,20 @@ impl Broker {
     pub fn read(&self, topic: &TopicName, partition: u32, from: u64, max: usize) -> Result<Vec<LogRecord>> {
         let t = self.topic(topic)?;
         let log = t.log(partition)?;
-        let records = log.read(from, max, 4 << 20).map_err(|e| match e {
-            switchboard_storage::StorageError::OffsetOutOfRange { requested, start, end } => {
-                BrokerError::OffsetOutOfRange { partition, offset: requested, start, end }
-            }
-            other => other.into(),
-        })?;
-        Ok(records
-            .into_iter()
-            .filter_map(|r| match crate::codec::decode(r.payload) {
+        let mut at = from;
+        let mut out = Vec::new();
+        // Redriven copies are skipped here, not left to the caller: an empty answer means
+        // nothing readable up to the end, never "only hidden records in this window".
+        while out.is_empty() {
+            let records = log.read(at, max, 4 << 20).map_err(|e| match e {
+                switchboard_storage::StorageError::OffsetOutOfRange { requested, start, end } => {
+                    BrokerError::OffsetOutOfRange { partition, offset: requested, start, end }
+                }
+                other => other.into(),
+            })?;
+            let Some(last) = records.last().map(|r| r.offset) else { break };
+            at = last + 1;
+            out.extend(records.into_iter().filter_map(|r| match crate::codec::decode(r.payload) {
                 Ok(stored) if stored.target.is_none() => Some(LogRecord {
                     topic: topic.clone(),
                     partition,
@@ -632,8 +622,9 @@ impl Broker {
                     message: stored.message,
                 }),
                 _ => None,
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     /// A counter of successful publishes to `topic`. Read it before reading the topic, then

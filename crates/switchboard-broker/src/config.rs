@@ -194,6 +194,36 @@ impl SubscriptionConfig {
         SubscriptionConfig { mode: SubscriptionMode::Stream, ..SubscriptionConfig::default() }
     }
 
+    /// The dead-letter topic a subscription named `name` on `topic` with these settings uses:
+    /// the one configured, or `<topic>.<name>.dlq`; `None` for streams and for queues that
+    /// retry forever. Callers that authorize subscription creation check this topic too,
+    /// since the broker creates it and writes to it.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidConfig`] if the default name is not a valid topic name, or the
+    /// topic would be its own dead-letter topic.
+    pub fn dead_letter_topic_for(
+        &self,
+        topic: &TopicName,
+        name: &switchboard_core::SubscriptionName,
+    ) -> Result<Option<TopicName>> {
+        if self.mode != SubscriptionMode::Queue || self.max_deliveries.is_none() {
+            return Ok(None);
+        }
+        let dlq = match &self.dead_letter_topic {
+            Some(d) => d.clone(),
+            None => TopicName::new(format!("{topic}.{name}.dlq")).map_err(|e| {
+                BrokerError::InvalidConfig(format!(
+                    "the default dead-letter topic name is invalid ({e}); set dead_letter_topic"
+                ))
+            })?,
+        };
+        if dlq == *topic {
+            return Err(BrokerError::InvalidConfig("a topic cannot be its own dead-letter topic".into()));
+        }
+        Ok(Some(dlq))
+    }
+
     /// Checks every value is in range.
     ///
     /// # Errors

@@ -15,6 +15,9 @@ pub enum BrokerError {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// An argument of a call is out of range (a lease extension, a nack delay).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// No topic of that name.
     #[error("topic {0} does not exist")]
     TopicNotFound(TopicName),

@@ -24,6 +24,10 @@ use crate::topic::{Topic, log_config};
 
 /// Largest read from a partition in one go.
 const READ_BYTES: usize = 1 << 20;
+/// Longest lease extension one call may ask for.
+pub(crate) const MAX_LEASE_EXTENSION: Duration = Duration::from_secs(12 * 3600);
+/// Longest nack delay.
+pub(crate) const MAX_NACK_DELAY: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// What is persisted in `subscription.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -407,6 +411,13 @@ impl Subscription {
 
     /// Nacks a receipt: redeliver after `delay` (or dead-letter when deliveries are used up).
     pub(crate) async fn nack(&self, receipt: &Receipt, delay: Duration, error: Option<String>) -> Result<()> {
+        if delay > MAX_NACK_DELAY {
+            return Err(BrokerError::InvalidArgument(format!(
+                "a nack delay may be at most {} s, not {} s",
+                MAX_NACK_DELAY.as_secs(),
+                delay.as_secs()
+            )));
+        }
         let now = self.clock.now();
         let until = (!delay.is_zero()).then(|| now.saturating_add(delay));
         let max = self.max_deliveries();
@@ -424,6 +435,14 @@ impl Subscription {
 
     /// Extends a receipt's lease to `by` from now; returns the new expiry.
     pub(crate) fn extend(&self, receipt: &Receipt, by: Duration) -> Result<Timestamp> {
+        // A lease that never runs out would keep a dead consumer's message forever.
+        if by.is_zero() || by > MAX_LEASE_EXTENSION {
+            return Err(BrokerError::InvalidArgument(format!(
+                "a lease may be extended by 1 ms to {} s, not {} ms",
+                MAX_LEASE_EXTENSION.as_secs(),
+                by.as_millis()
+            )));
+        }
         let now = self.clock.now();
         let until = now.saturating_add(by);
         let max = self.max_deliveries();

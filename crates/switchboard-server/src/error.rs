@@ -43,6 +43,7 @@ impl ApiError {
                 B::InvalidName(_)
                 | B::InvalidMessage(_)
                 | B::InvalidConfig(_)
+                | B::InvalidArgument(_)
                 | B::OffsetOutOfRange { .. } => StatusCode::BAD_REQUEST,
                 B::TopicNotFound(_)
                 | B::SubscriptionNotFound { .. }
@@ -96,6 +97,7 @@ impl ApiError {
                 B::InvalidMessage(MessageError::TooLarge { .. }) => "message-too-large",
                 B::InvalidMessage(_) => "invalid-message",
                 B::InvalidConfig(_) => "invalid-config",
+                B::InvalidArgument(_) => "invalid-argument",
                 B::TopicNotFound(_) => "topic-not-found",
                 B::TopicExists(_) => "topic-exists",
                 B::SubscriptionNotFound { .. } => "subscription-not-found",

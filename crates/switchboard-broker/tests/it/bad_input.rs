@@ -197,3 +197,18 @@ async fn a_receipt_from_before_a_restart_never_settles_a_later_delivery_even_if_
     assert!(c.ack(&old).await.is_err(), "the stale receipt settles nothing");
     c.ack(&new).await.unwrap();
 }
+
+#[tokio::test]
+async fn lease_extensions_and_nack_delays_are_bounded() {
+    let env = setup().await;
+    let c = env.broker.queue_consumer(&topic("t"), &sub("q")).unwrap();
+    let r = c.receive(1, Duration::ZERO).await.unwrap()[0].receipt.unwrap();
+    for by in [Duration::ZERO, Duration::from_secs(13 * 3600), Duration::MAX] {
+        assert!(matches!(c.extend(&r, by), Err(BrokerError::InvalidArgument(_))), "{by:?}");
+    }
+    let err = c.nack(&r, Duration::from_secs(15 * 24 * 3600), None).await.unwrap_err();
+    assert!(matches!(err, BrokerError::InvalidArgument(_)), "{err}");
+    // Refused calls changed nothing: the receipt still works.
+    c.extend(&r, Duration::from_secs(60)).unwrap();
+    c.ack(&r).await.unwrap();
+}

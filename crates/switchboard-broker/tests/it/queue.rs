@@ -362,3 +362,20 @@ async fn an_ack_whose_caller_gives_up_midway_still_settles() {
     env.advance(Duration::from_secs(3600));
     assert!(env.drain(&c).await.is_empty());
 }
+
+#[tokio::test]
+async fn reading_a_partition_steps_over_any_run_of_redriven_copies() {
+    let env = Env::new().await;
+    setup(&env, 1, SubscriptionConfig { max_deliveries: Some(1), ..SubscriptionConfig::queue() }).await;
+    publish_n(&env, 150).await;
+    let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
+    for d in env.drain(&c).await {
+        c.nack(&d.receipt.unwrap(), Duration::ZERO, None).await.unwrap();
+    }
+    env.broker.tick().await.unwrap();
+    assert_eq!(env.broker.redrive(&topic("jobs"), &sub("workers"), 1000).await.unwrap(), 150);
+    env.broker.publish(&topic("jobs"), msg(999)).await.unwrap();
+    // Offsets 150..300 hold copies meant for `workers` only; a plain read skips all of them.
+    let got = env.broker.read(&topic("jobs"), 0, 150, 100).unwrap();
+    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [300]);
+}

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use async_graphql::{Context, Object};
-use switchboard_broker::{BrokerError, PublishOptions, SubscriptionMode as Mode};
-use switchboard_core::{Timestamp, TopicName};
+use switchboard_broker::{BrokerError, PublishOptions};
+use switchboard_core::Timestamp;
 
 use super::access::{check, state};
 use super::error::{GqlResult, bad_input, subscription_name, topic_name};
@@ -64,12 +64,8 @@ impl MutationRoot {
         let name = subscription_name(&name)?;
         check(ctx, Action::Admin, &topic)?;
         let config = config.unwrap_or_default().into_config(mode.into())?;
-        if config.mode == Mode::Queue && config.max_deliveries.is_some() {
-            let dlq = match &config.dead_letter_topic {
-                Some(d) => d.clone(),
-                // An invalid default name is the broker's to report.
-                None => TopicName::new(format!("{topic}.{name}.dlq")).unwrap_or_else(|_| topic.clone()),
-            };
+        // The broker creates and writes the dead-letter topic: the caller must administer it.
+        if let Some(dlq) = config.dead_letter_topic_for(&topic, &name).gql()? {
             check(ctx, Action::Admin, &dlq)?;
         }
         let broker = &state(ctx)?.broker;

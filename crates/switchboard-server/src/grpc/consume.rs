@@ -34,6 +34,8 @@ use api::consume_response::{Deliveries, Opened, Outcome, Response as Out, Settle
 /// How long one `receive` waits for messages before it is started again (with the credits
 /// the stream holds by then).
 const POLL: Duration = Duration::from_millis(500);
+/// Acks and nacks one stream may have waiting for their fsyncs before it stops reading.
+const MAX_SETTLING: usize = 64;
 /// How long the server waits for the `open` request.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deliveries are split over responses of about this size, well under the 4 MiB that gRPC
@@ -103,6 +105,7 @@ async fn run(
         return Ok(());
     }
 
+    let max_receipts = state.config.limits.max_batch_messages;
     let mut receiving: Option<Receiving<'_>> = None;
     // Acks and nacks wait for their journal fsync off the loop, so deliveries keep flowing
     // meanwhile; commits stay in order, inline.
@@ -125,7 +128,9 @@ async fn run(
         }
         tokio::select! {
             () = tx.closed() => return Ok(()),
-            next = inbound.message(), if !half_closed => {
+            // While MAX_SETTLING acks and nacks wait for their fsyncs, requests are not read:
+            // a client cannot pile up work faster than the disk confirms it.
+            next = inbound.message(), if !half_closed && settling.len() < MAX_SETTLING => {
                 let Some(req) = next? else {
                     half_closed = true;
                     continue;
@@ -141,6 +146,15 @@ async fn run(
                         // Clamped rather than refused: the client learns the cap from `opened`.
                         credits = credits.saturating_add(c.credits).min(max_credits);
                         continue;
+                    }
+                    Some(In::Ack(a)) if a.receipts.len() > max_receipts => {
+                        return Err(bad(&format!("an ack may carry at most {max_receipts} receipts")));
+                    }
+                    Some(In::Nack(n)) if n.receipts.len() > max_receipts => {
+                        return Err(bad(&format!("a nack may carry at most {max_receipts} receipts")));
+                    }
+                    Some(In::Extend(e)) if e.receipts.len() > max_receipts => {
+                        return Err(bad(&format!("an extend may carry at most {max_receipts} receipts")));
                     }
                     Some(In::Ack(a)) => {
                         let id = req.request_id;

@@ -131,6 +131,10 @@ impl api::switchboard_server::Switchboard for SwitchboardService {
         caller.check(Action::Admin, &req.topic)?;
         let (topic, name) = (topic_name(&req.topic)?, subscription_name(&req.name)?);
         let config = convert::subscription_config_from_proto(req.config)?;
+        // The broker creates and writes the dead-letter topic: the caller must administer it.
+        if let Some(dlq) = config.dead_letter_topic_for(&topic, &name).map_err(ApiError::from)? {
+            caller.check(Action::Admin, dlq.as_str())?;
+        }
         let broker = &self.state.broker;
         broker.create_subscription(&topic, &name, config).await.map_err(ApiError::from)?;
         // Read back what was stored (with the dead-letter topic filled in).
@@ -261,11 +265,14 @@ impl api::switchboard_server::Switchboard for SwitchboardService {
     }
 
     async fn redrive(&self, request: Request<api::RedriveRequest>) -> Reply<api::RedriveResponse> {
+        const DEFAULT_REDRIVE: usize = 1000;
+        const MAX_REDRIVE: usize = 10_000;
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         caller.check(Action::Admin, &req.topic)?;
         let (topic, sub) = (topic_name(&req.topic)?, subscription_name(&req.subscription)?);
-        let max = if req.max == 0 { usize::MAX } else { req.max as usize };
+        // 0 means the default; one call moves at most MAX_REDRIVE letters.
+        let max = if req.max == 0 { DEFAULT_REDRIVE } else { (req.max as usize).min(MAX_REDRIVE) };
         let moved = self.state.broker.redrive(&topic, &sub, max).await.map_err(ApiError::from)?;
         ok(api::RedriveResponse { moved: moved as u64 })
     }

@@ -111,6 +111,10 @@ pub(super) async fn create_subscription(
         Some(c) => config_from(c, &SubscriptionConfig::default())?,
         None => SubscriptionConfig::default(),
     };
+    // The broker creates and writes the dead-letter topic: the caller must administer it.
+    if let Some(dlq) = config.dead_letter_topic_for(&topic, &name)? {
+        caller.check(Action::Admin, Some(dlq.as_str()))?;
+    }
     let existed = |info: &TopicInfo| info.subscriptions.iter().any(|(n, _)| *n == name);
     let before = existed(&state.broker.topic_info(&topic)?);
     state.broker.create_subscription(&topic, &name, config).await?;

@@ -46,6 +46,9 @@ pub(super) fn decode(headers: &HeaderMap, body: Bytes, limits: &Limits) -> Resul
             let Value::Array(events) = parse_json(&body)? else {
                 return Err(ApiError::BadRequest(format!("a {BATCH} body must be a JSON array of events")));
             };
+            if events.is_empty() {
+                return Err(ApiError::BadRequest(format!("a {BATCH} body must hold at least one event")));
+            }
             if events.len() > limits.max_batch_messages {
                 return Err(
                     BrokerError::BatchTooLarge { len: events.len(), max: limits.max_batch_messages }.into()

@@ -233,3 +233,40 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
     assert!(Broker::open(s.dir.path()).await.is_err(), "nor may an embedded broker");
     s.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_subscription_needs_admin_on_its_dead_letter_topic_too() {
+    let s = start_with_auth().await;
+    let c = http_client();
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        c.post(format!("{}{path}", s.http())).bearer_auth(token).json(&body).send()
+    };
+    assert_eq!(
+        post("/v1/topics", ADMIN_TOKEN, serde_json::json!({"name": "orders"})).await.unwrap().status(),
+        201
+    );
+    assert_eq!(
+        post("/v1/topics", ADMIN_TOKEN, serde_json::json!({"name": "payments"})).await.unwrap().status(),
+        201
+    );
+    // Dead letters into another team's topic: refused, and nothing is created.
+    let foreign =
+        serde_json::json!({"name": "s", "config": {"max_deliveries": 1, "dead_letter_topic": "payments"}});
+    let r = post("/v1/topics/orders/subscriptions", ORDERS_ADMIN_TOKEN, foreign).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let info = s.server.state().broker.topic_info(&TopicName::new("payments").unwrap()).unwrap();
+    assert!(info.subscriptions.is_empty(), "no redrive subscription was attached to payments");
+    assert!(
+        s.server
+            .state()
+            .broker
+            .topic_info(&TopicName::new("orders").unwrap())
+            .unwrap()
+            .subscriptions
+            .is_empty()
+    );
+    // The default dead-letter topic, orders.s.dlq, is the caller's own: allowed.
+    let own = serde_json::json!({"name": "s", "config": {"max_deliveries": 1}});
+    assert_eq!(post("/v1/topics/orders/subscriptions", ORDERS_ADMIN_TOKEN, own).await.unwrap().status(), 201);
+    s.server.shutdown().await.unwrap();
+}

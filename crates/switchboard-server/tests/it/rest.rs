@@ -788,6 +788,14 @@ async fn bad_input_is_a_problem_that_changes_nothing() {
             400,
         ),
         bad("max out of range", Method::POST, "/v1/topics/t/subscriptions/q/receive?max=0", &[], "", 400),
+        bad(
+            "empty batch",
+            Method::POST,
+            "/v1/topics/t/events",
+            &[("content-type", "application/cloudevents-batch+json")],
+            "[]",
+            400,
+        ),
         bad("max not a number", Method::POST, "/v1/topics/t/subscriptions/q/receive?max=lots", &[], "", 400),
         bad(
             "receive by GET (a lease is a change)",

@@ -8,6 +8,8 @@ use switchboard_server::{Action, Permission, Server, ServerConfig, TokenConfig};
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 /// A token that may only publish to and consume from topics matching `orders*`.
 pub const ORDERS_TOKEN: &str = "orders-token-0123456789abcdef";
+/// A token that may do everything, but only on topics matching `orders*`.
+pub const ORDERS_ADMIN_TOKEN: &str = "orders-admin-token-0123456789";
 
 pub struct TestServer {
     pub server: Server,
@@ -61,6 +63,14 @@ pub async fn start_with_auth() -> TestServer {
                 token: ADMIN_TOKEN.into(),
                 permissions: vec![Permission {
                     topics: "*".into(),
+                    actions: vec![Action::Publish, Action::Consume, Action::Admin],
+                }],
+            },
+            TokenConfig {
+                name: "orders-admin".into(),
+                token: ORDERS_ADMIN_TOKEN.into(),
+                permissions: vec![Permission {
+                    topics: "orders*".into(),
                     actions: vec![Action::Publish, Action::Consume, Action::Admin],
                 }],
             },
