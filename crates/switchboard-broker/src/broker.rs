@@ -45,7 +45,7 @@ pub mod dead_letter_ext {
 }
 
 /// One partition of a topic as the broker sees it now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionInfo {
     /// The partition.
     pub partition: u32,

@@ -47,7 +47,7 @@ pub enum SeekTo {
 }
 
 /// Counts for one partition of a subscription.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionStats {
     /// The partition.
     pub partition: u32,
@@ -62,7 +62,7 @@ pub struct PartitionStats {
 }
 
 /// Counts for a subscription, readable at any time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SubscriptionStats {
     /// The subscription's mode.
     pub mode: SubscriptionMode,

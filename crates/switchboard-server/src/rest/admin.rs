@@ -178,20 +178,8 @@ pub(super) async fn stats(
 }
 
 fn topic_json(t: &TopicInfo) -> Value {
-    let partitions: Vec<Value> = t
-        .partitions
-        .iter()
-        .map(|p| {
-            json!({
-                "partition": p.partition,
-                "start_offset": p.start_offset,
-                "end_offset": p.end_offset,
-                "size_bytes": p.size_bytes,
-            })
-        })
-        .collect();
     let subs: Vec<Value> = t.subscriptions.iter().map(|(n, c)| subscription_json(n.as_str(), c)).collect();
-    json!({ "name": t.name, "config": t.config, "partitions": partitions, "subscriptions": subs })
+    json!({ "name": t.name, "config": t.config, "partitions": t.partitions, "subscriptions": subs })
 }
 
 fn subscription_json(name: &str, c: &SubscriptionConfig) -> Value {
@@ -199,29 +187,7 @@ fn subscription_json(name: &str, c: &SubscriptionConfig) -> Value {
 }
 
 fn stats_json(s: &SubscriptionStats) -> Value {
-    let partitions: Vec<Value> = s
-        .partitions
-        .iter()
-        .map(|p| {
-            json!({
-                "partition": p.partition,
-                "start_offset": p.start_offset,
-                "end_offset": p.end_offset,
-                "floor": p.floor,
-                "backlog": p.backlog,
-            })
-        })
-        .collect();
-    json!({
-        "mode": s.mode,
-        "backlog": s.backlog,
-        "in_flight": s.in_flight,
-        "lag": s.lag,
-        "scheduled": s.scheduled,
-        "dead_lettered": s.dead_lettered,
-        "consumers": s.consumers,
-        "partitions": partitions,
-    })
+    json!(s)
 }
 
 /// Settings from JSON over `defaults`, refusing fields the settings do not have (a typo
