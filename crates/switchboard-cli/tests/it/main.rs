@@ -118,9 +118,16 @@ fn json_lines_from_stdin_dead_letters_and_clear_errors() {
 
     // Nack both: with max_deliveries 1 they are dead-lettered; redrive brings them back.
     cli(&s, &["consume", "jobs", "work", "--max", "2", "--nack"]);
-    std::thread::sleep(Duration::from_millis(300)); // the broker's ticker moves dead letters
-    let letters: Value = serde_json::from_str(&cli(&s, &["dlq", "list", "jobs", "work", "--json"])).unwrap();
-    assert_eq!(letters["messages"].as_array().unwrap().len(), 2);
+    // The broker's ticker moves dead letters in the background: wait for it (bounded).
+    let mut letters = Value::Null;
+    for _ in 0..100 {
+        letters = serde_json::from_str(&cli(&s, &["dlq", "list", "jobs", "work", "--json"])).unwrap();
+        if letters["messages"].as_array().is_some_and(|m| m.len() == 2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(letters["messages"].as_array().unwrap().len(), 2, "{letters}");
     let moved: Value = serde_json::from_str(&cli(&s, &["dlq", "redrive", "jobs", "work", "--json"])).unwrap();
     assert_eq!(moved["moved"], 2);
     assert_eq!(
