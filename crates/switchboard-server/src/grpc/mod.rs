@@ -22,24 +22,10 @@ use crate::auth::{Action, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Generated types, server and client of `switchboard.v1` and `io.cloudevents.v1`. Public so
-/// the crate root can re-export it for Rust clients.
-#[allow(unreachable_pub)]
-pub mod pb {
-    #![allow(
-        missing_docs,
-        unreachable_pub,
-        dead_code,
-        clippy::all,
-        clippy::pedantic,
-        clippy::unwrap_used,
-        rustdoc::all
-    )]
-    include!(concat!(env!("OUT_DIR"), "/switchboard_proto.rs"));
-}
+/// Generated types, server and client of `switchboard.v1` and `io.cloudevents.v1`.
+pub use switchboard_proto as pb;
 
-/// The encoded descriptors of every `.proto` file (with imports), for reflection.
-const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/switchboard_descriptor.bin"));
+use switchboard_proto::FILE_DESCRIPTOR_SET;
 
 type SwitchboardServer =
     pb::switchboard::v1::switchboard_server::SwitchboardServer<service::SwitchboardService>;

@@ -16,10 +16,7 @@ use tonic::{Code, Request, Status, Streaming};
 
 use crate::util::{ADMIN_TOKEN, ORDERS_TOKEN, TestServer, start, start_with, start_with_auth};
 
-mod pb {
-    #![allow(missing_docs, unreachable_pub, dead_code, clippy::all, clippy::pedantic, clippy::unwrap_used)]
-    include!(concat!(env!("OUT_DIR"), "/switchboard_proto.rs"));
-}
+use switchboard_proto as pb;
 
 use api::consume_request::Request as In;
 use api::consume_response::{Opened, Outcome, Response as Out};

@@ -1,0 +1,26 @@
+//! # switchboard-proto
+//!
+//! The gRPC contract of `switchboard serve`, generated from `proto/` at build time with protox
+//! (a pure-Rust protobuf compiler, so no `protoc` is needed): `switchboard::v1` (the
+//! `Switchboard` service, its server and client) and `io::cloudevents::v1` (the CloudEvents
+//! protobuf format its messages use). A crate of its own so that clients (the SDK's remote
+//! backend) need not depend on the server.
+
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    dead_code,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    rustdoc::all
+)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/switchboard_proto.rs"));
+}
+
+pub use generated::{io, switchboard};
+
+/// The encoded descriptors of every `.proto` file (with imports), for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/switchboard_descriptor.bin"));
