@@ -456,15 +456,13 @@ impl Broker {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let cap = self.inner.config.max_message_bytes.min(t.config.max_message_bytes);
-        for m in &messages {
-            m.validate(cap)?;
-        }
         let batch = messages
             .into_iter()
             .map(|message| Outgoing { message, deliver_at: options.deliver_at })
             .collect();
-        t.publish(batch, None, true).await
+        // The server-wide limit caps every topic's own.
+        let max_bytes = self.inner.config.max_message_bytes.min(t.config.max_message_bytes);
+        t.publish(batch, None, true, max_bytes).await
     }
 
     /// A competing consumer of a queue subscription.
@@ -710,8 +708,13 @@ impl Broker {
                     for k in dead_letter_ext::ALL {
                         message.extensions.remove(k);
                     }
-                    t.publish(vec![Outgoing { message, deliver_at: None }], Some(subscription), false)
-                        .await?;
+                    t.publish(
+                        vec![Outgoing { message, deliver_at: None }],
+                        Some(subscription),
+                        false,
+                        t.config.max_message_bytes,
+                    )
+                    .await?;
                     ds.ack(&[receipt]).await?.remove(0)?;
                     moved += 1;
                 }
@@ -792,7 +795,7 @@ impl Broker {
                 }
                 // The dead letter is stored before the source lets go of the message: a crash
                 // in between gives a duplicate dead letter, never a lost one.
-                dlq.publish(vec![Outgoing { message, deliver_at: None }], None, false).await?;
+                dlq.publish(vec![Outgoing { message, deliver_at: None }], None, false, dlq.config.max_message_bytes).await?;
                 s.dead_letter_stored(dl.pos).await?;
                 tracing::warn!(topic = %t.name, subscription = %s.name, partition = dl.pos.0, offset = dl.pos.1,
                     attempts = dl.attempts, reason = dl.reason, "Dead-lettered a message.");

@@ -157,9 +157,10 @@ impl Topic {
         batch: Vec<Outgoing>,
         target: Option<&SubscriptionName>,
         dedup: bool,
+        max_message_bytes: usize,
     ) -> Result<Vec<PublishReceipt>> {
         for o in &batch {
-            o.message.validate(self.config.max_message_bytes)?;
+            o.message.validate(max_message_bytes)?;
         }
         let dedup = dedup && self.dedup.lock().enabled();
         let mut receipts: Vec<Option<PublishReceipt>> = vec![None; batch.len()];

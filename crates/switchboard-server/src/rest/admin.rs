@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use switchboard_broker::{SubscriptionConfig, SubscriptionStats, TopicInfo};
+use switchboard_broker::{SubscriptionConfig, TopicInfo};
 
 use super::extract::{ApiPath, Body, json, subscription_name, topic_name};
 use crate::auth::Action;
@@ -174,7 +174,7 @@ pub(super) async fn stats(
 ) -> Result<Json<Value>, ApiError> {
     caller.check(Action::Admin, Some(&topic))?;
     let (topic, sub) = (topic_name(&topic)?, subscription_name(&sub)?);
-    Ok(Json(stats_json(&state.broker.stats(&topic, &sub)?)))
+    Ok(Json(json!(state.broker.stats(&topic, &sub)?)))
 }
 
 fn topic_json(t: &TopicInfo) -> Value {
@@ -184,10 +184,6 @@ fn topic_json(t: &TopicInfo) -> Value {
 
 fn subscription_json(name: &str, c: &SubscriptionConfig) -> Value {
     json!({ "name": name, "config": c })
-}
-
-fn stats_json(s: &SubscriptionStats) -> Value {
-    json!(s)
 }
 
 /// Settings from JSON over `defaults`, refusing fields the settings do not have (a typo
