@@ -25,24 +25,7 @@ use crate::topic::{Outgoing, PublishOptions, PublishReceipt, Topic};
 pub const REDRIVE_SUBSCRIPTION: &str = "redrive";
 
 /// Extension attributes added to a dead letter.
-pub mod dead_letter_ext {
-    /// Why the message was dead-lettered.
-    pub const REASON: &str = "dlreason";
-    /// The topic it came from.
-    pub const TOPIC: &str = "dltopic";
-    /// The subscription that gave up on it.
-    pub const SUBSCRIPTION: &str = "dlsubscription";
-    /// How many deliveries were made.
-    pub const ATTEMPTS: &str = "dlattempts";
-    /// The last error a consumer reported with its nack.
-    pub const ERROR: &str = "dlerror";
-    /// Partition of the original message.
-    pub const PARTITION: &str = "dlpartition";
-    /// Offset of the original message.
-    pub const OFFSET: &str = "dloffset";
-    /// Every name above.
-    pub const ALL: [&str; 7] = [REASON, TOPIC, SUBSCRIPTION, ATTEMPTS, ERROR, PARTITION, OFFSET];
-}
+pub use switchboard_core::contract::dead_letter_ext;
 
 /// One partition of a topic as the broker sees it now.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

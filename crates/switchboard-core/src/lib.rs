@@ -20,6 +20,7 @@
 //! ```
 
 mod clock;
+pub mod contract;
 mod message;
 mod names;
 mod rfc3339;

@@ -1,0 +1,190 @@
+//! The connection to RabbitMQ, shared by the publisher and every subscription, and reopened
+//! on demand.
+//!
+//! One AMQP connection carries one channel per subscription plus one publisher-confirm
+//! channel. Nothing reconnects in the background: when the connection has dropped (the
+//! broker restarted, the network failed) the call that notices fails with a retryable error
+//! and the next call that needs the connection opens a new one. Subscriptions retry with
+//! backoff through the same path (see `subscribe.rs`). Error messages name the endpoint
+//! (`host:port`), never the credentials.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lapin::options::ConfirmSelectOptions;
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
+use switchboard_core::TopicName;
+use switchboard_core::contract::BusError;
+use tokio::sync::{Mutex, watch};
+
+/// The backend's name in errors and [`Backend::name`](switchboard_core::contract::Backend::name).
+pub(crate) const BACKEND: &str = "amqp";
+
+/// How long opening a connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by the backend handle, its publishes and its subscriptions.
+pub(crate) struct Shared {
+    uri: AMQPUri,
+    endpoint: String,
+    conn: Mutex<Option<Arc<Connection>>>,
+    publish_channel: Mutex<Option<Channel>>,
+    /// Topics whose exchange and stream were declared by this process.
+    pub(crate) ensured: parking_lot::Mutex<HashSet<TopicName>>,
+    closed: AtomicBool,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Parses `url` and opens the first connection.
+    pub(crate) async fn connect(url: &str) -> Result<Arc<Shared>, BusError> {
+        let uri = AMQPUri::from_str(url)
+            .map_err(|reason| BusError::InvalidUrl { url: redact(url), reason: redact(&reason) })?;
+        let endpoint = format!("{}:{}", uri.authority.host, uri.authority.port);
+        let shared = Arc::new(Shared {
+            uri,
+            endpoint,
+            conn: Mutex::new(None),
+            publish_channel: Mutex::new(None),
+            ensured: parking_lot::Mutex::new(HashSet::new()),
+            closed: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+        });
+        shared.connection().await?;
+        Ok(shared)
+    }
+
+    /// `Err(Closed)` once [`Shared::close`] ran.
+    pub(crate) fn check_open(&self) -> Result<(), BusError> {
+        if self.closed.load(Ordering::Acquire) { Err(BusError::Closed) } else { Ok(()) }
+    }
+
+    /// Fires when the backend is closed.
+    pub(crate) fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// The open connection, reconnecting when the last one dropped.
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>, BusError> {
+        self.check_open()?;
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref()
+            && c.status().connected()
+        {
+            return Ok(c.clone());
+        }
+        if let Some(old) = slot.take() {
+            tracing::info!(endpoint = %self.endpoint, "AMQP connection lost; reconnecting");
+            drop(old);
+        }
+        let props = ConnectionProperties::default().with_connection_name("switchboard".into());
+        let opened = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(self.uri.clone(), props))
+            .await
+            .map_err(|_| self.unreachable(std::io::Error::from(std::io::ErrorKind::TimedOut)))?;
+        let conn = Arc::new(opened.map_err(|e| match e.kind() {
+            ErrorKind::ProtocolError(_) => lapin_error(e),
+            _ => self.unreachable(e),
+        })?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// A new channel on the current connection.
+    pub(crate) async fn channel(&self) -> Result<Channel, BusError> {
+        let conn = self.connection().await?;
+        conn.create_channel().await.map_err(lapin_error)
+    }
+
+    /// The publisher-confirm channel, opened (again) when needed.
+    pub(crate) async fn publish_channel(&self) -> Result<Channel, BusError> {
+        let mut slot = self.publish_channel.lock().await;
+        if let Some(ch) = slot.as_ref()
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
+        }
+        let ch = self.channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(lapin_error)?;
+        *slot = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// Waits for every outstanding confirm on the publish channel.
+    pub(crate) async fn flush(&self) -> Result<(), BusError> {
+        let ch = self.publish_channel.lock().await.clone();
+        if let Some(ch) = ch
+            && ch.status().connected()
+        {
+            ch.wait_for_confirms().await.map_err(lapin_error)?;
+        }
+        Ok(())
+    }
+
+    /// Ends subscriptions and closes the connection.
+    pub(crate) async fn close(&self) -> Result<(), BusError> {
+        let flushed = self.flush().await;
+        self.closed.store(true, Ordering::Release);
+        self.shutdown.send_replace(true);
+        self.publish_channel.lock().await.take();
+        if let Some(conn) = self.conn.lock().await.take()
+            && conn.status().connected()
+        {
+            let _ = conn.close(200, "switchboard backend closed".into()).await;
+        }
+        flushed
+    }
+
+    fn unreachable(&self, e: impl std::error::Error + Send + Sync + 'static) -> BusError {
+        BusError::Unreachable { backend: BACKEND, endpoint: self.endpoint.clone(), source: Box::new(e) }
+    }
+}
+
+/// Maps a client error: connection trouble is retryable, a refusal by the broker is not.
+pub(crate) fn lapin_error(e: lapin::Error) -> BusError {
+    let retryable = match e.kind() {
+        ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
+                return BusError::NotFound(amqp.get_message().to_string());
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
+                return BusError::Conflict(format!("RabbitMQ refused: {}", amqp.get_message()));
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED) => true,
+            AMQPErrorKind::Soft(_) => false,
+            AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED | AMQPHardError::INTERNALERROR) => true,
+            AMQPErrorKind::Hard(_) => false,
+        },
+        ErrorKind::ChannelsLimitReached | ErrorKind::InvalidProtocolVersion(_) => false,
+        ErrorKind::AuthProviderError(_) | ErrorKind::NoDefaultRuntime => false,
+        _ => true,
+    };
+    BusError::backend(BACKEND, retryable, e)
+}
+
+/// `url` with any `user:password@` replaced by `***@`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(redact("amqp://guest:secret@host:5672/%2f"), "amqp://***@host:5672/%2f");
+        assert_eq!(redact("amqp://host:5672"), "amqp://host:5672");
+        assert_eq!(redact("not a url"), "not a url");
+    }
+}

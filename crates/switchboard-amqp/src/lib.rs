@@ -1,0 +1,1 @@
+//! Switchboard SDK backend (amqp). Work in progress.

@@ -1,0 +1,103 @@
+//! The publisher and subscriber traits, and the backend that is both.
+
+use crate::{Message, SubscriptionName, Timestamp, TopicName};
+
+use super::{BusError, Capabilities, Subscription, SubscriptionSpec, SubscriptionStats};
+
+/// Settings of a topic created by the SDK. Backends map what they can and ignore the rest
+/// (documented per backend).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Partitions (backends without partitions use 1).
+    pub partitions: u32,
+}
+
+impl Default for TopicSpec {
+    fn default() -> Self {
+        TopicSpec { partitions: 1 }
+    }
+}
+
+/// Options of one publish call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Hold the messages back from queue subscriptions until this time (needs
+    /// [`Capabilities::delayed_delivery`]).
+    pub deliver_at: Option<Timestamp>,
+}
+
+/// Puts messages on topics.
+#[async_trait::async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes `messages` to `topic` in order, creating the topic with defaults if it does
+    /// not exist. Returns once the broker has confirmed every message (under its durability
+    /// setting). A message whose id was published within the dedup window is stored once
+    /// where [`Capabilities::dedup`] holds.
+    ///
+    /// # Errors
+    /// [`BusError::InvalidMessage`] before anything is sent; a retryable error when the
+    /// broker did not confirm (the caller may publish again: ids make that safe where dedup
+    /// holds).
+    async fn publish(
+        &self,
+        topic: &TopicName,
+        messages: Vec<Message>,
+        options: &PublishOptions,
+    ) -> Result<(), BusError>;
+
+    /// Waits until every publish started before the call is confirmed or failed.
+    ///
+    /// # Errors
+    /// A backend error from the flush.
+    async fn flush(&self) -> Result<(), BusError>;
+}
+
+/// Opens subscriptions.
+#[async_trait::async_trait]
+pub trait Subscriber: Send + Sync + 'static {
+    /// Opens (creating if needed) the subscription `spec.name` on `topic`, creating the
+    /// topic with defaults if it does not exist.
+    ///
+    /// # Errors
+    /// [`BusError::InvalidArgument`] for a bad spec, [`BusError::Unsupported`] for a
+    /// feature the backend lacks, [`BusError::Conflict`] when the subscription exists with
+    /// other settings.
+    async fn subscribe(&self, topic: &TopicName, spec: SubscriptionSpec) -> Result<Subscription, BusError>;
+
+    /// Backlog, in-flight and lag of a subscription.
+    ///
+    /// # Errors
+    /// [`BusError::Unsupported`] without [`Capabilities::stats`];
+    /// [`BusError::NotFound`] for an unknown subscription.
+    async fn stats(&self, topic: &TopicName, subscription: &SubscriptionName)
+    -> Result<SubscriptionStats, BusError>;
+}
+
+/// A messaging backend: a publisher and subscriber with declared capabilities.
+#[async_trait::async_trait]
+pub trait Backend: Publisher + Subscriber {
+    /// The backend's short name (`embedded`, `switchboard`, `amqp`, `nats`).
+    fn name(&self) -> &'static str;
+
+    /// What it supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates `topic` if it does not exist (an existing topic is left as it is).
+    ///
+    /// # Errors
+    /// [`BusError::InvalidArgument`] for a bad spec, or a backend error.
+    async fn ensure_topic(&self, topic: &TopicName, spec: &TopicSpec) -> Result<(), BusError>;
+
+    /// Deletes a subscription and what the backend keeps for it.
+    ///
+    /// # Errors
+    /// A backend error; deleting a missing subscription is not an error.
+    async fn delete_subscription(&self, topic: &TopicName, subscription: &SubscriptionName)
+    -> Result<(), BusError>;
+
+    /// Flushes publishers and closes connections. Open subscriptions end.
+    ///
+    /// # Errors
+    /// A backend error while flushing; the connection is closed regardless.
+    async fn close(&self) -> Result<(), BusError>;
+}

@@ -1,0 +1,232 @@
+//! Subscribing: the spec of a subscription and the handle that yields its deliveries.
+
+use std::time::Duration;
+
+use crate::SubscriptionName;
+use crate::TopicName;
+
+use super::{BusError, Delivery};
+
+/// How the messages of a topic reach the members of one subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Competing consumers: each message goes to one member; acked messages are gone for
+    /// this subscription; nacked or expired ones come back.
+    Queue,
+    /// A replayable log: every message in order per partition; an ack commits its offset.
+    Stream,
+}
+
+/// Where a new subscription starts. An existing subscription resumes where it left off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest retained message (needs
+    /// [`Capabilities::replay_from_start`](super::Capabilities::replay_from_start)).
+    Earliest,
+    /// Messages published after the subscription is created.
+    Latest,
+}
+
+/// A named subscription on a topic and its settings. Opening a subscription that exists
+/// joins it (as another competing consumer, or group member); its settings must match.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    /// The subscription's name, unique per topic.
+    pub name: SubscriptionName,
+    /// Queue or stream.
+    pub mode: Mode,
+    /// Where a new subscription starts.
+    pub start: Start,
+    /// Queue mode: how long a delivery may stay unsettled before it is delivered again.
+    pub lease: Duration,
+    /// Queue mode: deliveries before a message is dead-lettered; `None`: never.
+    pub max_deliveries: Option<u32>,
+    /// Queue mode: where dead letters go; `None`: `<topic>.<subscription>.dlq`.
+    pub dead_letter_topic: Option<TopicName>,
+    /// Queue mode: at most one message per partition key in flight (needs
+    /// [`Capabilities::per_key_order`](super::Capabilities::per_key_order)).
+    pub ordered_by_key: bool,
+    /// Deliveries this member holds unsettled at most (back-pressure).
+    pub prefetch: u32,
+}
+
+impl SubscriptionSpec {
+    /// A queue subscription with defaults: start at the earliest message, 30 s lease,
+    /// 10 deliveries, prefetch 64.
+    pub fn queue(name: SubscriptionName) -> SubscriptionSpec {
+        SubscriptionSpec {
+            name,
+            mode: Mode::Queue,
+            start: Start::Earliest,
+            lease: Duration::from_secs(30),
+            max_deliveries: Some(10),
+            dead_letter_topic: None,
+            ordered_by_key: false,
+            prefetch: 64,
+        }
+    }
+
+    /// A stream subscription starting at the earliest message, prefetch 256.
+    pub fn stream(name: SubscriptionName) -> SubscriptionSpec {
+        SubscriptionSpec {
+            mode: Mode::Stream,
+            max_deliveries: None,
+            prefetch: 256,
+            ..SubscriptionSpec::queue(name)
+        }
+    }
+
+    /// Sets where a new subscription starts.
+    #[must_use]
+    pub fn start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Sets the lease.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets the deliveries before dead-lettering.
+    #[must_use]
+    pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
+        self.max_deliveries = max;
+        self
+    }
+
+    /// Sets the dead-letter topic.
+    #[must_use]
+    pub fn dead_letter_topic(mut self, topic: TopicName) -> Self {
+        self.dead_letter_topic = Some(topic);
+        self
+    }
+
+    /// Keeps one message per key in flight.
+    #[must_use]
+    pub fn ordered_by_key(mut self, on: bool) -> Self {
+        self.ordered_by_key = on;
+        self
+    }
+
+    /// Sets the prefetch (unsettled deliveries per member).
+    #[must_use]
+    pub fn prefetch(mut self, n: u32) -> Self {
+        self.prefetch = n;
+        self
+    }
+
+    /// The dead-letter topic of a queue subscription with `max_deliveries`, or `None`.
+    ///
+    /// # Errors
+    /// [`BusError::InvalidArgument`] when the default name would be too long or the topic
+    /// is its own dead-letter topic.
+    pub fn dead_letter_topic_for(&self, topic: &TopicName) -> Result<Option<TopicName>, BusError> {
+        if self.mode != Mode::Queue || self.max_deliveries.is_none() {
+            return Ok(None);
+        }
+        let dlq = match &self.dead_letter_topic {
+            Some(d) => d.clone(),
+            None => TopicName::new(format!("{topic}.{}.dlq", self.name)).map_err(|e| {
+                BusError::InvalidArgument(format!(
+                    "the default dead-letter topic name is invalid ({e}); set dead_letter_topic"
+                ))
+            })?,
+        };
+        if dlq == *topic {
+            return Err(BusError::InvalidArgument("a topic cannot be its own dead-letter topic".into()));
+        }
+        Ok(Some(dlq))
+    }
+
+    /// Checks the values are in range.
+    ///
+    /// # Errors
+    /// [`BusError::InvalidArgument`] naming the value.
+    pub fn validate(&self) -> Result<(), BusError> {
+        if self.lease < Duration::from_millis(1) {
+            return Err(BusError::InvalidArgument("lease must be at least 1 ms".into()));
+        }
+        if self.max_deliveries == Some(0) {
+            return Err(BusError::InvalidArgument("max_deliveries must be at least 1".into()));
+        }
+        if self.prefetch == 0 {
+            return Err(BusError::InvalidArgument("prefetch must be at least 1".into()));
+        }
+        if self.mode == Mode::Stream && self.ordered_by_key {
+            return Err(BusError::InvalidArgument(
+                "ordered_by_key applies to queue subscriptions; streams are ordered per partition".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counts for a subscription, as far as the backend reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// Messages not yet acked (queue) or committed (stream).
+    pub backlog: u64,
+    /// Deliveries handed out and not yet settled.
+    pub in_flight: u64,
+    /// Distance from the oldest unfinished message to the newest.
+    pub lag: u64,
+    /// Messages moved to the dead-letter topic so far, if the backend counts them.
+    pub dead_lettered: Option<u64>,
+}
+
+/// The backend's side of an open subscription.
+#[async_trait::async_trait]
+pub trait DeliverySource: Send + 'static {
+    /// The next delivery; waits while none is available. `None` once closed.
+    async fn next(&mut self) -> Option<Result<Delivery, BusError>>;
+    /// Stops receiving. Deliveries already handed out can still be settled where the
+    /// backend allows; unsettled ones are redelivered.
+    async fn close(&mut self) -> Result<(), BusError>;
+}
+
+/// An open subscription: call [`next`](Subscription::next) for deliveries.
+pub struct Subscription {
+    topic: TopicName,
+    spec: SubscriptionSpec,
+    source: Box<dyn DeliverySource>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").field("topic", &self.topic).field("spec", &self.spec).finish()
+    }
+}
+
+impl Subscription {
+    /// Built by backends.
+    pub fn new(topic: TopicName, spec: SubscriptionSpec, source: Box<dyn DeliverySource>) -> Subscription {
+        Subscription { topic, spec, source }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &TopicName {
+        &self.topic
+    }
+
+    /// The settings it was opened with.
+    pub fn spec(&self) -> &SubscriptionSpec {
+        &self.spec
+    }
+
+    /// The next delivery, waiting while none is available; `None` once closed. Cancel-safe:
+    /// dropping the future loses no message.
+    pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        self.source.next().await
+    }
+
+    /// Stops receiving.
+    ///
+    /// # Errors
+    /// A backend error while detaching; unsettled deliveries are redelivered regardless.
+    pub async fn close(mut self) -> Result<(), BusError> {
+        self.source.close().await
+    }
+}

@@ -1,0 +1,1 @@
+//! Switchboard SDK backend (nats). Work in progress.

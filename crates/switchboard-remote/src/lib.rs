@@ -1,0 +1,1 @@
+//! Switchboard SDK backend (remote). Work in progress.
