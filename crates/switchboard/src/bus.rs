@@ -56,7 +56,7 @@ impl Bus {
     /// # Errors
     /// See [`Publisher::publish`](switchboard_core::contract::Publisher::publish).
     pub async fn publish(&self, topic_name: &str, message: Message) -> Result<(), BusError> {
-        self.backend.publish(&topic(topic_name)?, vec![message], &PublishOptions::default()).await
+        self.send(&topic(topic_name)?, vec![message], &PublishOptions::default()).await
     }
 
     /// Publishes messages in order as one batch.
@@ -64,7 +64,7 @@ impl Bus {
     /// # Errors
     /// See [`Publisher::publish`](switchboard_core::contract::Publisher::publish).
     pub async fn publish_all(&self, topic_name: &str, messages: Vec<Message>) -> Result<(), BusError> {
-        self.backend.publish(&topic(topic_name)?, messages, &PublishOptions::default()).await
+        self.send(&topic(topic_name)?, messages, &PublishOptions::default()).await
     }
 
     /// Publishes a message that queue subscriptions receive at `deliver_at`.
@@ -79,7 +79,27 @@ impl Bus {
         deliver_at: Timestamp,
     ) -> Result<(), BusError> {
         let options = PublishOptions { deliver_at: Some(deliver_at) };
-        self.backend.publish(&topic(topic_name)?, vec![message], &options).await
+        self.send(&topic(topic_name)?, vec![message], &options).await
+    }
+
+    /// Publishes under a producer span (`send <topic>`) whose context each message carries
+    /// in `traceparent`, unless it already has one.
+    async fn send(
+        &self,
+        topic: &TopicName,
+        messages: Vec<Message>,
+        options: &PublishOptions,
+    ) -> Result<(), BusError> {
+        use opentelemetry::trace::{Status, TraceContextExt};
+        let (cx, messages) = crate::trace::start_send(self.backend.name(), topic, messages);
+        let result = self.backend.publish(topic, messages, options).await;
+        let span = cx.span();
+        match &result {
+            Ok(()) => span.set_status(Status::Ok),
+            Err(e) => span.set_status(Status::error(e.to_string())),
+        }
+        span.end();
+        result
     }
 
     /// Creates a topic with `partitions` partitions if it does not exist.
@@ -94,7 +114,11 @@ impl Bus {
     ///
     /// # Errors
     /// See [`Subscriber::subscribe`](switchboard_core::contract::Subscriber::subscribe).
-    pub async fn subscribe(&self, topic_name: &str, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
+    pub async fn subscribe(
+        &self,
+        topic_name: &str,
+        spec: SubscriptionSpec,
+    ) -> Result<Subscription, BusError> {
         self.backend.subscribe(&topic(topic_name)?, spec).await
     }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use switchboard_core::contract::{Backend, BusError};
 
 /// The schemes `Bus::connect` understands, for error messages.
-const SCHEMES: &str = "embedded:, embedded:<dir>, switchboard://, switchboards://, amqp://, amqps://, nats://";
+const SCHEMES: &str =
+    "embedded:, embedded:<dir>, switchboard://, switchboards://, amqp://, amqps://, nats://";
 
 /// Opens the backend a URL names:
 ///

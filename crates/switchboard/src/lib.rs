@@ -25,10 +25,14 @@
 //! - The contract ([`Publisher`], [`Subscriber`], [`Delivery`], [`Capabilities`]), re-exported
 //!   from `switchboard-core`, for code that works on any backend.
 
+pub mod backoff;
 mod bus;
 mod connect;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod layers;
+pub mod router;
+pub mod trace;
 
 pub use bus::Bus;
 pub use switchboard_core::contract::*;

@@ -69,8 +69,11 @@ pub trait Subscriber: Send + Sync + 'static {
     /// # Errors
     /// [`BusError::Unsupported`] without [`Capabilities::stats`];
     /// [`BusError::NotFound`] for an unknown subscription.
-    async fn stats(&self, topic: &TopicName, subscription: &SubscriptionName)
-    -> Result<SubscriptionStats, BusError>;
+    async fn stats(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+    ) -> Result<SubscriptionStats, BusError>;
 }
 
 /// A messaging backend: a publisher and subscriber with declared capabilities.
@@ -92,8 +95,11 @@ pub trait Backend: Publisher + Subscriber {
     ///
     /// # Errors
     /// A backend error; deleting a missing subscription is not an error.
-    async fn delete_subscription(&self, topic: &TopicName, subscription: &SubscriptionName)
-    -> Result<(), BusError>;
+    async fn delete_subscription(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+    ) -> Result<(), BusError>;
 
     /// Flushes publishers and closes connections. Open subscriptions end.
     ///

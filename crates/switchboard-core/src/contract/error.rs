@@ -21,7 +21,9 @@ pub enum BusError {
         reason: String,
     },
     /// The URL names a backend this build does not include.
-    #[error("the {scheme}: backend is not compiled in; enable the `{feature}` feature of the switchboard crate")]
+    #[error(
+        "the {scheme}: backend is not compiled in; enable the `{feature}` feature of the switchboard crate"
+    )]
     BackendNotEnabled {
         /// The URL scheme.
         scheme: String,

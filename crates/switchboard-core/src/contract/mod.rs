@@ -25,4 +25,4 @@ pub use capabilities::Capabilities;
 pub use dead_letter::{DeadLetterReason, dead_letter_ext};
 pub use delivery::{Delivery, DeliveryInfo, Nack, Settle, Settled};
 pub use error::{BoxError, BusError};
-pub use subscription::{DeliverySource, Mode, Start, SubscriptionSpec, SubscriptionStats, Subscription};
+pub use subscription::{DeliverySource, Mode, Start, Subscription, SubscriptionSpec, SubscriptionStats};

@@ -22,7 +22,12 @@ pub(crate) struct CommitTracker {
 impl CommitTracker {
     /// Records a delivery handed to the caller.
     pub(crate) fn delivered(&mut self, partition: u32, offset: u64) {
-        let c = self.partitions.entry(partition).or_default();
+        // A member's first delivery of a partition is at or past the committed offset, so
+        // nothing below it needs committing.
+        let c = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionCursor { committed: offset, ..PartitionCursor::default() });
         c.pending.insert(offset);
         c.next_after_seen = c.next_after_seen.max(offset + 1);
     }

@@ -20,9 +20,9 @@ pub(crate) fn to_bus(e: BrokerError) -> BusError {
         e @ (BrokerError::TopicExists(_)
         | BrokerError::SubscriptionExists { .. }
         | BrokerError::WrongMode { .. }) => BusError::Conflict(e.to_string()),
-        e @ (BrokerError::UnknownReceipt(_) | BrokerError::LeaseExpired(_) | BrokerError::NotAssigned { .. }) => {
-            BusError::LeaseLost(e.to_string())
-        }
+        e @ (BrokerError::UnknownReceipt(_)
+        | BrokerError::LeaseExpired(_)
+        | BrokerError::NotAssigned { .. }) => BusError::LeaseLost(e.to_string()),
         BrokerError::Closed => BusError::Closed,
         e @ (BrokerError::NoSpace(_) | BrokerError::Storage(_)) => BusError::backend(BACKEND, true, e),
         e => BusError::backend(BACKEND, false, e),

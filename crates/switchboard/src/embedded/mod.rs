@@ -97,7 +97,11 @@ impl EmbeddedBackend {
     /// Only if the in-memory broker cannot start (not expected).
     pub async fn in_memory() -> Result<EmbeddedBackend, BusError> {
         if let Some(shared) = registry().lock().get(&None).and_then(Weak::upgrade) {
-            return Ok(EmbeddedBackend { broker: shared.0.clone(), persistent: false, _shared: Some(shared) });
+            return Ok(EmbeddedBackend {
+                broker: shared.0.clone(),
+                persistent: false,
+                _shared: Some(shared),
+            });
         }
         let broker = Broker::open_with(
             Arc::new(MemStorage::new()),
@@ -126,7 +130,6 @@ impl EmbeddedBackend {
         &self.broker
     }
 }
-
 
 fn topic_config(spec: &TopicSpec) -> TopicConfig {
     TopicConfig { partitions: spec.partitions, ..TopicConfig::default() }
@@ -188,7 +191,10 @@ impl Subscriber for EmbeddedBackend {
     async fn subscribe(&self, topic: &TopicName, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
         spec.validate()?;
         self.ensure(topic, &TopicSpec::default()).await?;
-        self.broker.create_subscription(topic, &spec.name, subscription_config(&spec)).await.map_err(to_bus)?;
+        self.broker
+            .create_subscription(topic, &spec.name, subscription_config(&spec))
+            .await
+            .map_err(to_bus)?;
         let source: Box<dyn switchboard_core::contract::DeliverySource> = match spec.mode {
             Mode::Queue => Box::new(queue::QueueSource::new(
                 self.broker.clone(),

@@ -123,8 +123,11 @@ struct QueueSettle {
 impl Settle for QueueSettle {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         let t = &self.target;
-        let mut outcomes =
-            t.broker.ack(&t.topic, &t.subscription, std::slice::from_ref(&self.receipt)).await.map_err(to_bus)?;
+        let mut outcomes = t
+            .broker
+            .ack(&t.topic, &t.subscription, std::slice::from_ref(&self.receipt))
+            .await
+            .map_err(to_bus)?;
         outcomes.pop().unwrap_or(Ok(())).map_err(to_bus)
     }
 

@@ -230,7 +230,12 @@ impl Settle for StreamSettle {
     fn abandon(self: Box<Self>) {
         self.settled();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(StreamSettle::redeliver(self.member.clone(), self.partition, self.offset, Duration::ZERO));
+            rt.spawn(StreamSettle::redeliver(
+                self.member.clone(),
+                self.partition,
+                self.offset,
+                Duration::ZERO,
+            ));
         }
     }
 }

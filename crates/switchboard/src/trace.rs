@@ -1,0 +1,138 @@
+//! W3C trace context on messages: `traceparent`/`tracestate` extensions written on publish
+//! and read on consume, so a trace follows a request across synchronous and asynchronous
+//! hops. Works with any OpenTelemetry SDK the service installs (through the `opentelemetry`
+//! API's global tracer provider); without one, spans are no-ops but ids still propagate.
+
+use std::str::FromStr;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
+};
+use opentelemetry::{Context, KeyValue, global};
+use switchboard_core::{EXT_TRACEPARENT, EXT_TRACESTATE, Message, TopicName};
+
+/// The instrumentation scope of every span the SDK starts.
+pub const TRACER_NAME: &str = "switchboard";
+
+/// Parses a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), with an optional
+/// `tracestate`. Invalid or all-zero ids give `None` (a new trace is started instead).
+pub fn parse_traceparent(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    // Version 00 has exactly four fields; later versions may append more.
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !(is_hex(version) && is_hex(trace) && is_hex(span) && is_hex(flags)) {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let state = tracestate.and_then(|s| TraceState::from_str(s).ok()).unwrap_or_default();
+    Some(SpanContext::new(trace_id, span_id, TraceFlags::new(flags & 1), true, state))
+}
+
+/// Formats a span context as a `traceparent` value.
+pub fn format_traceparent(sc: &SpanContext) -> String {
+    format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8())
+}
+
+/// The remote parent a message carries, as a context to start the consumer span in.
+pub fn extract(message: &Message) -> Context {
+    let tp = message.extensions.get(EXT_TRACEPARENT);
+    let ts = message.extensions.get(EXT_TRACESTATE).map(String::as_str);
+    match tp.and_then(|tp| parse_traceparent(tp, ts)) {
+        Some(sc) => Context::new().with_remote_span_context(sc),
+        None => Context::new(),
+    }
+}
+
+/// Writes `cx`'s span into the message's `traceparent` (and `tracestate`), unless the
+/// message already carries one (a handler forwarding a message keeps its trace).
+pub fn inject(cx: &Context, mut message: Message) -> Message {
+    if message.extensions.contains_key(EXT_TRACEPARENT) {
+        return message;
+    }
+    let span = cx.span();
+    let sc = span.span_context();
+    if sc.is_valid() {
+        message.extensions.insert(EXT_TRACEPARENT.into(), format_traceparent(sc));
+        let state = sc.trace_state().header();
+        if !state.is_empty() {
+            message.extensions.insert(EXT_TRACESTATE.into(), state);
+        }
+    }
+    message
+}
+
+/// Injects the caller's current context (the span the service is in when it publishes).
+pub(crate) fn with_current_context(message: Message) -> Message {
+    inject(&Context::current(), message)
+}
+
+/// Starts a producer span `send <topic>` under the current context and injects it into the
+/// messages, so a consumer's span links to the publish.
+pub(crate) fn start_send(
+    backend: &'static str,
+    topic: &TopicName,
+    messages: Vec<Message>,
+) -> (Context, Vec<Message>) {
+    let tracer = global::tracer(TRACER_NAME);
+    let span = tracer
+        .span_builder(format!("send {topic}"))
+        .with_kind(SpanKind::Producer)
+        .with_attributes([
+            KeyValue::new("messaging.system", backend),
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new("messaging.operation.name", "send"),
+            KeyValue::new("messaging.destination.name", topic.to_string()),
+            KeyValue::new("messaging.batch.message_count", messages.len() as i64),
+        ])
+        .start(&tracer);
+    let cx = Context::current_with_span(span);
+    let messages = messages.into_iter().map(|m| inject(&cx, m)).collect();
+    (cx, messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_malformed_values() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let sc = parse_traceparent(tp, Some("vendor=x")).expect("valid");
+        assert!(sc.is_remote() && sc.is_sampled());
+        assert_eq!(format_traceparent(&sc), tp);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(parse_traceparent(bad, None).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn inject_keeps_an_existing_traceparent() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let m = Message::new("/s", "t", "x").with_extension(EXT_TRACEPARENT, tp);
+        let other = Context::new().with_remote_span_context(
+            parse_traceparent("00-11111111111111111111111111111111-2222222222222222-01", None)
+                .expect("valid"),
+        );
+        assert_eq!(inject(&other, m).extensions[EXT_TRACEPARENT], tp);
+    }
+}

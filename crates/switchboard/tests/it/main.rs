@@ -1,0 +1,7 @@
+//! The SDK's own tests on the embedded backend: the bus, the router and its middleware.
+//! (The backend contract itself is covered by `switchboard-conformance` on every backend.)
+
+mod bus;
+mod layers;
+mod router;
+mod util;
