@@ -123,7 +123,7 @@ impl DeliverySource for StreamSource {
                 return Some(Ok(wrap(&member, r)));
             }
             let want = (self.prefetch - unsettled).clamp(1, 256);
-            let Some(consumer) = member.consumer.lock().clone() else { return None };
+            let consumer = member.consumer.lock().clone()?;
             tokio::select! {
                 got = consumer.receive(want, POLL) => match got {
                     Ok(got) => self.buffer.extend(got),

@@ -41,8 +41,14 @@ pub trait InboxStore: Send + Sync + 'static {
 pub struct MemoryInbox {
     window: Duration,
     max_entries: usize,
-    entries: Mutex<(HashMap<(String, String), Instant>, VecDeque<((String, String), Instant)>)>,
+    entries: Mutex<Entries>,
 }
+
+/// (handler, message id).
+type Key = (String, String);
+
+/// When each key was recorded, and the keys in recording order (for eviction).
+type Entries = (HashMap<Key, Instant>, VecDeque<(Key, Instant)>);
 
 impl MemoryInbox {
     /// Remembers ids for `window`, at most `max_entries` of them.

@@ -92,7 +92,7 @@ where
                 metrics::counter!("switchboard_handler_retries_total", "handler" => req.handler.to_string())
                     .increment(1);
                 tokio::time::sleep(delay).await;
-                result = match (&mut inner).ready().await {
+                result = match inner.ready().await {
                     Ok(svc) => svc.call(req.clone()).await,
                     Err(e) => Err(e),
                 };
