@@ -55,8 +55,12 @@ impl Breaker {
         matches!(*self.state.lock(), State::Open { until } if Instant::now() < until)
     }
 
-    /// Admits a call, or says how long until the next trial.
-    fn admit(&self) -> Result<(), Duration> {
+    /// Admits a call, or says how long until the next trial. Every admitted call must be
+    /// followed by [`Breaker::record`].
+    ///
+    /// # Errors
+    /// The circuit is open: the time until a trial call is allowed.
+    pub fn admit(&self) -> Result<(), Duration> {
         let mut state = self.state.lock();
         match &mut *state {
             State::Closed { .. } => Ok(()),
@@ -79,7 +83,8 @@ impl Breaker {
         }
     }
 
-    fn record(&self, success: bool) {
+    /// Records the outcome of an admitted call.
+    pub fn record(&self, success: bool) {
         let mut state = self.state.lock();
         let failures = match &*state {
             State::Closed { failures } => *failures,
