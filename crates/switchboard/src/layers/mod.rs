@@ -6,6 +6,8 @@ mod circuit_breaker;
 mod correlation;
 mod dead_letter;
 mod inbox;
+#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+mod inbox_sql;
 mod key_order;
 mod metrics;
 mod retry;
@@ -23,6 +25,10 @@ pub use circuit_breaker::{Breaker, CircuitBreaker, CircuitBreakerConfig, Circuit
 pub use correlation::{Correlation, CorrelationLayer, EXT_CAUSATION_ID, EXT_CORRELATION_ID, correlation_id};
 pub use dead_letter::{DeadLetter, DeadLetterLayer};
 pub use inbox::{Inbox, InboxLayer, InboxStore, MemoryInbox};
+#[cfg(feature = "inbox-postgres")]
+pub use inbox_sql::PostgresInbox;
+#[cfg(feature = "inbox-sqlite")]
+pub use inbox_sql::SqliteInbox;
 pub use key_order::{KeyOrder, KeyOrderLayer};
 pub use metrics::{Metrics, MetricsLayer};
 pub use retry::{Retry, RetryLayer, RetryPolicy};
