@@ -8,18 +8,18 @@
 //! backoff through the same path (see `subscribe.rs`). Error messages name the endpoint
 //! (`host:port`), never the credentials.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
-use switchboard_core::TopicName;
 use switchboard_core::contract::BusError;
+use switchboard_core::{SubscriptionName, TopicName};
 use tokio::sync::{Mutex, watch};
 
 /// The backend's name in errors and [`Backend::name`](switchboard_core::contract::Backend::name).
@@ -36,6 +36,10 @@ pub(crate) struct Shared {
     publish_channel: Mutex<Option<Channel>>,
     /// Topics whose exchange and stream were declared by this process.
     pub(crate) ensured: parking_lot::Mutex<HashSet<TopicName>>,
+    /// Unsettled deliveries handed out by this process, per queue (for `stats`).
+    in_flight: parking_lot::Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Stream subscriptions opened by this process (they have no broker-side state).
+    pub(crate) streams: parking_lot::Mutex<HashSet<(TopicName, SubscriptionName)>>,
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
 }
@@ -52,6 +56,8 @@ impl Shared {
             conn: Mutex::new(None),
             publish_channel: Mutex::new(None),
             ensured: parking_lot::Mutex::new(HashSet::new()),
+            in_flight: parking_lot::Mutex::new(HashMap::new()),
+            streams: parking_lot::Mutex::new(HashSet::new()),
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
         });
@@ -62,6 +68,11 @@ impl Shared {
     /// `Err(Closed)` once [`Shared::close`] ran.
     pub(crate) fn check_open(&self) -> Result<(), BusError> {
         if self.closed.load(Ordering::Acquire) { Err(BusError::Closed) } else { Ok(()) }
+    }
+
+    /// The in-flight counter of `queue`.
+    pub(crate) fn in_flight(&self, queue: &str) -> Arc<AtomicU64> {
+        self.in_flight.lock().entry(queue.to_owned()).or_default().clone()
     }
 
     /// Fires when the backend is closed.

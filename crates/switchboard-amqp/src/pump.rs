@@ -1,0 +1,130 @@
+//! The pump of a subscription: owns its channel and consumer, and survives reconnects.
+//!
+//! It reads deliveries from RabbitMQ and hands them to the subscription. When the
+//! connection drops it reopens the channel and consumer with backoff (100 ms doubling to
+//! 5 s) instead of ending the subscription; deliveries from the
+//! dead channel can no longer be settled (RabbitMQ requeues them). It ends when the
+//! subscription is closed or dropped, when the backend is closed, or when RabbitMQ cancels
+//! the consumer on a live connection (the queue was deleted).
+//!
+//! Queue mode: a delivery whose attempt exceeds `max_deliveries` is dead-lettered here
+//! (`dlreason = lease expired`, see `dead_letter.rs`) and never reaches the caller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::BasicCancelOptions;
+use lapin::{Channel, Consumer};
+use switchboard_core::contract::Mode;
+use tokio::sync::{mpsc, watch};
+
+use crate::dead_letter;
+use crate::subscribe::{Incoming, SubCtx, attempt_of, open};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How one consumer session ended.
+enum Ended {
+    /// Stop for good.
+    Stop,
+    /// The channel or connection failed: reopen.
+    Lost,
+}
+
+pub(crate) async fn pump(
+    ctx: Arc<SubCtx>,
+    first: (Channel, Consumer),
+    tx: mpsc::Sender<Incoming>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut shutdown = ctx.shared.shutdown();
+    let mut session = Some(first);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let (ch, consumer) = match session.take() {
+            Some(s) => s,
+            None => match open(&ctx).await {
+                Ok(s) => {
+                    tracing::info!(topic = %ctx.topic, subscription = %ctx.spec.name, "subscription resumed");
+                    backoff = BACKOFF_MIN;
+                    s
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(error = %e, "reopening the subscription failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                        _ = shutdown.changed() => return,
+                        () = tx.closed() => return,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+                Err(e) => {
+                    let _ = tx.send(Incoming::Failed(e)).await;
+                    return;
+                }
+            },
+        };
+        let ended = run(&ctx, &ch, consumer, &tx, &mut stop, &mut shutdown).await;
+        match ended {
+            Ended::Stop => {
+                let _ = ch.close(200, "subscription closed".into()).await;
+                return;
+            }
+            Ended::Lost => {
+                tracing::warn!(topic = %ctx.topic, subscription = %ctx.spec.name,
+                    "subscription lost its channel; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn run(
+    ctx: &Arc<SubCtx>,
+    ch: &Channel,
+    mut consumer: Consumer,
+    tx: &mpsc::Sender<Incoming>,
+    stop: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
+    loop {
+        let item = tokio::select! {
+            item = consumer.next() => item,
+            _ = stop.changed() => break,
+            _ = shutdown.changed() => break,
+            () = tx.closed() => break,
+        };
+        let delivery = match item {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "consumer failed");
+                return Ended::Lost;
+            }
+            None if ch.status().connected() => return Ended::Stop,
+            None => return Ended::Lost,
+        };
+        if ctx.spec.mode == Mode::Queue {
+            let attempt = attempt_of(&delivery);
+            if ctx.dead_letter_topic.is_some() && ctx.spec.max_deliveries.is_some_and(|max| attempt > max) {
+                if let Err(e) = dead_letter::expired(ctx, delivery, attempt).await {
+                    tracing::warn!(error = %e, "dead-lettering failed; the message was requeued");
+                    tokio::time::sleep(BACKOFF_MIN).await;
+                }
+                continue;
+            }
+        }
+        if tx.send(Incoming::Amqp(delivery)).await.is_err() {
+            break;
+        }
+    }
+    let _ = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+    Ended::Stop
+}

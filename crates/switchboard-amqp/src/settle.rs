@@ -1,0 +1,262 @@
+//! Settling deliveries, and the client-side lease RabbitMQ does not have.
+//!
+//! Queue mode: RabbitMQ keeps a delivery unacked for as long as the channel lives, so the
+//! backend keeps the lease itself. Each delivery handed out gets a timer; when it fires
+//! before a settle, the backend nacks the message with requeue (RabbitMQ counts that
+//! delivery in `x-delivery-count`) and a later ack or nack returns
+//! [`BusError::LeaseLost`]. `extend` pushes the timer. A settle whose channel died (the
+//! connection dropped, the subscription was closed) also returns `LeaseLost`: RabbitMQ has
+//! requeued the message and delivers it again.
+//!
+//! A nack with a delay holds the message unacked for the delay and then nacks it with
+//! requeue: RabbitMQ 3.10 has no delayed redelivery. The held message keeps its prefetch
+//! slot meanwhile, and if the process dies it comes back at once.
+//!
+//! A nack of the last allowed delivery (`attempt >= max_deliveries`) dead-letters the
+//! message instead (see `dead_letter.rs`).
+//!
+//! Stream mode: an ack commits the offset in memory (RabbitMQ keeps no consumer offsets for
+//! streams over AMQP, see `subscribe.rs`) and acks the channel's credit. A nack hands the
+//! same message to the subscription again, with the next attempt number, after its delay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::Acker;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use switchboard_core::contract::{BusError, DeadLetterReason, Nack, Settle};
+use switchboard_core::{Message, Timestamp};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::dead_letter;
+use crate::subscribe::{Incoming, Redelivery, SubCtx};
+
+const REQUEUE: BasicNackOptions = BasicNackOptions { multiple: false, requeue: true };
+
+enum LeaseState {
+    Held(Instant),
+    Done,
+    Expired,
+}
+
+/// The client-side lease of one queue delivery.
+pub(crate) struct Lease {
+    acker: Acker,
+    state: parking_lot::Mutex<LeaseState>,
+    wake: Notify,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl Lease {
+    /// Starts the lease of a delivery just handed out.
+    pub(crate) fn start(acker: Acker, lease: Duration, in_flight: Arc<AtomicU64>) -> Arc<Lease> {
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let l = Arc::new(Lease {
+            acker,
+            state: parking_lot::Mutex::new(LeaseState::Held(Instant::now() + lease)),
+            wake: Notify::new(),
+            in_flight,
+        });
+        tokio::spawn(watch(l.clone()));
+        l
+    }
+
+    /// Ends the lease for a settle; `LeaseLost` when it had expired or the channel is gone.
+    fn take(&self) -> Result<(), BusError> {
+        let mut state = self.state.lock();
+        match *state {
+            LeaseState::Held(_) => {
+                *state = LeaseState::Done;
+                drop(state);
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                self.wake.notify_one();
+                if self.acker.poisoned() {
+                    return Err(lost("the channel closed; RabbitMQ delivers the message again"));
+                }
+                Ok(())
+            }
+            LeaseState::Expired => Err(lost("the lease expired; the message was requeued")),
+            LeaseState::Done => Err(lost("already settled")),
+        }
+    }
+}
+
+async fn watch(lease: Arc<Lease>) {
+    loop {
+        let deadline = match *lease.state.lock() {
+            LeaseState::Held(d) => d,
+            _ => return,
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = lease.wake.notified() => continue,
+        }
+        let expired = {
+            let mut state = lease.state.lock();
+            match *state {
+                LeaseState::Held(d) if Instant::now() >= d => {
+                    *state = LeaseState::Expired;
+                    true
+                }
+                LeaseState::Held(_) => false,
+                _ => return,
+            }
+        };
+        if expired {
+            lease.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = lease.acker.nack(REQUEUE).await {
+                tracing::debug!(error = %e, "requeue after lease expiry failed; the channel requeues it");
+            }
+            return;
+        }
+    }
+}
+
+fn lost(why: &str) -> BusError {
+    BusError::LeaseLost(why.to_owned())
+}
+
+/// Maps the outcome of an ack or nack on the channel.
+fn channel_result(r: lapin::Result<bool>) -> Result<(), BusError> {
+    match r {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(lost("the channel closed; RabbitMQ delivers the message again")),
+        Err(e) => Err(lost(&format!("the channel failed ({e}); RabbitMQ delivers the message again"))),
+    }
+}
+
+/// Settles a queue-mode delivery.
+pub(crate) struct QueueSettle {
+    pub(crate) ctx: Arc<SubCtx>,
+    pub(crate) lease: Arc<Lease>,
+    /// Kept for dead-lettering when the subscription has a dead-letter topic.
+    pub(crate) message: Option<Message>,
+    pub(crate) attempt: u32,
+    pub(crate) offset: u64,
+}
+
+#[async_trait::async_trait]
+impl Settle for QueueSettle {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.lease.take()?;
+        channel_result(self.lease.acker.ack(BasicAckOptions::default()).await)
+    }
+
+    async fn nack(self: Box<Self>, nack: Nack) -> Result<(), BusError> {
+        self.lease.take()?;
+        let last = self.ctx.spec.max_deliveries.is_some_and(|max| self.attempt >= max);
+        if last && let Some(message) = self.message {
+            let sent = dead_letter::send(
+                &self.ctx,
+                message,
+                DeadLetterReason::Nacked,
+                self.attempt,
+                nack.error.as_deref(),
+                self.offset,
+            )
+            .await;
+            return match sent {
+                Ok(()) => channel_result(self.lease.acker.ack(BasicAckOptions::default()).await),
+                Err(e) => {
+                    let _ = self.lease.acker.nack(REQUEUE).await;
+                    Err(e)
+                }
+            };
+        }
+        if nack.delay.is_zero() {
+            return channel_result(self.lease.acker.nack(REQUEUE).await);
+        }
+        let acker = self.lease.acker.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(nack.delay).await;
+            let _ = acker.nack(REQUEUE).await;
+        });
+        Ok(())
+    }
+
+    async fn extend(&self, by: Duration) -> Result<(), BusError> {
+        let mut state = self.lease.state.lock();
+        match *state {
+            LeaseState::Held(_) if self.lease.acker.poisoned() => {
+                Err(lost("the channel closed; RabbitMQ delivers the message again"))
+            }
+            LeaseState::Held(_) => {
+                *state = LeaseState::Held(Instant::now() + by);
+                drop(state);
+                self.lease.wake.notify_one();
+                Ok(())
+            }
+            LeaseState::Expired => Err(lost("the lease expired; the message was requeued")),
+            LeaseState::Done => Err(lost("already settled")),
+        }
+    }
+
+    fn abandon(self: Box<Self>) {
+        if self.lease.take().is_err() {
+            return;
+        }
+        let acker = self.lease.acker.clone();
+        // Outside a runtime the channel's close requeues the message instead.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = acker.nack(REQUEUE).await;
+            });
+        }
+    }
+}
+
+/// Settles a stream-mode delivery.
+pub(crate) struct StreamSettle {
+    pub(crate) ctx: Arc<SubCtx>,
+    pub(crate) acker: Acker,
+    pub(crate) message: Message,
+    pub(crate) offset: u64,
+    pub(crate) attempt: u32,
+    pub(crate) published_at: Option<Timestamp>,
+}
+
+impl StreamSettle {
+    fn again(self, delay: Duration) {
+        let again = Incoming::Again(Redelivery {
+            message: self.message,
+            offset: self.offset,
+            attempt: self.attempt.saturating_add(1),
+            published_at: self.published_at,
+            acker: self.acker,
+        });
+        let tx = self.ctx.redeliver.clone();
+        if delay.is_zero() {
+            let _ = tx.send(again);
+        } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(again);
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Settle for StreamSettle {
+    async fn ack(self: Box<Self>) -> Result<(), BusError> {
+        self.ctx.cursor.lock().done(self.offset);
+        // Stream acks only return credit; the offset is committed above either way.
+        let _ = self.acker.ack(BasicAckOptions::default()).await;
+        Ok(())
+    }
+
+    async fn nack(self: Box<Self>, nack: Nack) -> Result<(), BusError> {
+        self.again(nack.delay);
+        Ok(())
+    }
+
+    async fn extend(&self, _by: Duration) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn abandon(self: Box<Self>) {
+        self.again(Duration::ZERO);
+    }
+}

@@ -1,0 +1,327 @@
+//! Subscriptions: a quorum queue per queue subscription, the topic's stream for stream
+//! subscriptions, and a pump task per open subscription that survives reconnects.
+//!
+//! Queue mode: the durable quorum queue `sb.q.…` (see `naming.rs`) is bound to the topic's
+//! exchange; every member of the subscription consumes from it (competing consumers) on its
+//! own channel with `basic.qos(prefetch)`. Quorum queues stamp `x-delivery-count` on
+//! redeliveries, so `attempt = x-delivery-count + 1`. A queue only holds messages published
+//! after it was created, whatever `start` says.
+//!
+//! Stream mode: one RabbitMQ stream per topic (`sb.s.<topic>`, declared with the topic), not
+//! one per subscription: a per-subscription stream would start empty, so a new subscription
+//! could not replay what the topic already holds. A stream subscription consumes it with
+//! `x-stream-offset` = `first` (`Start::Earliest`) or `next` (`Start::Latest`); the delivery
+//! offset is the `x-stream-offset` header. RabbitMQ keeps no consumer offsets for streams
+//! over AMQP, so `stream_groups` is false and the offsets live in this process: after a
+//! dropped connection the subscription resumes from its oldest unacked offset, while a
+//! subscription opened anew (or in another process) starts from its `start` again.
+//! Delivery is at-least-once; every member of a stream subscription reads every message.
+//!
+//! A pump task per open subscription feeds it (see `pump.rs`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::message::Delivery as AmqpDelivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
+use lapin::options::{BasicNackOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Acker, Channel, Consumer};
+use switchboard_core::contract::{
+    BusError, Delivery, DeliveryInfo, DeliverySource, Mode, Start, Subscription, SubscriptionSpec,
+};
+use switchboard_core::{Message, Timestamp, TopicName};
+use tokio::sync::{mpsc, watch};
+
+use crate::connect::{BACKEND, Shared, lapin_error};
+use crate::publish::ensure_topic;
+use crate::settle::{Lease, QueueSettle, StreamSettle};
+use crate::{headers, naming};
+
+/// Everything a subscription's pump and settles share.
+pub(crate) struct SubCtx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) topic: TopicName,
+    pub(crate) spec: SubscriptionSpec,
+    pub(crate) dead_letter_topic: Option<TopicName>,
+    /// The queue consumed: the subscription's quorum queue or the topic's stream.
+    pub(crate) queue: String,
+    pub(crate) in_flight: Arc<AtomicU64>,
+    pub(crate) cursor: parking_lot::Mutex<Cursor>,
+    pub(crate) redeliver: mpsc::UnboundedSender<Incoming>,
+}
+
+/// Offsets of a stream subscription handed out and not yet acked.
+#[derive(Default)]
+pub(crate) struct Cursor {
+    outstanding: BTreeMap<u64, usize>,
+    next: Option<u64>,
+}
+
+impl Cursor {
+    fn delivered(&mut self, offset: u64) {
+        *self.outstanding.entry(offset).or_default() += 1;
+        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// Marks one delivery of `offset` done.
+    pub(crate) fn done(&mut self, offset: u64) {
+        if let Some(n) = self.outstanding.get_mut(&offset) {
+            *n -= 1;
+            if *n == 0 {
+                self.outstanding.remove(&offset);
+            }
+        }
+    }
+
+    fn resume_at(&self) -> Option<u64> {
+        self.outstanding.keys().next().copied().or(self.next)
+    }
+}
+
+/// What the pump (or a stream nack) hands to the subscription.
+pub(crate) enum Incoming {
+    Amqp(AmqpDelivery),
+    Again(Redelivery),
+    Failed(BusError),
+}
+
+/// A stream delivery nacked by the caller, handed out again.
+pub(crate) struct Redelivery {
+    pub(crate) message: Message,
+    pub(crate) offset: u64,
+    pub(crate) attempt: u32,
+    pub(crate) published_at: Option<Timestamp>,
+    pub(crate) acker: Acker,
+}
+
+/// Opens a subscription: declares what it needs, starts consuming, starts the pump.
+pub(crate) async fn subscribe(
+    shared: &Arc<Shared>,
+    topic: &TopicName,
+    spec: SubscriptionSpec,
+) -> Result<Subscription, BusError> {
+    shared.check_open()?;
+    spec.validate()?;
+    if spec.ordered_by_key {
+        return Err(BusError::Unsupported { backend: BACKEND, feature: "per_key_order" });
+    }
+    let dead_letter_topic = spec.dead_letter_topic_for(topic)?;
+    let queue = match spec.mode {
+        Mode::Queue => naming::queue(topic, &spec.name),
+        Mode::Stream => naming::stream(topic),
+    };
+    let (redeliver, again_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(SubCtx {
+        shared: shared.clone(),
+        topic: topic.clone(),
+        dead_letter_topic,
+        in_flight: shared.in_flight(&queue),
+        queue,
+        spec: spec.clone(),
+        cursor: parking_lot::Mutex::new(Cursor::default()),
+        redeliver,
+    });
+    let first = open(&ctx).await?;
+    if spec.mode == Mode::Stream {
+        shared.streams.lock().insert((topic.clone(), spec.name.clone()));
+    }
+    let (tx, rx) = mpsc::channel(spec.prefetch.clamp(1, 1024) as usize);
+    let (stop, stop_rx) = watch::channel(false);
+    let pump = tokio::spawn(crate::pump::pump(ctx.clone(), first, tx, stop_rx));
+    let source = AmqpSource { ctx, rx, again_rx, stop, pump: Some(pump) };
+    Ok(Subscription::new(topic.clone(), spec, Box::new(source)))
+}
+
+fn consumer_tag() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("sb-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Declares the subscription's queue (queue mode) and starts a consumer on a new channel.
+pub(crate) async fn open(ctx: &SubCtx) -> Result<(Channel, Consumer), BusError> {
+    ensure_topic(&ctx.shared, &ctx.topic).await?;
+    if let Some(dlq) = &ctx.dead_letter_topic {
+        ensure_topic(&ctx.shared, dlq).await?;
+    }
+    let ch = ctx.shared.channel().await?;
+    let opened = consume(ctx, &ch).await;
+    if opened.is_err() {
+        let _ = ch.close(200, "ok".into()).await;
+    }
+    Ok((ch, opened?))
+}
+
+async fn consume(ctx: &SubCtx, ch: &Channel) -> Result<Consumer, BusError> {
+    let mut args = FieldTable::default();
+    match ctx.spec.mode {
+        Mode::Queue => declare_queue(ctx, ch).await?,
+        Mode::Stream => {
+            let resume = ctx.cursor.lock().resume_at();
+            let offset = match (resume, ctx.spec.start) {
+                (Some(n), _) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
+                (None, Start::Earliest) => AMQPValue::LongString(LongString::from("first")),
+                (None, Start::Latest) => AMQPValue::LongString(LongString::from("next")),
+            };
+            args.insert("x-stream-offset".into(), offset);
+        }
+    }
+    let prefetch = u16::try_from(ctx.spec.prefetch).unwrap_or(u16::MAX);
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(lapin_error)?;
+    ch.basic_consume(ctx.queue.as_str().into(), consumer_tag().into(), BasicConsumeOptions::default(), args)
+        .await
+        .map_err(lapin_error)
+}
+
+async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), text("quorum"));
+    if let (Some(max), Some(dlq)) = (ctx.spec.max_deliveries, &ctx.dead_letter_topic) {
+        // Backstop only: the backend dead-letters with metadata first (dead_letter.rs).
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(max) + 1));
+        args.insert("x-dead-letter-exchange".into(), text(&naming::exchange(dlq)));
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
+    }
+    ch.queue_declare(ctx.queue.as_str().into(), QueueDeclareOptions::durable(), args).await.map_err(|e| {
+        match lapin_error(e) {
+            BusError::Conflict(m) => BusError::Conflict(format!(
+                "subscription {} on topic {} exists with other settings ({m})",
+                ctx.spec.name, ctx.topic
+            )),
+            other => other,
+        }
+    })?;
+    ch.queue_bind(
+        ctx.queue.as_str().into(),
+        naming::exchange(&ctx.topic).as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .map_err(lapin_error)
+}
+
+pub(crate) fn attempt_of(d: &AmqpDelivery) -> u32 {
+    let count = headers::int_header(&d.properties, "x-delivery-count").unwrap_or(0);
+    u32::try_from(count).unwrap_or(u32::MAX - 1).saturating_add(1)
+}
+
+/// The subscription handed to the caller.
+struct AmqpSource {
+    ctx: Arc<SubCtx>,
+    rx: mpsc::Receiver<Incoming>,
+    again_rx: mpsc::UnboundedReceiver<Incoming>,
+    stop: watch::Sender<bool>,
+    pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AmqpSource {
+    fn info(&self, offset: u64, attempt: u32, published_at: Option<Timestamp>) -> DeliveryInfo {
+        DeliveryInfo {
+            topic: self.ctx.topic.clone(),
+            subscription: self.ctx.spec.name.clone(),
+            partition: 0,
+            offset,
+            attempt,
+            published_at,
+        }
+    }
+
+    /// Turns a delivery from RabbitMQ into a [`Delivery`]; `None` for a queue delivery from
+    /// a channel that died in the meantime (RabbitMQ delivers it again).
+    fn deliver(&self, d: AmqpDelivery) -> Option<Delivery> {
+        let published_at = headers::published_at(&d.properties);
+        match self.ctx.spec.mode {
+            Mode::Queue => {
+                if !d.acker.usable() {
+                    return None;
+                }
+                let attempt = attempt_of(&d);
+                let offset = d.delivery_tag;
+                let message = headers::decode(&d.properties, d.data);
+                let lease = Lease::start(d.acker, self.ctx.spec.lease, self.ctx.in_flight.clone());
+                let keep = self.ctx.dead_letter_topic.as_ref().map(|_| message.clone());
+                let settle = QueueSettle { ctx: self.ctx.clone(), lease, message: keep, attempt, offset };
+                Some(Delivery::new(message, self.info(offset, attempt, published_at), Box::new(settle)))
+            }
+            Mode::Stream => {
+                let offset = headers::int_header(&d.properties, "x-stream-offset")
+                    .and_then(|o| u64::try_from(o).ok())
+                    .unwrap_or(d.delivery_tag);
+                self.ctx.cursor.lock().delivered(offset);
+                let message = headers::decode(&d.properties, d.data);
+                Some(self.stream_delivery(message, offset, 1, published_at, d.acker))
+            }
+        }
+    }
+
+    fn stream_delivery(
+        &self,
+        message: Message,
+        offset: u64,
+        attempt: u32,
+        published_at: Option<Timestamp>,
+        acker: Acker,
+    ) -> Delivery {
+        let settle = StreamSettle {
+            ctx: self.ctx.clone(),
+            acker,
+            message: message.clone(),
+            offset,
+            attempt,
+            published_at,
+        };
+        Delivery::new(message, self.info(offset, attempt, published_at), Box::new(settle))
+    }
+}
+
+#[async_trait::async_trait]
+impl DeliverySource for AmqpSource {
+    async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+        loop {
+            let item = tokio::select! {
+                biased;
+                Some(again) = self.again_rx.recv() => again,
+                item = self.rx.recv() => item?,
+            };
+            match item {
+                Incoming::Amqp(d) => {
+                    if let Some(delivery) = self.deliver(d) {
+                        return Some(Ok(delivery));
+                    }
+                }
+                Incoming::Again(r) => {
+                    return Some(Ok(self.stream_delivery(
+                        r.message,
+                        r.offset,
+                        r.attempt,
+                        r.published_at,
+                        r.acker,
+                    )));
+                }
+                Incoming::Failed(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), BusError> {
+        self.stop.send_replace(true);
+        self.rx.close();
+        // Deliveries buffered but never handed out go back at once.
+        while let Ok(item) = self.rx.try_recv() {
+            if let Incoming::Amqp(d) = item {
+                let _ = d.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await;
+            }
+        }
+        // The pump cancels the consumer and closes the channel, which requeues the rest.
+        if let Some(pump) = self.pump.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
+        }
+        Ok(())
+    }
+}
