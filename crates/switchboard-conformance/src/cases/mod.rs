@@ -1,0 +1,29 @@
+//! The cases. Each takes the harness, checks the capabilities it needs (returning
+//! [`Outcome::Skipped`](crate::Outcome::Skipped) naming the missing ones) and fails with an
+//! error that says what was expected and what happened.
+
+mod faults;
+mod features;
+mod pubsub;
+mod queue;
+mod stream;
+
+pub use faults::{
+    broker_restart_no_loss, cancelled_next_loses_nothing, concurrent_close,
+    no_loss_across_subscriber_restarts,
+};
+pub use features::{
+    dead_letter_after_lease_expiry, dead_letter_metadata, dedup, delayed_delivery, invalid_input_errors,
+    nack_delay, stats_backlog, unsupported_features,
+};
+pub use pubsub::{
+    fan_out_concurrent_subscribers, publish_subscribe_metadata, publisher_flush, topic_isolation,
+    trace_context_round_trip,
+};
+pub use queue::{
+    back_pressure_prefetch, competing_consumers, consumer_groups, continue_after_errors,
+    drop_unsettled_delivery, lease_expiry_redelivers, lease_extension, order_per_key, resend_after_nack,
+};
+pub use stream::{
+    replay_old_messages, stream_group_members_split, stream_order, stream_resume_after_restart,
+};

@@ -1,0 +1,146 @@
+//! Connecting: bad URLs, unreachable servers, tokens and TLS.
+
+use std::time::{Duration, Instant};
+
+use switchboard_core::Message;
+use switchboard_core::contract::{
+    Backend, BusError, PublishOptions, Publisher, Subscriber, SubscriptionSpec,
+};
+use switchboard_remote::RemoteBackend;
+use switchboard_server::{Action, Permission, ServerConfig, TlsConfig, TokenConfig};
+
+use crate::util::{next, start_with, sub, topic};
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const ORDERS: &str = "orders-token-0123456789abcdef";
+
+fn with_tokens(c: &mut ServerConfig) {
+    let token = |name: &str, token: &str, topics: &str, actions: Vec<Action>| TokenConfig {
+        name: name.into(),
+        token: token.into(),
+        permissions: vec![Permission { topics: topics.into(), actions }],
+    };
+    c.tokens = vec![
+        token("admin", ADMIN, "*", vec![Action::Publish, Action::Consume, Action::Admin]),
+        token("orders", ORDERS, "orders*", vec![Action::Publish, Action::Consume]),
+    ];
+}
+
+#[tokio::test]
+async fn invalid_urls_are_refused_without_showing_the_token() {
+    for url in ["http://127.0.0.1:1", "switchboard://", "switchboard://h:1?tokn=x", "switchboard://h:70000"] {
+        match RemoteBackend::connect(url).await {
+            Err(BusError::InvalidUrl { .. }) => {}
+            other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+        }
+    }
+    let e = RemoteBackend::connect("switchboard://h:1/x?token=hunter2").await.unwrap_err();
+    assert!(matches!(e, BusError::InvalidUrl { .. }));
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = RemoteBackend::connect("switchboards://h:1?ca=/nonexistent/ca.pem").await.unwrap_err();
+    assert!(e.to_string().contains("CA file"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_naming_the_endpoint() {
+    // Bound and closed again: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = Instant::now();
+    let e =
+        RemoteBackend::connect(&format!("switchboard://127.0.0.1:{port}?token=hunter2")).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    match &e {
+        BusError::Unreachable { endpoint, .. } => assert_eq!(endpoint, &format!("127.0.0.1:{port}")),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(e.is_retryable());
+    assert!(!e.to_string().contains("hunter2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_sent_and_checked() {
+    let srv = start_with(with_tokens).await;
+    let t = topic("orders");
+
+    // No token, or a wrong one: a clear, permanent error on the first call.
+    for url in [srv.url(), format!("{}?token=wrong-token", srv.url())] {
+        let bus = RemoteBackend::connect(&url).await.unwrap();
+        let e = bus
+            .publish(&t, vec![Message::new("/s", "t", "x")], &PublishOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BusError::Backend { retryable: false, .. }), "{e:?}");
+        assert!(e.to_string().contains("token"), "{e}");
+        assert!(!e.to_string().contains("wrong-token"), "{e}");
+    }
+
+    // The admin token creates the topic and subscription.
+    let admin = RemoteBackend::connect(&format!("{}?token={ADMIN}", srv.url())).await.unwrap();
+    admin.subscribe(&t, SubscriptionSpec::queue(sub("billing"))).await.unwrap().close().await.unwrap();
+
+    // A publish-and-consume token works on existing topics without admin rights.
+    let orders = RemoteBackend::connect(&format!("{}?token={ORDERS}", srv.url())).await.unwrap();
+    orders.publish(&t, vec![Message::new("/s", "t", "x")], &PublishOptions::default()).await.unwrap();
+    let mut s = orders.subscribe(&t, SubscriptionSpec::queue(sub("billing"))).await.unwrap();
+    next(&mut s).await.ack().await.unwrap();
+    // ... but not elsewhere.
+    let e = orders.subscribe(&topic("payments"), SubscriptionSpec::queue(sub("x"))).await.unwrap_err();
+    assert!(e.to_string().contains("permission denied") || matches!(e, BusError::NotFound(_)), "{e:?}");
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` command.
+fn self_signed(dir: &std::path::Path) -> TlsConfig {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command is needed to make a test certificate");
+    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+    TlsConfig { cert, key }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let tls = self_signed(certs.path());
+    let ca = tls.cert.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_owned(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(tls),
+        ..ServerConfig::default()
+    };
+    let server = switchboard_server::Server::start(config).await.unwrap();
+    let port = server.grpc_addr().port();
+
+    let url = format!("switchboards://localhost:{port}?ca={}", ca.display());
+    let bus = RemoteBackend::connect(&url).await.unwrap();
+    let t = topic("secure");
+    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).await.unwrap();
+    bus.publish(&t, vec![Message::new("/s", "t", "x")], &PublishOptions::default()).await.unwrap();
+    next(&mut s).await.ack().await.unwrap();
+    s.close().await.unwrap();
+
+    // Without the CA the certificate is not trusted; plaintext is not served at all.
+    for url in [format!("switchboards://localhost:{port}"), format!("switchboard://localhost:{port}")] {
+        let failed = match RemoteBackend::connect(&url).await {
+            Err(_) => true,
+            Ok(bus) => {
+                bus.publish(&t, vec![Message::new("/s", "t", "x")], &PublishOptions::default()).await.is_err()
+            }
+        };
+        assert!(failed, "{url} must not work");
+    }
+    bus.close().await.unwrap();
+    drop(bus);
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,161 @@
+//! What the SDK costs on top of the broker, and what the router does with every layer on.
+//!
+//! - `overhead/broker_direct` vs `overhead/sdk_embedded`: publish, receive and ack one
+//!   message at a time on one in-memory broker, straight through `Broker` and through
+//!   `Bus`/`Subscription`/`Delivery`. The difference is the SDK's cost per message.
+//! - `router/full_stack`: messages already on a topic, processed by a router whose handler
+//!   is wrapped in the whole standard stack (tracing, metrics, correlation, dead-letter,
+//!   inbox, per-key ordered concurrency, circuit breaker, retry, timeout, panic recovery).
+//!
+//! `cargo bench -p switchboard --bench sdk`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use switchboard::embedded::EmbeddedBackend;
+use switchboard::layers::{MemoryInbox, Middleware};
+use switchboard::router::{Handled, Incoming, Router};
+use switchboard::{Bus, Message, SubscriptionName, SubscriptionSpec, TopicName};
+use switchboard_broker::{Broker, BrokerConfig, SubscriptionConfig, TopicConfig};
+use switchboard_core::SystemClock;
+use switchboard_storage::MemStorage;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BATCH: u64 = 2_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+async fn memory_broker() -> Broker {
+    Broker::open_with(Arc::new(MemStorage::new()), "/bench", Arc::new(SystemClock), BrokerConfig::default())
+        .await
+        .expect("broker")
+}
+
+fn payload() -> bytes::Bytes {
+    bytes::Bytes::from(vec![b'x'; 256])
+}
+
+fn overhead(c: &mut Criterion) {
+    let rt = runtime();
+    let broker = rt.block_on(memory_broker());
+    let bus = Bus::from_backend(Arc::new(EmbeddedBackend::from_broker(broker.clone(), false)));
+    let mut group = c.benchmark_group("overhead");
+    group.throughput(Throughput::Elements(BATCH));
+    let round = AtomicU64::new(0);
+
+    group.bench_function(BenchmarkId::new("broker_direct", "256B"), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let broker = broker.clone();
+            let r = round.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let topic = TopicName::new(format!("direct-{r}")).expect("name");
+                let sub = SubscriptionName::new("s").expect("name");
+                broker.create_topic(&topic, TopicConfig::default()).await.expect("topic");
+                broker.create_subscription(&topic, &sub, SubscriptionConfig::queue()).await.expect("sub");
+                let consumer = broker.queue_consumer(&topic, &sub).expect("consumer");
+                let start = Instant::now();
+                for _ in 0..iters {
+                    for _ in 0..BATCH {
+                        broker.publish(&topic, Message::new("/b", "t", payload())).await.expect("publish");
+                    }
+                    let mut acked = 0;
+                    while acked < BATCH {
+                        for d in consumer.receive(64, Duration::from_secs(5)).await.expect("receive") {
+                            consumer.ack(&d.receipt.expect("receipt")).await.expect("ack");
+                            acked += 1;
+                        }
+                    }
+                }
+                start.elapsed()
+            }
+        });
+    });
+
+    group.bench_function(BenchmarkId::new("sdk_embedded", "256B"), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let bus = bus.clone();
+            let r = round.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let topic = format!("sdk-{r}");
+                let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).prefetch(64);
+                let mut sub = bus.subscribe(&topic, spec).await.expect("subscribe");
+                let start = Instant::now();
+                for _ in 0..iters {
+                    for _ in 0..BATCH {
+                        bus.publish(&topic, Message::new("/b", "t", payload())).await.expect("publish");
+                    }
+                    for _ in 0..BATCH {
+                        let d = sub.next().await.expect("open").expect("delivery");
+                        d.ack().await.expect("ack");
+                    }
+                }
+                start.elapsed()
+            }
+        });
+    });
+    group.finish();
+}
+
+fn router(c: &mut Criterion) {
+    let rt = runtime();
+    let broker = rt.block_on(memory_broker());
+    let bus = Bus::from_backend(Arc::new(EmbeddedBackend::from_broker(broker, false)));
+    let mut group = c.benchmark_group("router");
+    group.throughput(Throughput::Elements(BATCH));
+    group.sample_size(20);
+    let round = AtomicU64::new(0);
+
+    group.bench_function(BenchmarkId::new("full_stack", "256B"), |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let bus = bus.clone();
+            let r = round.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let mut total = Duration::ZERO;
+                for i in 0..iters {
+                    let topic = format!("router-{r}-{i}");
+                    let messages: Vec<Message> = (0..BATCH)
+                        .map(|n| Message::new("/b", "t", payload()).with_key(format!("k{}", n % 64)))
+                        .collect();
+                    for chunk in messages.chunks(500) {
+                        bus.publish_all(&topic, chunk.to_vec()).await.expect("publish");
+                    }
+                    let done = Arc::new(AtomicU64::new(0));
+                    let d = done.clone();
+                    let handler = tower::service_fn(move |_: Incoming| {
+                        d.fetch_add(1, Ordering::Relaxed);
+                        async { Handled::Ok(vec![]) }
+                    });
+                    let stack = Middleware {
+                        key_ordered_concurrency: Some(32),
+                        inbox: Some(Arc::new(MemoryInbox::new(Duration::from_secs(60), 100_000))),
+                        ..Middleware::default()
+                    };
+                    let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).prefetch(256);
+                    let start = Instant::now();
+                    let running = Router::new(bus.clone())
+                        .route("bench", &topic, spec, stack.wrap(&bus, handler))
+                        .expect("route")
+                        .start()
+                        .await
+                        .expect("start");
+                    while done.load(Ordering::Relaxed) < BATCH {
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                    total += start.elapsed();
+                    running.shutdown().await.expect("shutdown");
+                }
+                total
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, overhead, router);
+criterion_main!(benches);
