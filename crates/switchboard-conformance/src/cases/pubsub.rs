@@ -29,7 +29,10 @@ fn diff(sent: &Message, got: &Message) -> Vec<String> {
     field("type", &sent.ty, &got.ty, sent.ty == got.ty);
     field("specversion", &sent.specversion, &got.specversion, sent.specversion == got.specversion);
     field("subject", &sent.subject, &got.subject, sent.subject == got.subject);
-    field("time", &sent.time, &got.time, sent.time == got.time);
+    // CloudEvents `time` is a Timestamp: the instant must survive, its offset need not (the
+    // protobuf format carries none, so `switchboard://` hands it back in UTC).
+    let instant = |t: &Option<String>| t.as_deref().map(switchboard_core::Timestamp::parse_rfc3339);
+    field("time", &sent.time, &got.time, sent.time == got.time || instant(&sent.time) == instant(&got.time));
     field(
         "datacontenttype",
         &sent.datacontenttype,

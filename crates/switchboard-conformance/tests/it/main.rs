@@ -6,5 +6,7 @@
 //!
 //! [`Harness`]: switchboard_conformance::Harness
 
+mod amqp;
 mod embedded;
 mod faulty;
+mod remote;

@@ -1,0 +1,102 @@
+//! A private nats-server (own port and store, started and killed by this test) restarted
+//! under a live subscription and publisher.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use switchboard_core::contract::{BusError, PublishOptions, Publisher, Subscriber};
+use switchboard_nats::NatsBackend;
+
+use crate::*;
+
+const SERVER: &str = "/usr/sbin/nats-server";
+
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(port: u16, dir: &std::path::Path) -> Server {
+        let child = Command::new(SERVER)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        Server { child }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect_when_up(url: &str) -> NatsBackend {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match NatsBackend::connect(url).await {
+            Ok(b) => return b,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("private server did not come up: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_survives_a_server_restart_and_publish_fails_retryably_meanwhile() {
+    if !std::path::Path::new(SERVER).exists() {
+        eprintln!("skipped: {SERVER} not installed");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let server = Server::start(port, dir.path());
+    let bus = connect_when_up(&url).await;
+    let t = topic("restart");
+    let mut sub = bus.subscribe(&t, queue("r")).await.unwrap();
+    bus.publish(&t, vec![msg("before")], &PublishOptions::default()).await.unwrap();
+    next(&mut sub, Duration::from_secs(5)).await.ack().await.unwrap();
+
+    server.stop();
+    let started = Instant::now();
+    let err = bus.publish(&t, vec![msg("during")], &PublishOptions::default()).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(matches!(err, BusError::Backend { .. } | BusError::Unreachable { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
+
+    let _server = Server::start(port, dir.path());
+    let after = msg("after");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match bus.publish(&t, vec![after.clone()], &PublishOptions::default()).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("publish after restart: {e}"),
+        }
+    }
+    // "during" may or may not have been stored (its ack was lost); "after" must arrive.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = next(&mut sub, deadline.saturating_duration_since(Instant::now())).await;
+        let id = d.message().id.clone();
+        d.ack().await.unwrap();
+        if id == after.id {
+            break;
+        }
+    }
+}
