@@ -92,6 +92,7 @@ pub(crate) const CAPABILITIES: Capabilities = {
     c.queue = true;
     c.stream = true;
     c.replay_from_start = true;
+    c.queue_replay = true;
     c.per_key_order = false;
     c.delayed_delivery = false;
     c.nack_delay = true;

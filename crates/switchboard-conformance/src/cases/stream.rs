@@ -147,7 +147,7 @@ pub async fn replay_old_messages(h: Arc<dyn Harness>) -> Result<Outcome> {
         );
         d.ack().await?;
     }
-    if ctx.caps.queue {
+    if ctx.caps.queue && ctx.caps.queue_replay {
         let mut q = ctx.subscribe(&topic, ctx.queue("queue")?.start(Start::Earliest)).await?;
         let mut seen = BTreeSet::new();
         for d in recv_n(&mut q, 30, ctx.t.wait).await.context("queue subscription starting at Earliest")? {

@@ -10,8 +10,12 @@ pub struct Capabilities {
     /// Stream subscriptions: every message in publish order per partition (per topic when
     /// the backend has no partitions).
     pub stream: bool,
-    /// A new subscription can start from the oldest retained message.
+    /// A new stream subscription can start from the oldest retained message.
     pub replay_from_start: bool,
+    /// A new queue subscription starting at `Start::Earliest` also receives the messages
+    /// published before it was created (otherwise its queue begins at its creation, as
+    /// RabbitMQ's do).
+    pub queue_replay: bool,
     /// Queue subscriptions with `ordered_by_key`: one message per partition key in flight.
     pub per_key_order: bool,
     /// `deliver_at` on publish.
@@ -40,6 +44,7 @@ impl Capabilities {
         queue: true,
         stream: true,
         replay_from_start: true,
+        queue_replay: true,
         per_key_order: true,
         delayed_delivery: true,
         nack_delay: true,
@@ -56,6 +61,7 @@ impl Capabilities {
         queue: false,
         stream: false,
         replay_from_start: false,
+        queue_replay: false,
         per_key_order: false,
         delayed_delivery: false,
         nack_delay: false,
@@ -68,11 +74,12 @@ impl Capabilities {
     };
 
     /// Each flag with its name, for capability tables and skip messages.
-    pub fn flags(&self) -> [(&'static str, bool); 12] {
+    pub fn flags(&self) -> [(&'static str, bool); 13] {
         [
             ("queue", self.queue),
             ("stream", self.stream),
             ("replay_from_start", self.replay_from_start),
+            ("queue_replay", self.queue_replay),
             ("per_key_order", self.per_key_order),
             ("delayed_delivery", self.delayed_delivery),
             ("nack_delay", self.nack_delay),

@@ -41,6 +41,7 @@ async fn capabilities_and_name() {
             "queue",
             "stream",
             "replay_from_start",
+            "queue_replay",
             "nack_delay",
             "lease_extension",
             "dedup",
