@@ -9,4 +9,5 @@
 mod amqp;
 mod embedded;
 mod faulty;
+mod nats;
 mod remote;
