@@ -25,8 +25,8 @@ impl CallPolicy {
     ///
     /// - Each try gets `min(timeout, caller's remaining time)`; an error arriving once that
     ///   time is up counts as a timeout (the server gave up on the deadline we sent it).
-    /// - A try that failed with a [retryable](Retryable::is_retryable) error or timed out is
-    ///   retried, up to `retry.max_retries` times, after the backoff (or the server's
+    /// - A try that failed with a [retryable](Retryable::is_retryable) error, or timed out
+    ///   when the operation is [idempotent](Operation::idempotent), is retried, up to `retry.max_retries` times, after the backoff (or the server's
     ///   `retry_after`, capped at `max_retry_after`), if the retry budget allows it and the
     ///   caller's deadline leaves time for it. A try cut short by the caller's deadline is
     ///   not retried: [`CallError::DeadlineExceeded`].
@@ -73,7 +73,7 @@ impl CallPolicy {
                 AttemptError::Timeout(_) if cut_by_caller => {
                     break Err(CallError::DeadlineExceeded { call: op.name.clone(), attempts });
                 }
-                AttemptError::Timeout(_) => (true, None),
+                AttemptError::Timeout(_) => (op.idempotent, None),
                 AttemptError::Failed(e) => (e.is_retryable(), e.retry_after()),
             };
             let delay = retry_after

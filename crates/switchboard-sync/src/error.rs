@@ -86,7 +86,7 @@ pub enum CallError<E> {
         last: AttemptError<E>,
     },
     /// The operation failed with an error that is not retried, or retries ran out.
-    #[error("{call}: {error} (attempt {attempts})")]
+    #[error("{call}: {error} (after {attempts} attempt(s))")]
     Failed {
         /// The call.
         call: String,

@@ -80,26 +80,32 @@ impl Service<http::Request<tonic::body::Body>> for GrpcChannel {
 /// The metadata key of the gRPC retry pushback (milliseconds to wait before retrying).
 const PUSHBACK: &str = "grpc-retry-pushback-ms";
 
-/// - Retried: `UNAVAILABLE` (the canonical "try again": connection refused or reset, server
-///   shutting down, or the server saying so) and `DEADLINE_EXCEEDED` (a deadline shorter
-///   than ours, somewhere down the chain); [`CallPolicy::call`] retries only while the
-///   caller's own deadline leaves time. A retried gRPC method must be safe to repeat: use
-///   [`CallPolicy::without_retries`] for one that is not.
-/// - Not retried: `RESOURCE_EXHAUSTED` (a quota or size limit an immediate retry does not
-///   lift) and every other code (the request itself is wrong, or the outcome is unknown).
-/// - Dependency failures (breaker): the retried codes, `RESOURCE_EXHAUSTED`, `INTERNAL`,
-///   `UNKNOWN` and `DATA_LOSS`.
+/// - Retried: `UNAVAILABLE` only, the canonical "try again" (connection refused or reset,
+///   server shutting down, or the server saying it did not process the request), so even a
+///   non-idempotent method is safe to retry on it; [`CallPolicy::call`] retries only while
+///   the caller's deadline leaves time.
+/// - Not retried: `DEADLINE_EXCEEDED` (a shorter deadline down the chain ran out; the outcome
+///   is unknown, and our own per-attempt timeout, retried for
+///   [idempotent](crate::Operation::idempotent) operations, already covers slowness),
+///   `RESOURCE_EXHAUSTED` (a quota or size limit an immediate retry does not lift) and every
+///   other code (the request itself is wrong, or the outcome is unknown).
+/// - Dependency failures (breaker): `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
+///   `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNKNOWN` and `DATA_LOSS`.
 /// - `grpc-retry-pushback-ms` in the status metadata is honored as the retry delay.
 impl Retryable for tonic::Status {
     fn is_retryable(&self) -> bool {
-        matches!(self.code(), Code::Unavailable | Code::DeadlineExceeded)
+        self.code() == Code::Unavailable
     }
 
     fn is_dependency_failure(&self) -> bool {
         self.is_retryable()
             || matches!(
                 self.code(),
-                Code::ResourceExhausted | Code::Internal | Code::Unknown | Code::DataLoss
+                Code::DeadlineExceeded
+                    | Code::ResourceExhausted
+                    | Code::Internal
+                    | Code::Unknown
+                    | Code::DataLoss
             )
     }
 
@@ -121,7 +127,8 @@ mod tests {
     #[test]
     fn status_classification() {
         assert!(tonic::Status::unavailable("down").is_retryable());
-        assert!(tonic::Status::deadline_exceeded("late").is_retryable());
+        let late = tonic::Status::deadline_exceeded("late");
+        assert!(!late.is_retryable() && late.is_dependency_failure());
         let exhausted = tonic::Status::resource_exhausted("quota");
         assert!(!exhausted.is_retryable() && exhausted.is_dependency_failure());
         let invalid = tonic::Status::invalid_argument("bad sku");

@@ -91,7 +91,7 @@ impl HttpClient {
             error: HttpError::Build(e),
         })?;
         let op = Operation::http(request.method(), request.url());
-        let idempotent = is_idempotent(request.method());
+        let idempotent = op.idempotent;
         let template = request.try_clone();
         let policy =
             if template.is_some() { self.policy.clone() } else { self.policy.clone().without_retries() };
@@ -132,11 +132,6 @@ impl HttpClient {
             })
             .await
     }
-}
-
-/// Methods the HTTP semantics say may be repeated without a different effect.
-fn is_idempotent(method: &Method) -> bool {
-    [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS, Method::TRACE].contains(method)
 }
 
 /// `Retry-After`: delay seconds or an HTTP date (a date in the past: retry at once).
@@ -262,8 +257,11 @@ mod tests {
         assert!(!status(StatusCode::SERVICE_UNAVAILABLE, false).is_retryable());
         assert!(!status(StatusCode::INTERNAL_SERVER_ERROR, true).is_retryable());
         assert!(status(StatusCode::INTERNAL_SERVER_ERROR, true).is_dependency_failure());
+        let url = reqwest::Url::parse("http://user:secret@example.com/x").expect("url");
         assert!(
-            is_idempotent(&Method::PUT) && !is_idempotent(&Method::POST) && !is_idempotent(&Method::PATCH)
+            Operation::http(&Method::PUT, &url).idempotent
+                && !Operation::http(&Method::POST, &url).idempotent
         );
+        assert_eq!(Operation::http(&Method::GET, &url).name(), "GET http://example.com/x");
     }
 }

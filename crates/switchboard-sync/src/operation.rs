@@ -9,19 +9,21 @@ pub(crate) enum Protocol {
     Http,
 }
 
-/// Names a call and carries the OpenTelemetry semantic-convention attributes of its client
-/// spans. A plain string is an operation with that name and no attributes.
+/// Names a call, says whether it may be repeated, and carries the OpenTelemetry
+/// semantic-convention attributes of its client spans. A plain string is a non-idempotent
+/// operation with that name and no attributes.
 #[derive(Clone, Debug)]
 pub struct Operation {
     pub(crate) name: String,
     pub(crate) protocol: Protocol,
     pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) idempotent: bool,
 }
 
 impl Operation {
     /// An operation named `name` (span name and error prefix).
     pub fn new(name: impl Into<String>) -> Operation {
-        Operation { name: name.into(), protocol: Protocol::Other, attributes: Vec::new() }
+        Operation { name: name.into(), protocol: Protocol::Other, attributes: Vec::new(), idempotent: false }
     }
 
     /// A gRPC method: span `service/method` with `rpc.system = grpc`, `rpc.service`,
@@ -35,10 +37,11 @@ impl Operation {
                 KeyValue::new("rpc.service", service.to_string()),
                 KeyValue::new("rpc.method", method.to_string()),
             ],
+            idempotent: false,
         }
     }
 
-    /// An HTTP request: span named by the method, with `http.request.method`, `url.full`
+    /// An HTTP request, idempotent by its method: span named by the method, with `http.request.method`, `url.full`
     /// (without credentials), `server.address` and `server.port`; attempts record
     /// `http.response.status_code` and, from the second on, `http.request.resend_count`.
     pub fn http(method: &http::Method, url: &reqwest::Url) -> Operation {
@@ -56,7 +59,18 @@ impl Operation {
         if let Some(port) = shown.port_or_known_default() {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
-        Operation { name: format!("{method} {shown}"), protocol: Protocol::Http, attributes }
+        let idempotent = method.is_idempotent();
+        Operation { name: format!("{method} {shown}"), protocol: Protocol::Http, attributes, idempotent }
+    }
+
+    /// Whether the operation may be repeated without a different effect. Only then is an
+    /// attempt that timed out retried: its outcome is unknown, it may have been applied.
+    /// Errors that say the request was not processed (e.g. `UNAVAILABLE`) are retried
+    /// either way. Default: `false`, except for HTTP, where the method decides (`GET`,
+    /// `HEAD`, `PUT`, `DELETE`, `OPTIONS` and `TRACE` are idempotent).
+    pub fn idempotent(mut self, idempotent: bool) -> Operation {
+        self.idempotent = idempotent;
+        self
     }
 
     /// Adds an attribute to the operation's spans.

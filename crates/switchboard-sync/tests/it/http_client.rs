@@ -174,6 +174,5 @@ async fn an_unreachable_server_is_retried_then_reported_clearly() {
     let err = http.send(http.post(format!("http://{addr}/orders"))).await.expect_err("refused");
     assert!(matches!(err, CallError::Failed { attempts: 3, .. }), "{err}");
     let text = err.to_string();
-    eprintln!("MSG: {text}");
     assert!(text.contains(&addr.to_string()) && text.to_lowercase().contains("connect"), "{text}");
 }

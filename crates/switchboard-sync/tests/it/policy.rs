@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use switchboard::backoff::Backoff;
 use switchboard::layers::{CircuitBreakerConfig, RetryPolicy};
-use switchboard_sync::{AttemptError, CallError, CallPolicy, Retryable, TpsBudget, remaining, with_deadline};
+use switchboard_sync::{
+    AttemptError, CallError, CallPolicy, Operation, Retryable, TpsBudget, remaining, with_deadline,
+};
 use tokio::time::Instant;
 
 #[derive(Debug)]
@@ -62,7 +64,7 @@ async fn retries_stop_at_max_retries_and_report_the_last_error() {
     let calls = AtomicU32::new(0);
     let err = run(&policy(2), &calls, 10, true).await.expect_err("keeps failing");
     assert!(matches!(err, CallError::Failed { attempts: 3, .. }), "{err}");
-    assert_eq!(err.to_string(), "test/op: flaky (retryable: true) (attempt 3)");
+    assert_eq!(err.to_string(), "test/op: flaky (retryable: true) (after 3 attempt(s))");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
@@ -75,10 +77,10 @@ async fn non_retryable_errors_are_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn slow_attempts_time_out_and_are_retried() {
+async fn slow_attempts_of_idempotent_operations_time_out_and_are_retried() {
     let calls = AtomicU32::new(0);
     let err = policy(1)
-        .call("test/slow", |timeout| {
+        .call(Operation::new("test/slow").idempotent(true), |timeout| {
             calls.fetch_add(1, Ordering::SeqCst);
             assert_eq!(timeout, Duration::from_millis(100));
             async {
@@ -93,6 +95,23 @@ async fn slow_attempts_time_out_and_are_retried() {
     );
     assert!(err.is_timeout());
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_attempt_of_a_non_idempotent_operation_is_not_retried() {
+    let calls = AtomicU32::new(0);
+    let err = policy(3)
+        .call("test/charge", |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<(), Flaky>(())
+            }
+        })
+        .await
+        .expect_err("times out");
+    assert!(matches!(err, CallError::Timeout { attempts: 1, .. }), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "it may have been applied");
 }
 
 #[tokio::test(start_paused = true)]
