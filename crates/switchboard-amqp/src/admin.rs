@@ -2,10 +2,17 @@
 //!
 //! `stats` reads a queue subscription's quorum queue with a passive `queue.declare`, which
 //! reports the messages ready for delivery. RabbitMQ reports unacked messages only through
-//! its management API, so `in_flight` counts the unsettled deliveries handed out by this
-//! process, and `backlog` (= `lag`) is ready + that in-flight count. A stream subscription
-//! has no state in RabbitMQ (no consumer offsets over AMQP), so its stats are
-//! `Unsupported`. Dead letters are not counted (`dead_lettered: None`).
+//! its management API, so `in_flight` counts every delivery this process received from
+//! RabbitMQ and has not settled: those handed to the caller and those buffered for it (the
+//! prefetch RabbitMQ already pushed). `backlog` (= `lag`) is ready + that in-flight count.
+//! Messages delivered to other processes and not yet settled there are in neither count:
+//! without the management API they are invisible, so with consumers in several processes
+//! the backlog is too low by what the others hold. A stream subscription's stats are
+//! `Unsupported` (its offset store proves it exists, but RabbitMQ 3.10 does not tell the
+//! stream's last offset over AMQP). Dead letters are not counted (`dead_lettered: None`).
+//!
+//! `delete_subscription` deletes the quorum queue of a queue subscription and the offset
+//! store of a stream subscription (see `offsets.rs`).
 
 use std::sync::atomic::Ordering;
 
@@ -15,7 +22,7 @@ use switchboard_core::contract::{BusError, SubscriptionStats};
 use switchboard_core::{SubscriptionName, TopicName};
 
 use crate::connect::{BACKEND, Shared, lapin_error};
-use crate::naming;
+use crate::{naming, offsets};
 
 /// Backlog and in-flight counts of a queue subscription.
 pub(crate) async fn stats(
@@ -35,32 +42,32 @@ pub(crate) async fn stats(
             let backlog = u64::from(q.message_count()) + in_flight;
             Ok(SubscriptionStats { backlog, in_flight, lag: backlog, dead_lettered: None })
         }
-        Err(BusError::NotFound(_))
-            if shared.streams.lock().contains(&(topic.clone(), subscription.clone())) =>
-        {
-            Err(BusError::Unsupported { backend: BACKEND, feature: "stats of stream subscriptions" })
-        }
         Err(BusError::NotFound(_)) => {
-            Err(BusError::NotFound(format!("subscription {subscription} on topic {topic}")))
+            if offsets::exists(shared, &naming::offsets(topic, subscription)).await? {
+                Err(BusError::Unsupported { backend: BACKEND, feature: "stats of stream subscriptions" })
+            } else {
+                Err(BusError::NotFound(format!("subscription {subscription} on topic {topic}")))
+            }
         }
         Err(e) => Err(e),
     }
 }
 
-/// Deletes a queue subscription's quorum queue; a missing one is fine.
+/// Deletes a subscription's quorum queue and offset store; missing ones are fine.
 pub(crate) async fn delete_subscription(
     shared: &Shared,
     topic: &TopicName,
     subscription: &SubscriptionName,
 ) -> Result<(), BusError> {
     shared.check_open()?;
-    shared.streams.lock().remove(&(topic.clone(), subscription.clone()));
-    let queue = naming::queue(topic, subscription);
-    let ch = shared.channel().await?;
-    let deleted = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-    let _ = ch.close(200, "ok".into()).await;
-    match deleted.map_err(lapin_error) {
-        Ok(_) | Err(BusError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e),
+    for queue in [naming::queue(topic, subscription), naming::offsets(topic, subscription)] {
+        let ch = shared.channel().await?;
+        let deleted = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = ch.close(200, "ok".into()).await;
+        match deleted.map_err(lapin_error) {
+            Ok(_) | Err(BusError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }

@@ -10,17 +10,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use lapin::options::ConfirmSelectOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
+use switchboard_core::TopicName;
 use switchboard_core::contract::BusError;
-use switchboard_core::{SubscriptionName, TopicName};
 use tokio::sync::{Mutex, watch};
+
+use crate::offsets::Commits;
 
 /// The backend's name in errors and [`Backend::name`](switchboard_core::contract::Backend::name).
 pub(crate) const BACKEND: &str = "amqp";
@@ -36,10 +38,13 @@ pub(crate) struct Shared {
     publish_channel: Mutex<Option<Channel>>,
     /// Topics whose exchange and stream were declared by this process.
     pub(crate) ensured: parking_lot::Mutex<HashSet<TopicName>>,
-    /// Unsettled deliveries handed out by this process, per queue (for `stats`).
+    /// Deliveries received from RabbitMQ by this process and not yet settled, per queue
+    /// (for `stats`): buffered ones and those handed out.
     in_flight: parking_lot::Mutex<HashMap<String, Arc<AtomicU64>>>,
-    /// Stream subscriptions opened by this process (they have no broker-side state).
-    pub(crate) streams: parking_lot::Mutex<HashSet<(TopicName, SubscriptionName)>>,
+    /// Commit points of the open stream subscriptions, written once more on close.
+    commits: parking_lot::Mutex<Vec<Weak<Commits>>>,
+    /// Serializes reading offset stores (see `offsets.rs`).
+    pub(crate) offset_reads: Mutex<()>,
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
 }
@@ -57,7 +62,8 @@ impl Shared {
             publish_channel: Mutex::new(None),
             ensured: parking_lot::Mutex::new(HashSet::new()),
             in_flight: parking_lot::Mutex::new(HashMap::new()),
-            streams: parking_lot::Mutex::new(HashSet::new()),
+            commits: parking_lot::Mutex::new(Vec::new()),
+            offset_reads: Mutex::new(()),
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
         });
@@ -73,6 +79,13 @@ impl Shared {
     /// The in-flight counter of `queue`.
     pub(crate) fn in_flight(&self, queue: &str) -> Arc<AtomicU64> {
         self.in_flight.lock().entry(queue.to_owned()).or_default().clone()
+    }
+
+    /// Registers the commit point of a stream subscription, for [`Shared::close`].
+    pub(crate) fn register(&self, commits: &Arc<Commits>) {
+        let mut all = self.commits.lock();
+        all.retain(|c| c.strong_count() > 0);
+        all.push(Arc::downgrade(commits));
     }
 
     /// Fires when the backend is closed.
@@ -136,9 +149,20 @@ impl Shared {
         Ok(())
     }
 
-    /// Ends subscriptions and closes the connection.
+    /// Writes the commit points of open stream subscriptions, ends subscriptions and closes
+    /// the connection.
     pub(crate) async fn close(&self) -> Result<(), BusError> {
-        let flushed = self.flush().await;
+        let mut committed = Ok(());
+        if self.check_open().is_ok() {
+            let open: Vec<Arc<Commits>> = self.commits.lock().drain(..).filter_map(|c| c.upgrade()).collect();
+            for c in open {
+                if let Err(e) = c.finish(self).await {
+                    tracing::warn!(error = %e, "committing a stream subscription's offset on close failed");
+                    committed = committed.and(Err(e));
+                }
+            }
+        }
+        let flushed = self.flush().await.and(committed);
         self.closed.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
         self.publish_channel.lock().await.take();

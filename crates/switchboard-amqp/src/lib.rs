@@ -9,16 +9,23 @@
 //! | topic | durable fanout exchange `sb.t.<topic>`, with the stream `sb.s.<topic>` bound to it |
 //! | publish | persistent messages under publisher confirms; CloudEvents binary mode (`cloudEvents:*` headers) |
 //! | queue subscription | durable quorum queue per (topic, subscription), competing consumers, `basic.qos(prefetch)` |
-//! | stream subscription | consumer on the topic's stream with `x-stream-offset` `first`/`next` |
+//! | stream subscription | consumer on the topic's stream with `x-stream-offset` `first`/`next`, or the committed offset |
+//! | stream commit | the next offset, in a per-subscription offset store (a classic queue holding one message) |
 //! | attempt | `x-delivery-count + 1` (quorum queues) |
 //! | lease, extend | client-side timer; expiry nacks with requeue |
+//! | `start` | streams: `Earliest`/`Latest` for a new subscription; queues: ignored, a quorum queue begins at its creation |
 //! | nack with delay | held unacked for the delay, then nacked with requeue |
 //! | dead letters | published by the backend with `dl*` metadata (confirm, then ack); `x-delivery-limit` + DLX as backstop |
 //!
 //! Each module's docs say how and why: `naming` (injective names within 255 bytes),
 //! `headers` (attribute mapping), `connect` (connection and reconnects), `publish`,
-//! `subscribe` (queues, streams), `pump` (reading deliveries, surviving reconnects), `settle` (leases,
-//! delayed nacks), `dead_letter` and `admin` (stats, deletion).
+//! `subscribe` (queues, streams, one mode per name), `offsets` (committed stream offsets),
+//! `pump` (reading deliveries, surviving reconnects), `settle` (leases, delayed nacks, the
+//! in-flight count), `dead_letter` and `admin` (stats, deletion).
+//!
+//! `Start` for queue subscriptions: a quorum queue only receives what is published after it
+//! was created, so a new queue subscription never sees older messages, whatever its `start`
+//! (`queue_replay` is false). Replaying a topic's history takes a stream subscription.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchboard_core::contract::BusError> {
@@ -42,6 +49,7 @@ mod connect;
 mod dead_letter;
 mod headers;
 mod naming;
+mod offsets;
 mod publish;
 mod pump;
 mod settle;
@@ -77,6 +85,8 @@ impl AmqpBackend {
     ///
     /// - `queue`, `stream`: quorum queues and RabbitMQ streams;
     /// - `replay_from_start`: each topic has a stream from its creation on;
+    /// - `queue_replay: false`: a queue subscription's quorum queue begins at its creation, so
+    ///   `Start::Earliest` cannot give it older messages (use a stream subscription);
     /// - `per_key_order: false`: RabbitMQ has no per-key dispatch (single active consumer
     ///   would serialize the whole queue);
     /// - `delayed_delivery: false`: 3.10 has no delayed publish without a plugin;
@@ -85,13 +95,18 @@ impl AmqpBackend {
     ///   a backstop), to add the metadata;
     /// - `dedup: false`: RabbitMQ does not deduplicate;
     /// - `persistence`: durable exchanges and queues, persistent messages, confirms;
-    /// - `stream_groups: false`: RabbitMQ keeps no stream consumer offsets over AMQP;
-    /// - `stats`: queue subscriptions (ready from RabbitMQ, in-flight from this process).
+    /// - `stream_groups: false`: RabbitMQ keeps no stream consumer offsets over AMQP, so the
+    ///   backend keeps one commit point per subscription (see `offsets`), shared by its
+    ///   members, which all read every message;
+    /// - `stats`: queue subscriptions (ready from RabbitMQ, in-flight from this process:
+    ///   deliveries received and not settled, buffered or handed out; unacked messages held by
+    ///   other processes are invisible without the management API).
     pub fn capabilities() -> Capabilities {
         let mut c = Capabilities::NONE;
         c.queue = true;
         c.stream = true;
         c.replay_from_start = true;
+        c.queue_replay = false;
         c.per_key_order = false;
         c.delayed_delivery = false;
         c.nack_delay = true;

@@ -11,7 +11,10 @@
 //!   contain `.`. When that is longer than 255 bytes the name is
 //!   `sb.q.h.<sha1 of the pair>.<readable prefix>`; the `h` can never start the first form
 //!   (which has a digit there), so the two forms cannot collide, and the long form is unique
-//!   up to a SHA-1 collision between two valid name pairs.
+//!   up to a SHA-1 collision between two valid name pairs;
+//! - offset store of a stream subscription (see `offsets.rs`):
+//!   `sb.o.<len(topic)>.<topic>.<subscription>`, long form `sb.o.h.<sha1 of the pair>.…`,
+//!   built like the queue name. The different prefix keeps it apart from every queue name.
 
 use sha1::{Digest, Sha1};
 use switchboard_core::{SubscriptionName, TopicName};
@@ -31,7 +34,17 @@ pub(crate) fn stream(topic: &TopicName) -> String {
 
 /// The quorum queue of a queue subscription.
 pub(crate) fn queue(topic: &TopicName, subscription: &SubscriptionName) -> String {
-    let plain = format!("sb.q.{}.{topic}.{subscription}", topic.as_str().len());
+    pair("sb.q", topic, subscription)
+}
+
+/// The offset store of a stream subscription, which also marks that it exists.
+pub(crate) fn offsets(topic: &TopicName, subscription: &SubscriptionName) -> String {
+    pair("sb.o", topic, subscription)
+}
+
+/// `<prefix>.<len(topic)>.<topic>.<subscription>`, or its hashed form when that is too long.
+fn pair(prefix: &str, topic: &TopicName, subscription: &SubscriptionName) -> String {
+    let plain = format!("{prefix}.{}.{topic}.{subscription}", topic.as_str().len());
     if plain.len() <= MAX_LEN {
         return plain;
     }
@@ -42,7 +55,7 @@ pub(crate) fn queue(topic: &TopicName, subscription: &SubscriptionName) -> Strin
     hasher.update(b"/");
     hasher.update(subscription.as_str().as_bytes());
     let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let mut name = format!("sb.q.h.{digest}.{topic}.{subscription}");
+    let mut name = format!("{prefix}.h.{digest}.{topic}.{subscription}");
     name.truncate(MAX_LEN);
     name
 }
@@ -63,6 +76,8 @@ mod tests {
     fn dots_do_not_make_names_collide() {
         assert_ne!(queue(&t("a.b"), &s("c")), queue(&t("a"), &s("b.c")));
         assert_eq!(queue(&t("orders"), &s("billing")), "sb.q.6.orders.billing");
+        assert_eq!(offsets(&t("orders"), &s("billing")), "sb.o.6.orders.billing");
+        assert_ne!(offsets(&t("a.b"), &s("c")), offsets(&t("a"), &s("b.c")));
     }
 
     #[test]
@@ -73,6 +88,9 @@ mod tests {
         assert!(a.len() <= MAX_LEN && b.len() <= MAX_LEN);
         assert!(a.starts_with("sb.q.h."));
         assert_ne!(a, b);
+        let o = offsets(&t(&long), &s(&long));
+        assert!(o.len() <= MAX_LEN && o.starts_with("sb.o.h."));
+        assert_ne!(o, a);
         assert!(exchange(&t(&long)).len() <= MAX_LEN);
         assert!(stream(&t(&long)).len() <= MAX_LEN);
     }

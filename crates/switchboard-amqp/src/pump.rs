@@ -7,20 +7,25 @@
 //! subscription is closed or dropped, when the backend is closed, or when RabbitMQ cancels
 //! the consumer on a live connection (the queue was deleted).
 //!
-//! Queue mode: a delivery whose attempt exceeds `max_deliveries` is dead-lettered here
+//! Queue mode: every delivery counts as in flight from the moment it is read here (see
+//! `settle::Unsettled`), so `stats` sees the deliveries buffered for the caller too. A
+//! delivery whose attempt exceeds `max_deliveries` is dead-lettered here
 //! (`dlreason = lease expired`, see `dead_letter.rs`) and never reaches the caller.
+//!
+//! Stream mode: a delivery below the offset the consumer asked for is acked and skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::BasicCancelOptions;
+use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use lapin::{Channel, Consumer};
 use switchboard_core::contract::Mode;
 use tokio::sync::{mpsc, watch};
 
 use crate::dead_letter;
-use crate::subscribe::{Incoming, SubCtx, attempt_of, open};
+use crate::settle::Unsettled;
+use crate::subscribe::{Incoming, SubCtx, attempt_of, open, stream_offset};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -111,17 +116,30 @@ async fn run(
             None if ch.status().connected() => return Ended::Stop,
             None => return Ended::Lost,
         };
-        if ctx.spec.mode == Mode::Queue {
-            let attempt = attempt_of(&delivery);
-            if ctx.dead_letter_topic.is_some() && ctx.spec.max_deliveries.is_some_and(|max| attempt > max) {
-                if let Err(e) = dead_letter::expired(ctx, delivery, attempt).await {
-                    tracing::warn!(error = %e, "dead-lettering failed; the message was requeued");
-                    tokio::time::sleep(BACKOFF_MIN).await;
+        let mut unsettled = None;
+        match ctx.spec.mode {
+            Mode::Queue => {
+                let held = Unsettled::new(ctx.in_flight.clone());
+                let attempt = attempt_of(&delivery);
+                if ctx.dead_letter_topic.is_some() && ctx.spec.max_deliveries.is_some_and(|max| attempt > max)
+                {
+                    if let Err(e) = dead_letter::expired(ctx, delivery, attempt).await {
+                        tracing::warn!(error = %e, "dead-lettering failed; the message was requeued");
+                        tokio::time::sleep(BACKOFF_MIN).await;
+                    }
+                    continue;
                 }
-                continue;
+                unsettled = Some(held);
+            }
+            Mode::Stream => {
+                let floor = ctx.cursor.lock().floor;
+                if stream_offset(&delivery).is_some_and(|o| o < floor) {
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                    continue;
+                }
             }
         }
-        if tx.send(Incoming::Amqp(delivery)).await.is_err() {
+        if tx.send(Incoming::Amqp(delivery, unsettled)).await.is_err() {
             break;
         }
     }

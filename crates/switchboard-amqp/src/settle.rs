@@ -15,9 +15,14 @@
 //! A nack of the last allowed delivery (`attempt >= max_deliveries`) dead-letters the
 //! message instead (see `dead_letter.rs`).
 //!
-//! Stream mode: an ack commits the offset in memory (RabbitMQ keeps no consumer offsets for
-//! streams over AMQP, see `subscribe.rs`) and acks the channel's credit. A nack hands the
-//! same message to the subscription again, with the next attempt number, after its delay.
+//! Stream mode: an ack moves the subscription's commit point (up to the lowest offset still
+//! unsettled), which the committer writes to the offset store (see `offsets.rs`), and acks
+//! the channel's credit. A nack hands the same message to the subscription again, with the
+//! next attempt number, after its delay.
+//!
+//! Every queue delivery received from RabbitMQ carries an [`Unsettled`] guard from the moment
+//! the pump reads it until it is settled on the channel (acked, nacked, requeued after lease
+//! expiry, or dropped with its dead channel): that is the `in_flight` count of `stats`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +40,24 @@ use crate::subscribe::{Incoming, Redelivery, SubCtx};
 
 const REQUEUE: BasicNackOptions = BasicNackOptions { multiple: false, requeue: true };
 
+/// One delivery received from RabbitMQ and not yet settled: counted in its queue's in-flight
+/// count while it lives.
+pub(crate) struct Unsettled(Arc<AtomicU64>);
+
+impl Unsettled {
+    /// Counts a delivery just received.
+    pub(crate) fn new(count: Arc<AtomicU64>) -> Unsettled {
+        count.fetch_add(1, Ordering::Relaxed);
+        Unsettled(count)
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 enum LeaseState {
     Held(Instant),
     Done,
@@ -46,36 +69,37 @@ pub(crate) struct Lease {
     acker: Acker,
     state: parking_lot::Mutex<LeaseState>,
     wake: Notify,
-    in_flight: Arc<AtomicU64>,
+    /// Dropped once the delivery is settled on the channel.
+    unsettled: parking_lot::Mutex<Option<Unsettled>>,
 }
 
 impl Lease {
     /// Starts the lease of a delivery just handed out.
-    pub(crate) fn start(acker: Acker, lease: Duration, in_flight: Arc<AtomicU64>) -> Arc<Lease> {
-        in_flight.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn start(acker: Acker, lease: Duration, unsettled: Unsettled) -> Arc<Lease> {
         let l = Arc::new(Lease {
             acker,
             state: parking_lot::Mutex::new(LeaseState::Held(Instant::now() + lease)),
             wake: Notify::new(),
-            in_flight,
+            unsettled: parking_lot::Mutex::new(Some(unsettled)),
         });
         tokio::spawn(watch(l.clone()));
         l
     }
 
     /// Ends the lease for a settle; `LeaseLost` when it had expired or the channel is gone.
-    fn take(&self) -> Result<(), BusError> {
+    /// The returned guard is to be dropped once the settle reached the channel.
+    fn take(&self) -> Result<Option<Unsettled>, BusError> {
         let mut state = self.state.lock();
         match *state {
             LeaseState::Held(_) => {
                 *state = LeaseState::Done;
                 drop(state);
-                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let unsettled = self.unsettled.lock().take();
                 self.wake.notify_one();
                 if self.acker.poisoned() {
                     return Err(lost("the channel closed; RabbitMQ delivers the message again"));
                 }
-                Ok(())
+                Ok(unsettled)
             }
             LeaseState::Expired => Err(lost("the lease expired; the message was requeued")),
             LeaseState::Done => Err(lost("already settled")),
@@ -105,10 +129,11 @@ async fn watch(lease: Arc<Lease>) {
             }
         };
         if expired {
-            lease.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let unsettled = lease.unsettled.lock().take();
             if let Err(e) = lease.acker.nack(REQUEUE).await {
                 tracing::debug!(error = %e, "requeue after lease expiry failed; the channel requeues it");
             }
+            drop(unsettled);
             return;
         }
     }
@@ -140,12 +165,12 @@ pub(crate) struct QueueSettle {
 #[async_trait::async_trait]
 impl Settle for QueueSettle {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        self.lease.take()?;
+        let _unsettled = self.lease.take()?;
         channel_result(self.lease.acker.ack(BasicAckOptions::default()).await)
     }
 
     async fn nack(self: Box<Self>, nack: Nack) -> Result<(), BusError> {
-        self.lease.take()?;
+        let unsettled = self.lease.take()?;
         let last = self.ctx.spec.max_deliveries.is_some_and(|max| self.attempt >= max);
         if last && let Some(message) = self.message {
             let sent = dead_letter::send(
@@ -169,9 +194,11 @@ impl Settle for QueueSettle {
             return channel_result(self.lease.acker.nack(REQUEUE).await);
         }
         let acker = self.lease.acker.clone();
+        // Still unacked in RabbitMQ meanwhile, so still in flight.
         tokio::spawn(async move {
             tokio::time::sleep(nack.delay).await;
             let _ = acker.nack(REQUEUE).await;
+            drop(unsettled);
         });
         Ok(())
     }
@@ -194,14 +221,13 @@ impl Settle for QueueSettle {
     }
 
     fn abandon(self: Box<Self>) {
-        if self.lease.take().is_err() {
-            return;
-        }
+        let Ok(unsettled) = self.lease.take() else { return };
         let acker = self.lease.acker.clone();
         // Outside a runtime the channel's close requeues the message instead.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = acker.nack(REQUEUE).await;
+                drop(unsettled);
             });
         }
     }
@@ -241,7 +267,10 @@ impl StreamSettle {
 #[async_trait::async_trait]
 impl Settle for StreamSettle {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        self.ctx.cursor.lock().done(self.offset);
+        let point = self.ctx.cursor.lock().acked(self.offset);
+        if let Some(commits) = &self.ctx.commits {
+            commits.acked(point)?;
+        }
         // Stream acks only return credit; the offset is committed above either way.
         let _ = self.acker.ack(BasicAckOptions::default()).await;
         Ok(())

@@ -5,19 +5,30 @@
 //! exchange; every member of the subscription consumes from it (competing consumers) on its
 //! own channel with `basic.qos(prefetch)`. Quorum queues stamp `x-delivery-count` on
 //! redeliveries, so `attempt = x-delivery-count + 1`. A queue only holds messages published
-//! after it was created, whatever `start` says.
+//! after it was created, whatever `start` says (`queue_replay` is false).
 //!
 //! Stream mode: one RabbitMQ stream per topic (`sb.s.<topic>`, declared with the topic), not
 //! one per subscription: a per-subscription stream would start empty, so a new subscription
 //! could not replay what the topic already holds. A stream subscription consumes it with
 //! `x-stream-offset` = `first` (`Start::Earliest`) or `next` (`Start::Latest`); the delivery
 //! offset is the `x-stream-offset` header. RabbitMQ keeps no consumer offsets for streams
-//! over AMQP, so `stream_groups` is false and the offsets live in this process: after a
-//! dropped connection the subscription resumes from its oldest unacked offset, while a
-//! subscription opened anew (or in another process) starts from its `start` again.
-//! Delivery is at-least-once; every member of a stream subscription reads every message.
+//! over AMQP 0-9-1, so the backend keeps the commit point in a per-subscription offset store
+//! in RabbitMQ (see `offsets.rs`): an existing stream subscription, reopened in any process,
+//! resumes at its committed offset (`x-stream-offset` = that number) and `start` only applies
+//! to a new one (or one that has committed nothing yet). After a dropped connection the
+//! subscription resumes from its oldest unacked offset. Deliveries below the offset asked for
+//! are skipped (RabbitMQ 3.10 filters them itself; this guards against a broker that sends
+//! the whole chunk). `stream_groups` is false: every member of a stream subscription reads every
+//! message, and the members share one commit point. Delivery is at-least-once.
 //!
-//! A pump task per open subscription feeds it (see `pump.rs`).
+//! A subscription name belongs to one mode: opening a queue subscription while the stream
+//! subscription's offset store exists, or a stream subscription while the queue
+//! subscription's quorum queue exists, is a `Conflict` (checked with passive declares on a
+//! throwaway channel; two processes creating the name in both modes at the same moment can
+//! both succeed).
+//!
+//! A pump task per open subscription feeds it (see `pump.rs`), and a committer task per stream
+//! subscription writes its commit point (see `offsets.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,8 +47,9 @@ use switchboard_core::{Message, Timestamp, TopicName};
 use tokio::sync::{mpsc, watch};
 
 use crate::connect::{BACKEND, Shared, lapin_error};
+use crate::offsets::{self, Commits};
 use crate::publish::ensure_topic;
-use crate::settle::{Lease, QueueSettle, StreamSettle};
+use crate::settle::{Lease, QueueSettle, StreamSettle, Unsettled};
 use crate::{headers, naming};
 
 /// Everything a subscription's pump and settles share.
@@ -50,17 +62,32 @@ pub(crate) struct SubCtx {
     pub(crate) queue: String,
     pub(crate) in_flight: Arc<AtomicU64>,
     pub(crate) cursor: parking_lot::Mutex<Cursor>,
+    /// The commit point of a stream subscription.
+    pub(crate) commits: Option<Arc<Commits>>,
     pub(crate) redeliver: mpsc::UnboundedSender<Incoming>,
 }
 
-/// Offsets of a stream subscription handed out and not yet acked.
+/// Offsets of a stream subscription handed out and not yet acked, and its commit point.
+///
+/// The commit point follows the embedded broker's rule: it only moves up to the lowest
+/// offset still unsettled, so acking offset 7 while 5 is pending commits nothing past 5.
 #[derive(Default)]
 pub(crate) struct Cursor {
     outstanding: BTreeMap<u64, usize>,
+    /// One past the highest offset handed out, or the committed offset before that.
     next: Option<u64>,
+    /// The commit point (the next offset to read after a reopen).
+    committed: Option<u64>,
+    /// The offset the current consumer was asked to start at; anything below is skipped.
+    pub(crate) floor: u64,
 }
 
 impl Cursor {
+    /// The cursor of a subscription whose committed offset is `committed`.
+    pub(crate) fn resuming_at(committed: Option<u64>) -> Cursor {
+        Cursor { next: committed, committed, ..Cursor::default() }
+    }
+
     fn delivered(&mut self, offset: u64) {
         *self.outstanding.entry(offset).or_default() += 1;
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
@@ -76,6 +103,16 @@ impl Cursor {
         }
     }
 
+    /// Marks one delivery of `offset` acked; returns the new commit point if it moved.
+    pub(crate) fn acked(&mut self, offset: u64) -> Option<u64> {
+        self.done(offset);
+        let point = self.resume_at()?;
+        self.committed.is_none_or(|c| point > c).then(|| {
+            self.committed = Some(point);
+            point
+        })
+    }
+
     fn resume_at(&self) -> Option<u64> {
         self.outstanding.keys().next().copied().or(self.next)
     }
@@ -83,7 +120,8 @@ impl Cursor {
 
 /// What the pump (or a stream nack) hands to the subscription.
 pub(crate) enum Incoming {
-    Amqp(AmqpDelivery),
+    /// A delivery from RabbitMQ; queue deliveries count as in flight from here on.
+    Amqp(AmqpDelivery, Option<Unsettled>),
     Again(Redelivery),
     Failed(BusError),
 }
@@ -109,9 +147,32 @@ pub(crate) async fn subscribe(
         return Err(BusError::Unsupported { backend: BACKEND, feature: "per_key_order" });
     }
     let dead_letter_topic = spec.dead_letter_topic_for(topic)?;
-    let queue = match spec.mode {
-        Mode::Queue => naming::queue(topic, &spec.name),
-        Mode::Stream => naming::stream(topic),
+    let quorum_queue = naming::queue(topic, &spec.name);
+    let store = naming::offsets(topic, &spec.name);
+    let (queue, other_mode, other) = match spec.mode {
+        Mode::Queue => (quorum_queue, store.clone(), "stream"),
+        Mode::Stream => (naming::stream(topic), quorum_queue, "queue"),
+    };
+    if offsets::exists(shared, &other_mode).await? {
+        return Err(BusError::Conflict(format!(
+            "subscription {} on topic {topic} exists as a {other} subscription",
+            spec.name
+        )));
+    }
+    let (cursor, commits) = match spec.mode {
+        Mode::Queue => (Cursor::default(), None),
+        Mode::Stream => {
+            let stored = offsets::open(shared, &store).await.map_err(|e| match e {
+                BusError::Conflict(m) => BusError::Conflict(format!(
+                    "the offset store of subscription {} on topic {topic} has other settings ({m})",
+                    spec.name
+                )),
+                other => other,
+            })?;
+            let commits = Commits::new(store, stored);
+            shared.register(&commits);
+            (Cursor::resuming_at(stored), Some(commits))
+        }
     };
     let (redeliver, again_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(SubCtx {
@@ -121,18 +182,24 @@ pub(crate) async fn subscribe(
         in_flight: shared.in_flight(&queue),
         queue,
         spec: spec.clone(),
-        cursor: parking_lot::Mutex::new(Cursor::default()),
+        cursor: parking_lot::Mutex::new(cursor),
+        commits,
         redeliver,
     });
     let first = open(&ctx).await?;
-    if spec.mode == Mode::Stream {
-        shared.streams.lock().insert((topic.clone(), spec.name.clone()));
-    }
-    let (tx, rx) = mpsc::channel(spec.prefetch.clamp(1, 1024) as usize);
+    // As many as RabbitMQ sends unacked (the prefetch), so the pump takes every delivery off
+    // the consumer at once and counts it in flight.
+    let (tx, rx) = mpsc::channel(prefetch(&spec).into());
     let (stop, stop_rx) = watch::channel(false);
+    let committer =
+        ctx.commits.clone().map(|c| tokio::spawn(offsets::committer(shared.clone(), c, stop_rx.clone())));
     let pump = tokio::spawn(crate::pump::pump(ctx.clone(), first, tx, stop_rx));
-    let source = AmqpSource { ctx, rx, again_rx, stop, pump: Some(pump) };
+    let source = AmqpSource { ctx, rx, again_rx, stop, pump: Some(pump), committer };
     Ok(Subscription::new(topic.clone(), spec, Box::new(source)))
+}
+
+fn prefetch(spec: &SubscriptionSpec) -> u16 {
+    u16::try_from(spec.prefetch).unwrap_or(u16::MAX).max(1)
 }
 
 fn consumer_tag() -> String {
@@ -159,7 +226,10 @@ async fn consume(ctx: &SubCtx, ch: &Channel) -> Result<Consumer, BusError> {
     match ctx.spec.mode {
         Mode::Queue => declare_queue(ctx, ch).await?,
         Mode::Stream => {
-            let resume = ctx.cursor.lock().resume_at();
+            let mut cursor = ctx.cursor.lock();
+            let resume = cursor.resume_at();
+            cursor.floor = resume.unwrap_or(0);
+            drop(cursor);
             let offset = match (resume, ctx.spec.start) {
                 (Some(n), _) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
                 (None, Start::Earliest) => AMQPValue::LongString(LongString::from("first")),
@@ -168,8 +238,7 @@ async fn consume(ctx: &SubCtx, ch: &Channel) -> Result<Consumer, BusError> {
             args.insert("x-stream-offset".into(), offset);
         }
     }
-    let prefetch = u16::try_from(ctx.spec.prefetch).unwrap_or(u16::MAX);
-    ch.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(lapin_error)?;
+    ch.basic_qos(prefetch(&ctx.spec), BasicQosOptions::default()).await.map_err(lapin_error)?;
     ch.basic_consume(ctx.queue.as_str().into(), consumer_tag().into(), BasicConsumeOptions::default(), args)
         .await
         .map_err(lapin_error)
@@ -206,6 +275,11 @@ async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
     .map_err(lapin_error)
 }
 
+/// The stream offset of a stream delivery.
+pub(crate) fn stream_offset(d: &AmqpDelivery) -> Option<u64> {
+    headers::int_header(&d.properties, "x-stream-offset").and_then(|o| u64::try_from(o).ok())
+}
+
 pub(crate) fn attempt_of(d: &AmqpDelivery) -> u32 {
     let count = headers::int_header(&d.properties, "x-delivery-count").unwrap_or(0);
     u32::try_from(count).unwrap_or(u32::MAX - 1).saturating_add(1)
@@ -218,6 +292,7 @@ struct AmqpSource {
     again_rx: mpsc::UnboundedReceiver<Incoming>,
     stop: watch::Sender<bool>,
     pump: Option<tokio::task::JoinHandle<()>>,
+    committer: Option<tokio::task::JoinHandle<Result<(), BusError>>>,
 }
 
 impl AmqpSource {
@@ -234,7 +309,7 @@ impl AmqpSource {
 
     /// Turns a delivery from RabbitMQ into a [`Delivery`]; `None` for a queue delivery from
     /// a channel that died in the meantime (RabbitMQ delivers it again).
-    fn deliver(&self, d: AmqpDelivery) -> Option<Delivery> {
+    fn deliver(&self, d: AmqpDelivery, unsettled: Option<Unsettled>) -> Option<Delivery> {
         let published_at = headers::published_at(&d.properties);
         match self.ctx.spec.mode {
             Mode::Queue => {
@@ -244,15 +319,14 @@ impl AmqpSource {
                 let attempt = attempt_of(&d);
                 let offset = d.delivery_tag;
                 let message = headers::decode(&d.properties, d.data);
-                let lease = Lease::start(d.acker, self.ctx.spec.lease, self.ctx.in_flight.clone());
+                let unsettled = unsettled.unwrap_or_else(|| Unsettled::new(self.ctx.in_flight.clone()));
+                let lease = Lease::start(d.acker, self.ctx.spec.lease, unsettled);
                 let keep = self.ctx.dead_letter_topic.as_ref().map(|_| message.clone());
                 let settle = QueueSettle { ctx: self.ctx.clone(), lease, message: keep, attempt, offset };
                 Some(Delivery::new(message, self.info(offset, attempt, published_at), Box::new(settle)))
             }
             Mode::Stream => {
-                let offset = headers::int_header(&d.properties, "x-stream-offset")
-                    .and_then(|o| u64::try_from(o).ok())
-                    .unwrap_or(d.delivery_tag);
+                let offset = stream_offset(&d).unwrap_or(d.delivery_tag);
                 self.ctx.cursor.lock().delivered(offset);
                 let message = headers::decode(&d.properties, d.data);
                 Some(self.stream_delivery(message, offset, 1, published_at, d.acker))
@@ -290,8 +364,8 @@ impl DeliverySource for AmqpSource {
                 item = self.rx.recv() => item?,
             };
             match item {
-                Incoming::Amqp(d) => {
-                    if let Some(delivery) = self.deliver(d) {
+                Incoming::Amqp(d, unsettled) => {
+                    if let Some(delivery) = self.deliver(d, unsettled) {
                         return Some(Ok(delivery));
                     }
                 }
@@ -312,16 +386,55 @@ impl DeliverySource for AmqpSource {
     async fn close(&mut self) -> Result<(), BusError> {
         self.stop.send_replace(true);
         self.rx.close();
-        // Deliveries buffered but never handed out go back at once.
+        // Deliveries buffered but never handed out go back at once. (Not on a stream:
+        // RabbitMQ answers a nack there by closing the connection; the commit point is
+        // below them anyway.)
         while let Ok(item) = self.rx.try_recv() {
-            if let Incoming::Amqp(d) = item {
+            if let Incoming::Amqp(d, unsettled) = item
+                && self.ctx.spec.mode == Mode::Queue
+            {
                 let _ = d.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await;
+                drop(unsettled);
             }
         }
         // The pump cancels the consumer and closes the channel, which requeues the rest.
         if let Some(pump) = self.pump.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
         }
-        Ok(())
+        // The committer writes the last commit point (bounded by its own timeout).
+        match self.committer.take() {
+            Some(committer) => match committer.await {
+                Ok(written) => written,
+                Err(e) => Err(BusError::backend(BACKEND, false, e)),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_point_waits_for_the_lowest_unsettled_offset() {
+        let mut c = Cursor::default();
+        for o in 5..=7 {
+            c.delivered(o);
+        }
+        assert_eq!(c.acked(7), Some(5));
+        assert_eq!(c.acked(5), Some(6));
+        assert_eq!(c.acked(6), Some(8));
+        assert_eq!(c.resume_at(), Some(8));
+    }
+
+    #[test]
+    fn a_resumed_cursor_starts_at_its_committed_offset() {
+        let mut c = Cursor::resuming_at(Some(10));
+        assert_eq!(c.resume_at(), Some(10));
+        c.delivered(10);
+        c.delivered(11);
+        assert_eq!(c.acked(11), None, "10 is still unsettled");
+        assert_eq!(c.acked(10), Some(12));
     }
 }

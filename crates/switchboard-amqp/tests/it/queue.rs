@@ -184,3 +184,40 @@ async fn other_settings_for_an_existing_subscription_conflict() {
     let dlq = switchboard_core::TopicName::new(format!("{t}.w.dlq")).unwrap();
     cleanup(&bus, &[&t, &dlq], &[(&t, "w")]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_deliveries_buffered_for_the_caller() {
+    let bus = bus().await;
+    let t = unique("statsbuf");
+    let mut s = bus.subscribe(&t, spec("w").prefetch(4)).await.unwrap();
+    publish(&bus, &t, (0..10).map(msg).collect()).await;
+    // RabbitMQ pushes 4 to this process at once; none is handed out yet, and they still count.
+    let name = sub("w");
+    let stats = || bus.stats(&t, &name);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut st = stats().await.unwrap();
+    while (st.backlog, st.in_flight) != (10, 4) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        st = stats().await.unwrap();
+    }
+    assert_eq!((st.backlog, st.in_flight, st.lag), (10, 4, 10), "{st:?}");
+    for _ in 0..3 {
+        next(&mut s).await.ack().await.unwrap();
+    }
+    let held = next(&mut s).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut st = stats().await.unwrap();
+    while (st.backlog, st.in_flight) != (7, 4) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        st = stats().await.unwrap();
+    }
+    assert_eq!((st.backlog, st.in_flight), (7, 4), "1 held + 3 buffered: {st:?}");
+    held.ack().await.unwrap();
+    while let Some(d) = next_within(&mut s, Duration::from_millis(500)).await {
+        d.ack().await.unwrap();
+    }
+    let st = stats().await.unwrap();
+    assert_eq!((st.backlog, st.in_flight), (0, 0), "{st:?}");
+    s.close().await.unwrap();
+    cleanup(&bus, &[&t], &[(&t, "w")]).await;
+}

@@ -1,6 +1,9 @@
-//! Stream subscriptions: replay from the start, start at the end, redelivery after a nack.
+//! Stream subscriptions: replay from the start, start at the end, redelivery after a nack,
+//! resuming at the committed offset, one mode per subscription name.
 
 use std::time::Duration;
+
+use switchboard_core::contract::Subscription;
 
 use switchboard_core::contract::{Backend, BusError, Nack, Start, Subscriber, SubscriptionSpec, TopicSpec};
 
@@ -25,7 +28,7 @@ async fn a_new_stream_subscription_replays_from_the_start() {
         assert!(matches!(bus.stats(&t, &sub(name)).await, Err(BusError::Unsupported { .. })));
         s.close().await.unwrap();
     }
-    cleanup(&bus, &[&t], &[]).await;
+    cleanup(&bus, &[&t], &[(&t, "first"), (&t, "second")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,5 +50,125 @@ async fn latest_skips_older_messages_and_a_nack_redelivers() {
     assert_eq!(body(&d), "m2");
     d.ack().await.unwrap();
     s.close().await.unwrap();
-    cleanup(&bus, &[&t], &[]).await;
+    cleanup(&bus, &[&t], &[(&t, "tail")]).await;
+}
+
+/// Reads `n` deliveries, checking their bodies are `m<from>`, `m<from+1>`, ….
+async fn read_from(s: &mut Subscription, from: usize, n: usize) -> Vec<switchboard_core::contract::Delivery> {
+    let mut got = Vec::new();
+    for i in from..from + n {
+        let d = next(s).await;
+        assert_eq!(body(&d), format!("m{i}"));
+        got.push(d);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_stream_subscription_resumes_at_the_commit_point() {
+    let bus = bus().await;
+    let t = unique("resume");
+    bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
+    publish(&bus, &t, (0..20).map(msg).collect()).await;
+    let spec = SubscriptionSpec::stream(sub("log"));
+    let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
+    let mut held = Vec::new();
+    for (i, d) in read_from(&mut s, 0, 8).await.into_iter().enumerate() {
+        // 5 and 7 stay unsettled: the commit point stops at 5 although 6 is acked.
+        if i == 5 || i == 7 {
+            held.push(d);
+        } else {
+            d.ack().await.unwrap();
+        }
+    }
+    s.close().await.unwrap();
+    for d in held {
+        assert!(matches!(d.ack().await, Err(BusError::LeaseLost(_))), "acks after close are not committed");
+    }
+
+    // Reopened on the same connection: resumes at the commit point.
+    let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
+    for d in read_from(&mut s, 5, 5).await {
+        d.ack().await.unwrap();
+    }
+    s.close().await.unwrap();
+
+    // Reopened on a new connection: resumes where the last one left off, reads on, and sees
+    // what is published later.
+    let other = super::bus().await;
+    let mut s = other.subscribe(&t, spec.clone()).await.unwrap();
+    for d in read_from(&mut s, 10, 10).await {
+        d.ack().await.unwrap();
+    }
+    publish(&other, &t, vec![msg(20)]).await;
+    read_from(&mut s, 20, 1).await.pop().unwrap().ack().await.unwrap();
+    assert!(next_within(&mut s, Duration::from_millis(300)).await.is_none());
+    s.close().await.unwrap();
+    assert!(matches!(other.stats(&t, &sub("log")).await, Err(BusError::Unsupported { .. })));
+
+    // Deleting the subscription deletes its commit point: it starts over at `start`.
+    other.delete_subscription(&t, &sub("log")).await.unwrap();
+    assert!(matches!(other.stats(&t, &sub("log")).await, Err(BusError::NotFound(_))));
+    let mut s = other.subscribe(&t, spec).await.unwrap();
+    read_from(&mut s, 0, 1).await;
+    s.close().await.unwrap();
+    let _ = other.close().await;
+    cleanup(&bus, &[&t], &[(&t, "log")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_backend_commits_stream_acks() {
+    let bus = bus().await;
+    let t = unique("resumeclose");
+    bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
+    publish(&bus, &t, (0..6).map(msg).collect()).await;
+    let spec = SubscriptionSpec::stream(sub("log"));
+    let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
+    for d in read_from(&mut s, 0, 3).await {
+        d.ack().await.unwrap();
+    }
+    // The subscription is never closed itself: closing the backend writes its commit point.
+    bus.close().await.unwrap();
+    drop(s);
+    let other = super::bus().await;
+    let mut s = other.subscribe(&t, spec).await.unwrap();
+    for d in read_from(&mut s, 3, 3).await {
+        d.ack().await.unwrap();
+    }
+    s.close().await.unwrap();
+    cleanup(&other, &[&t], &[(&t, "log")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_belongs_to_one_mode() {
+    let bus = bus().await;
+    let t = unique("modes");
+    let conflict = |r: Result<Subscription, BusError>| match r {
+        Err(BusError::Conflict(m)) => m,
+        other => panic!("expected Conflict, got {:?}", other.map(|_| "a subscription")),
+    };
+    // A queue subscription's name cannot be opened as a stream, while open or not.
+    let q = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).await.unwrap();
+    let m = conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).await);
+    assert!(m.contains("queue subscription"), "{m}");
+    q.close().await.unwrap();
+    conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).await);
+    // A stream subscription's name cannot be opened as a queue, while open or not, on any
+    // connection.
+    let s = bus.subscribe(&t, SubscriptionSpec::stream(sub("s"))).await.unwrap();
+    let m = conflict(bus.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await);
+    assert!(m.contains("stream subscription"), "{m}");
+    s.close().await.unwrap();
+    let other = super::bus().await;
+    conflict(other.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await);
+    // The same name on another topic is another subscription; the connection still works.
+    let elsewhere = unique("modes-other");
+    let s = other.subscribe(&elsewhere, SubscriptionSpec::queue(sub("s"))).await.unwrap();
+    s.close().await.unwrap();
+    // Once deleted, the name is free for the other mode.
+    bus.delete_subscription(&t, &sub("s")).await.unwrap();
+    let q = bus.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await.unwrap();
+    q.close().await.unwrap();
+    cleanup(&other, &[&elsewhere], &[(&elsewhere, "s")]).await;
+    cleanup(&bus, &[&t], &[(&t, "q"), (&t, "s")]).await;
 }
