@@ -41,6 +41,7 @@ where
     let backend = harness.name().to_owned();
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(limit, run(harness.clone())).await;
+    delete_subscriptions(case, &*harness).await;
     harness.shutdown().await;
     let took = started.elapsed();
     match result {
@@ -48,5 +49,20 @@ where
         Ok(Err(e)) => panic!("[{backend}] {case}: FAILED after {took:.1?}: {e:?}"),
         Ok(Ok(Outcome::Skipped { reason })) => eprintln!("[{backend}] {case}: SKIPPED: {reason}"),
         Ok(Ok(Outcome::Passed)) => eprintln!("[{backend}] {case}: passed in {took:.1?}"),
+    }
+}
+
+/// Deletes what the case subscribed (best effort: a broker that is gone keeps nothing).
+async fn delete_subscriptions(case: &str, harness: &dyn Harness) {
+    let opened = crate::util::take_opened(case);
+    if opened.is_empty() {
+        return;
+    }
+    let wait = harness.timing().wait;
+    if let Ok(Ok(bus)) = tokio::time::timeout(wait, harness.connect()).await {
+        for (topic, sub) in opened {
+            let _ = tokio::time::timeout(wait, bus.delete_subscription(&topic, &sub)).await;
+        }
+        let _ = tokio::time::timeout(wait, bus.close()).await;
     }
 }

@@ -132,12 +132,27 @@ pub(crate) async fn within<T>(
     }
 }
 
+/// Every subscription the cases opened, so each case's are deleted when it ends: brokers that
+/// outlive the test run (RabbitMQ here) would otherwise keep a queue per case per run.
+static OPENED: std::sync::Mutex<Vec<(TopicName, SubscriptionName)>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes the subscriptions opened by `case` (their names start with its prefix).
+pub(crate) fn take_opened(case: &str) -> Vec<(TopicName, SubscriptionName)> {
+    let prefix = format!("cf-{}-", case.replace('_', "-"));
+    let mut opened = OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (mine, rest) =
+        std::mem::take(&mut *opened).into_iter().partition(|(_, s)| s.as_str().starts_with(&prefix));
+    *opened = rest;
+    mine
+}
+
 pub(crate) async fn subscribe_on(
     bus: &Arc<dyn Backend>,
     t: Timing,
     topic: &TopicName,
     spec: SubscriptionSpec,
 ) -> Result<Subscription> {
+    OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((topic.clone(), spec.name.clone()));
     let what = format!("subscribe {}/{} ({:?})", topic, spec.name, spec.mode);
     within(t.wait, what, bus.subscribe(topic, spec)).await
 }

@@ -52,7 +52,8 @@ impl Harness for RemoteHarness {
         if let Some(old) = server.take() {
             old.shutdown().await.context("shut the server down")?;
         }
-        *server = Some(Server::start(config(self.dir.path(), self.addr)).await.context("restart the server")?);
+        *server =
+            Some(Server::start(config(self.dir.path(), self.addr)).await.context("restart the server")?);
         Ok(true)
     }
 
