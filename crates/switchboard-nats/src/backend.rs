@@ -2,7 +2,8 @@
 //! only check arguments and delegate to the modules that do the work.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use switchboard_core::contract::{
@@ -40,6 +41,11 @@ pub(crate) struct Inner {
     pub(crate) publishing: RwLock<()>,
     /// Set once by `close`; subscriptions watch it and end.
     pub(crate) closed: watch::Sender<bool>,
+    /// Whether the cursor bucket of stream subscriptions is known to exist.
+    pub(crate) bucket_ready: AtomicBool,
+    /// Stream subscriptions open on this connection (for stats and the last commit write on
+    /// `close`).
+    pub(crate) cursors: Mutex<Vec<Weak<crate::cursor::Cursor>>>,
 }
 
 impl Inner {
@@ -66,6 +72,8 @@ impl NatsBackend {
             ensured: Mutex::new(HashSet::new()),
             publishing: RwLock::new(()),
             closed,
+            bucket_ready: AtomicBool::new(false),
+            cursors: Mutex::new(Vec::new()),
         };
         Ok(NatsBackend { inner: Arc::new(inner) })
     }
@@ -176,11 +184,20 @@ impl Backend for NatsBackend {
             return Ok(());
         }
         drop(self.inner.publishing.write().await);
+        // Write the commit points of open stream subscriptions before the connection goes.
+        let cursors: Vec<_> = self.inner.cursors.lock().iter().filter_map(Weak::upgrade).collect();
+        let committed = futures::future::join_all(cursors.iter().map(|c| c.flush())).await;
+        // A deleted subscription has nothing left to commit.
+        let committed = committed
+            .into_iter()
+            .filter(|r| !matches!(r, Err(BusError::NotFound(_))))
+            .collect::<Result<Vec<()>, BusError>>()
+            .map(drop);
         let flushed = crate::publish::flush_client(&self.inner).await;
         let drained = match tokio::time::timeout(REQUEST_TIMEOUT, self.inner.client.drain()).await {
             Ok(r) => r.map_err(|e| crate::errors::map("drain", e, true)),
             Err(_) => Err(crate::errors::backend_msg("drain timed out", true)),
         };
-        flushed.and(drained)
+        committed.and(flushed).and(drained)
     }
 }

@@ -26,11 +26,12 @@
 //! | topic | a stream `SB_<escaped topic>` ([`NatsBackend::stream_name`]), file storage, one subject `sb.t.<topic>` ([`NatsBackend::subject`]) |
 //! | publish | JetStream publish awaiting the PubAck, `Nats-Msg-Id` = message id |
 //! | attributes | `ce-*` headers (CloudEvents NATS binding), `Content-Type`, data = payload |
-//! | subscription | a durable pull consumer on the stream, `AckPolicy::Explicit`, `AckWait` = lease |
-//! | attempt / offset | the message's delivered count / stream sequence |
-//! | nack, nack with delay | `-NAK`, `-NAK {"delay": ns}` |
-//! | extend | `+WPI` (restarts a full lease) |
-//! | dead letters | done by the backend: publish to the dead-letter topic, then `+TERM` |
+//! | queue subscription | a durable pull consumer on the stream, `AckPolicy::Explicit`, `AckWait` = lease |
+//! | stream subscription | a cursor (next sequence to read) in the KV bucket `SB_CURSORS`, read with an ephemeral ordered pull consumer from the cursor |
+//! | attempt / offset | queue: the message's delivered count; stream: counted by the reader / the stream sequence |
+//! | nack, nack with delay | queue: `-NAK`, `-NAK {"delay": ns}`; stream: redelivered by the reader |
+//! | extend | queue: `+WPI` (restarts a full lease); stream: no lease, a no-op |
+//! | dead letters | queue: done by the backend: publish to the dead-letter topic, then `+TERM` |
 //!
 //! Topics have one partition: `TopicSpec::partitions` above 1 is ignored (a stream is one
 //! ordered log; deliveries report partition 0).
@@ -38,10 +39,18 @@
 //! ## Capabilities
 //!
 //! - `queue`: members of a queue subscription pull from one durable consumer and compete.
-//! - `stream`: a stream subscription is a durable consumer whose acks commit; messages come
-//!   in stream (publish) order. A nacked message is redelivered after later ones were
-//!   delivered, so order holds for a reader that acks in order.
-//! - `replay_from_start`: `Start::Earliest` is `DeliverPolicy::All`.
+//! - `stream`: a stream subscription is a log cursor. Opening it reads from its committed
+//!   position, in stream (publish) order, whatever happened to deliveries a previous reader
+//!   left unsettled. An ack commits up to the lowest delivery still unsettled (out-of-order
+//!   acks hold the commit back); commits are written to JetStream at most every 50 ms and on
+//!   close, so after a crash the last acks may be replayed (at-least-once, never skipped).
+//!   A nack (or a dropped delivery) is redelivered by the reader after the nack's delay, with
+//!   attempt + 1, before newer messages. Stream deliveries have no lease (`extend` is a
+//!   no-op): they stay unsettled as long as the handler needs. See the `stream` and
+//!   `cursor` module docs for the details.
+//! - `replay_from_start`: `Start::Earliest` starts a new stream subscription at the topic's
+//!   first sequence (a queue's consumer at `DeliverPolicy::All`); `Start::Latest` at the last
+//!   sequence + 1 when it is created, stored at once so a reopen resumes.
 //! - `per_key_order: false`: JetStream has no per-key in-flight limit (2.9).
 //! - `delayed_delivery: false`: JetStream 2.9 cannot hold a message back; `deliver_at` is
 //!   refused with `Unsupported`.
@@ -54,13 +63,20 @@
 //! - `dedup: true`: `Nats-Msg-Id` within the stream's 2-minute duplicate window.
 //! - `persistence: true`: streams use file storage (acked publishes are stored; fsync per
 //!   JetStream's `sync_interval`).
-//! - `stream_groups: false`: several members of one stream subscription would compete for
-//!   its messages, so run one reader at a time; after a crash it resumes from the last acked
-//!   message (at-least-once).
-//! - `stats: true`: from consumer info (backlog = pending + unacked, in flight = unacked,
-//!   lag = last stream sequence − ack floor).
+//! - `stream_groups: false`: members of one stream subscription do not split it: each reads
+//!   everything from the cursor and they commit to the same cursor (which never moves back),
+//!   so run one reader at a time; after a crash it resumes from the commit (at-least-once).
+//! - `stats: true`: queue subscriptions from consumer info (backlog = pending + unacked, in
+//!   flight = unacked, lag = last stream sequence − ack floor); stream subscriptions from the
+//!   cursor (backlog = lag = last stream sequence + 1 − committed position, counted in
+//!   sequences; in flight = deliveries read and not acked by readers open on this
+//!   connection).
 //!
-//! ## Dead letters and leases
+//! Subscription names are per topic and per mode-exclusive: opening a queue subscription
+//! under the name of a stream subscription (or the other way round) is a `Conflict`.
+//! `delete_subscription` removes the consumer or the cursor.
+//!
+//! ## Dead letters and leases (queue subscriptions)
 //!
 //! The consumer's `MaxDeliver` is unlimited. A nack of attempt `max_deliveries` publishes
 //! the message to the dead-letter topic (`dlreason` = `nacked`) and then terminates the
@@ -77,6 +93,7 @@
 
 mod backend;
 mod connect;
+mod cursor;
 mod dead_letter;
 mod errors;
 mod headers;
@@ -84,6 +101,7 @@ mod naming;
 mod publish;
 mod pull;
 mod settle;
+mod stream;
 mod subscribe;
 
 pub use backend::NatsBackend;

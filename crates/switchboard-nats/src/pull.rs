@@ -1,5 +1,5 @@
-//! The pulling side of a subscription: one background task per member that long-polls the
-//! durable consumer and hands deliveries to [`Subscription::next`](switchboard_core::contract::Subscription::next).
+//! The pulling side of a queue subscription: one background task per member that long-polls
+//! the durable consumer and hands deliveries to [`Subscription::next`](switchboard_core::contract::Subscription::next).
 //!
 //! Back-pressure: a member holds at most `prefetch` messages it has pulled and not settled
 //! (buffered or handed out). Each pulled message takes a permit of a semaphore of that

@@ -1,4 +1,5 @@
-//! Settling a delivery: ack, nack, extend and abandon as JetStream acknowledgements.
+//! Settling a queue delivery: ack, nack, extend and abandon as JetStream acknowledgements
+//! (stream deliveries are settled by [`crate::stream`]).
 //!
 //! - ack: `+ACK`, sent as a double ack (the server confirms it, bounded by the request
 //!   timeout) so a failed ack is reported instead of silently lost.

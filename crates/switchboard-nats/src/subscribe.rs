@@ -1,20 +1,17 @@
-//! Subscriptions as durable pull consumers: creating or joining them, their stats, and
-//! deleting them.
+//! Queue subscriptions as durable pull consumers: creating or joining them; and, for both
+//! modes, stats and deletion. Stream subscriptions are opened by [`crate::stream`].
 //!
-//! A subscription is one durable pull consumer per (topic, subscription) on the topic's
-//! stream, named after the subscription ([`naming::consumer_name`]). Every member of the
-//! subscription pulls from the same consumer, so queue members compete for messages. The
+//! A queue subscription is one durable pull consumer per (topic, subscription) on the
+//! topic's stream, named after the subscription ([`naming::consumer_name`]). Every member of
+//! the subscription pulls from the same consumer, so members compete for messages. The
 //! consumer's settings encode the subscription's: `AckPolicy::Explicit`, `AckWait` = lease,
 //! `DeliverPolicy::All` for [`Start::Earliest`] and `New` for [`Start::Latest`] (only when
 //! the consumer is created: an existing subscription resumes), unlimited `MaxDeliver` (the
 //! backend counts deliveries itself, see [`crate::dead_letter`]), and a description naming
 //! the mode and dead-letter settings. Joining with different lease, mode or dead-letter
-//! settings is a [`BusError::Conflict`].
-//!
-//! A stream subscription uses the same kind of consumer: its acks commit (JetStream's ack
-//! floor is the committed offset), and its lease is the `AckWait` too, so a reader must ack
-//! within the lease or the message is delivered again (after later ones). One reader at a
-//! time: a second member would compete for messages (`stream_groups: false`).
+//! settings is a [`BusError::Conflict`], and so is opening a queue subscription under the
+//! name of a stream subscription of the topic (its cursor exists, see [`crate::cursor`]) or
+//! the other way round.
 //!
 //! `max_ack_pending` is the consumer-wide cap on unsettled messages, shared by all members,
 //! so it is set generously (at least [`MIN_MAX_ACK_PENDING`] and at least the prefetch);
@@ -37,8 +34,9 @@ use crate::pull::SubShared;
 /// Lower bound of the consumer-wide unsettled cap.
 const MIN_MAX_ACK_PENDING: i64 = 1024;
 
-/// Opens `spec` on `topic`: ensures the topic (and its dead-letter topic), creates or joins
-/// the consumer, and starts pulling.
+/// Opens `spec` on `topic`: a stream subscription through [`crate::stream`]; a queue
+/// subscription by ensuring the topic (and its dead-letter topic), creating or joining the
+/// consumer, and starting to pull.
 pub(crate) async fn subscribe(
     inner: &Arc<Inner>,
     topic: &TopicName,
@@ -47,6 +45,15 @@ pub(crate) async fn subscribe(
     spec.validate()?;
     if spec.ordered_by_key {
         return Err(BusError::Unsupported { backend: BACKEND, feature: "per_key_order" });
+    }
+    if spec.mode == Mode::Stream {
+        return crate::stream::subscribe(inner, topic, spec).await;
+    }
+    if let Some(r) = crate::cursor::read(inner, &crate::cursor::subject(topic, &spec.name)).await?.record {
+        return Err(BusError::Conflict(format!(
+            "subscription {} on topic {topic} exists with other settings: it is a {} subscription, not a queue",
+            spec.name, r.mode
+        )));
     }
     let dead_letter_topic = spec.dead_letter_topic_for(topic)?;
     crate::publish::ensure_topic(inner, topic).await?;
@@ -186,9 +193,10 @@ fn info_error(
     }
 }
 
-/// Backlog = undelivered + unsettled, in flight = unsettled (`num_ack_pending`), lag = the
-/// stream's last sequence minus the consumer's ack floor (distance from the oldest
-/// unfinished message to the newest). Dead letters are not counted server-side.
+/// Queue subscriptions: backlog = undelivered + unsettled, in flight = unsettled
+/// (`num_ack_pending`), lag = the stream's last sequence minus the consumer's ack floor
+/// (distance from the oldest unfinished message to the newest). Dead letters are not counted
+/// server-side. Stream subscriptions: see [`crate::stream::stats`].
 pub(crate) async fn stats(
     inner: &Inner,
     topic: &TopicName,
@@ -196,8 +204,13 @@ pub(crate) async fn stats(
 ) -> Result<SubscriptionStats, BusError> {
     let not_found = || BusError::NotFound(format!("subscription {name} on topic {topic}"));
     let stream = inner.js.get_stream_no_info(naming::stream_name(topic)).await.map_err(|_| not_found())?;
-    let info =
-        stream.consumer_info(naming::consumer_name(name)).await.map_err(|e| info_error(e, topic, name))?;
+    let info = match stream.consumer_info(naming::consumer_name(name)).await {
+        Ok(info) => info,
+        Err(e) if matches!(e.kind(), ConsumerInfoErrorKind::NotFound) => {
+            return crate::stream::stats(inner, topic, name).await?.ok_or_else(not_found);
+        }
+        Err(e) => return Err(info_error(e, topic, name)),
+    };
     let last = match stream.get_info().await {
         Ok(s) => s.state.last_sequence,
         Err(e) => return Err(map(&format!("reading topic {topic}"), e, true)),
@@ -211,12 +224,14 @@ pub(crate) async fn stats(
     })
 }
 
-/// Deletes the consumer; a missing consumer or stream is fine.
+/// Deletes the subscription: its consumer (queue) or its cursor (stream); a missing
+/// consumer, cursor or stream is fine.
 pub(crate) async fn delete(
     inner: &Inner,
     topic: &TopicName,
     name: &SubscriptionName,
 ) -> Result<(), BusError> {
+    crate::cursor::delete(inner, &crate::cursor::subject(topic, name)).await?;
     let Ok(stream) = inner.js.get_stream_no_info(naming::stream_name(topic)).await else {
         return Ok(());
     };

@@ -34,6 +34,11 @@ pub fn name(s: &str) -> SubscriptionName {
     SubscriptionName::new(s).unwrap()
 }
 
+/// A stream spec with defaults (starts at the earliest message).
+pub fn stream(s: &str) -> SubscriptionSpec {
+    SubscriptionSpec::stream(name(s))
+}
+
 /// A queue spec with defaults.
 pub fn queue(s: &str) -> SubscriptionSpec {
     SubscriptionSpec::queue(name(s))
@@ -61,10 +66,16 @@ pub async fn nothing_for(sub: &mut Subscription, d: Duration) {
 }
 
 /// Deletes the streams of `topics` and of the topics named after them (their default
-/// dead-letter topics `<topic>.<subscription>.dlq`).
+/// dead-letter topics `<topic>.<subscription>.dlq`), and the stream cursors of `topics`.
 pub async fn cleanup(bus: &NatsBackend, topics: &[&TopicName]) {
     use futures::StreamExt;
     let js = async_nats::jetstream::new(bus.client().clone());
+    if let Ok(cursors) = js.get_stream_no_info("KV_SB_CURSORS").await {
+        for t in topics {
+            let escaped = NatsBackend::stream_name(t).trim_start_matches("SB_").to_owned();
+            let _ = cursors.purge().filter(format!("$KV.SB_CURSORS.{escaped}.>")).await;
+        }
+    }
     let prefixes: Vec<String> = topics.iter().map(|t| NatsBackend::stream_name(t)).collect();
     let mut doomed = Vec::new();
     let mut names = js.stream_names();

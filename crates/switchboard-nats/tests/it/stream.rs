@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use switchboard_core::contract::{PublishOptions, Publisher, Start, Subscriber, SubscriptionSpec};
+use switchboard_core::contract::{
+    Backend, BusError, Nack, PublishOptions, Publisher, Start, Subscriber, SubscriptionSpec,
+};
 
 use crate::*;
 
@@ -62,4 +64,192 @@ async fn stream_order_holds_across_many_messages() {
         d.ack().await.unwrap();
     }
     cleanup(&bus, &[&t]).await;
+}
+
+/// Publishes messages with bodies `from..to` (offsets `from + 1..to + 1` on a fresh topic).
+async fn publish_range(
+    bus: &switchboard_nats::NatsBackend,
+    t: &switchboard_core::TopicName,
+    from: u64,
+    to: u64,
+) {
+    bus.publish(t, (from..to).map(|i| msg(&i.to_string())).collect(), &PublishOptions::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reopening_on_a_new_connection_resumes_at_the_commit_in_order() {
+    let bus = bus().await;
+    let t = topic("resume");
+    let mut s = bus.subscribe(&t, stream("r")).await.unwrap();
+    publish_range(&bus, &t, 0, 20).await;
+    let mut unsettled = Vec::new();
+    for offset in 1..=8u64 {
+        let d = next(&mut s, WAIT).await;
+        assert_eq!(d.info().offset, offset);
+        if offset <= 3 { d.ack().await.unwrap() } else { unsettled.push(d) }
+    }
+    s.close().await.unwrap();
+    drop(unsettled);
+    bus.close().await.unwrap();
+
+    let other = switchboard_nats::NatsBackend::connect(URL).await.unwrap();
+    let mut s = other.subscribe(&t, stream("r")).await.unwrap();
+    for offset in 4..=20u64 {
+        let d = next(&mut s, WAIT).await;
+        assert_eq!((d.info().offset, d.info().attempt), (offset, 1), "after reopening");
+        d.ack().await.unwrap();
+    }
+    nothing_for(&mut s, Duration::from_millis(300)).await;
+    s.close().await.unwrap();
+    // Everything is committed now: a third reader has nothing to read.
+    let mut s = other.subscribe(&t, stream("r")).await.unwrap();
+    nothing_for(&mut s, Duration::from_millis(300)).await;
+    cleanup(&other, &[&t]).await;
+}
+
+#[tokio::test]
+async fn out_of_order_acks_hold_the_commit_back() {
+    let bus = bus().await;
+    let t = topic("holdback");
+    let mut s = bus.subscribe(&t, stream("h")).await.unwrap();
+    publish_range(&bus, &t, 0, 6).await;
+    let mut ds: Vec<_> = Vec::new();
+    for _ in 0..5 {
+        ds.push(next(&mut s, WAIT).await);
+    }
+    // Ack 5, 4 and 2 (offsets), keep 1 and 3: nothing can be committed past 1.
+    let d3 = ds.remove(2);
+    let d1 = ds.remove(0);
+    for d in ds.into_iter().rev() {
+        d.ack().await.unwrap();
+    }
+    let st = bus.stats(&t, &name("h")).await.unwrap();
+    assert_eq!((st.backlog, st.lag), (6, 6), "{st:?}");
+    assert!(st.in_flight >= 2, "{st:?}");
+    // Acking 1 commits up to 3 (still unsettled).
+    d1.ack().await.unwrap();
+    let st = bus.stats(&t, &name("h")).await.unwrap();
+    assert_eq!(st.backlog, 4, "{st:?}");
+    s.close().await.unwrap();
+    drop(d3);
+    let mut s = bus.subscribe(&t, stream("h")).await.unwrap();
+    for offset in 3..=6u64 {
+        let d = next(&mut s, WAIT).await;
+        assert_eq!(d.info().offset, offset, "resumed from the lowest unacked");
+        d.ack().await.unwrap();
+    }
+    nothing_for(&mut s, Duration::from_millis(300)).await;
+    cleanup(&bus, &[&t]).await;
+}
+
+#[tokio::test]
+async fn nacked_messages_come_back_before_newer_ones_lowest_first() {
+    let bus = bus().await;
+    let t = topic("snack");
+    let mut s = bus.subscribe(&t, stream("n")).await.unwrap();
+    publish_range(&bus, &t, 0, 6).await;
+    let mut ds: Vec<_> = Vec::new();
+    for _ in 0..4 {
+        ds.push(next(&mut s, WAIT).await);
+    }
+    let d4 = ds.pop().unwrap();
+    let d3 = ds.pop().unwrap();
+    let d2 = ds.pop().unwrap();
+    ds.pop().unwrap().ack().await.unwrap();
+    d3.nack(Nack::now()).await.unwrap();
+    d2.nack(Nack::now()).await.unwrap();
+    // 5 and 6 are already read (buffered), yet 2 and 3 come first.
+    for offset in [2, 3] {
+        let d = next(&mut s, WAIT).await;
+        assert_eq!((d.info().offset, d.info().attempt), (offset, 2));
+        d.ack().await.unwrap();
+    }
+    d4.ack().await.unwrap();
+    let d5 = next(&mut s, WAIT).await;
+    assert_eq!((d5.info().offset, d5.info().attempt), (5, 1));
+    // A delayed nack lets later messages through meanwhile.
+    let started = std::time::Instant::now();
+    d5.nack(Nack::after(Duration::from_millis(400))).await.unwrap();
+    let d6 = next(&mut s, WAIT).await;
+    assert_eq!((d6.info().offset, d6.info().attempt), (6, 1));
+    d6.ack().await.unwrap();
+    let d5 = next(&mut s, WAIT).await;
+    assert!(started.elapsed() >= Duration::from_millis(400), "{:?}", started.elapsed());
+    assert_eq!((d5.info().offset, d5.info().attempt), (5, 2));
+    // Leases do not apply to stream deliveries.
+    d5.extend(Duration::from_secs(3600)).await.unwrap();
+    d5.ack().await.unwrap();
+    s.close().await.unwrap();
+    let mut s = bus.subscribe(&t, stream("n")).await.unwrap();
+    nothing_for(&mut s, Duration::from_millis(300)).await;
+    cleanup(&bus, &[&t]).await;
+}
+
+#[tokio::test]
+async fn queue_and_stream_names_conflict_both_ways() {
+    let bus = bus().await;
+    let t = topic("modes");
+    let _q = bus.subscribe(&t, queue("q")).await.unwrap();
+    let err = bus.subscribe(&t, stream("q")).await.unwrap_err();
+    assert!(matches!(err, BusError::Conflict(_)), "{err:?}");
+    let s = bus.subscribe(&t, stream("s")).await.unwrap();
+    let err = bus.subscribe(&t, queue("s")).await.unwrap_err();
+    assert!(matches!(err, BusError::Conflict(_)), "{err:?}");
+    // Another connection sees the same.
+    let other = switchboard_nats::NatsBackend::connect(URL).await.unwrap();
+    let err = other.subscribe(&t, queue("s")).await.unwrap_err();
+    assert!(matches!(err, BusError::Conflict(_)), "{err:?}");
+    // A stream subscription may be joined with another prefetch or start.
+    other.subscribe(&t, stream("s").prefetch(3).start(Start::Latest)).await.unwrap().close().await.unwrap();
+    s.close().await.unwrap();
+    // Once deleted, the name is free for a queue.
+    bus.delete_subscription(&t, &name("s")).await.unwrap();
+    bus.delete_subscription(&t, &name("s")).await.unwrap();
+    assert!(matches!(bus.stats(&t, &name("s")).await, Err(BusError::NotFound(_))));
+    bus.subscribe(&t, queue("s")).await.unwrap().close().await.unwrap();
+    cleanup(&bus, &[&t]).await;
+}
+
+#[tokio::test]
+async fn a_deleted_stream_subscription_ends_its_reader_and_starts_over() {
+    let bus = bus().await;
+    let t = topic("sdelete");
+    let mut s = bus.subscribe(&t, stream("d")).await.unwrap();
+    publish_range(&bus, &t, 0, 3).await;
+    let d = next(&mut s, WAIT).await;
+    d.ack().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bus.delete_subscription(&t, &name("d")).await.unwrap();
+    // The next commit finds the cursor gone and ends the reader.
+    next(&mut s, WAIT).await.ack().await.unwrap();
+    let ended = async {
+        loop {
+            match s.next().await {
+                Some(Ok(d)) => d.ack().await.unwrap(),
+                other => return other,
+            }
+        }
+    };
+    match tokio::time::timeout(WAIT, ended).await.expect("ends in time") {
+        Some(Err(BusError::NotFound(_))) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    // Created again, it starts over at its start.
+    let mut s = bus.subscribe(&t, stream("d")).await.unwrap();
+    assert_eq!(next(&mut s, WAIT).await.info().offset, 1);
+    cleanup(&bus, &[&t]).await;
+}
+
+#[tokio::test]
+async fn a_stream_subscription_ends_with_not_found_when_its_topic_is_deleted() {
+    let bus = bus().await;
+    let t = topic("svanish");
+    let mut s = bus.subscribe(&t, stream("v")).await.unwrap();
+    cleanup(&bus, &[&t]).await;
+    match tokio::time::timeout(Duration::from_secs(8), s.next()).await.expect("ends in time") {
+        Some(Err(BusError::NotFound(_))) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
 }
