@@ -1,8 +1,9 @@
 //! What the SDK costs on top of the broker, and what the router does with every layer on.
 //!
 //! - `overhead/broker_direct` vs `overhead/sdk_embedded`: publish, receive and ack one
-//!   message at a time on one in-memory broker, straight through `Broker` and through
-//!   `Bus`/`Subscription`/`Delivery`. The difference is the SDK's cost per message.
+//!   message at a time on one in-memory broker (topics without fsync, so the figure is CPU),
+//!   straight through `Broker` and through `Bus`/`Subscription`/`Delivery`. The difference is
+//!   the SDK's cost per message.
 //! - `router/full_stack`: messages already on a topic, processed by a router whose handler
 //!   is wrapped in the whole standard stack (tracing, metrics, correlation, dead-letter,
 //!   inbox, per-key ordered concurrency, circuit breaker, retry, timeout, panic recovery).
@@ -37,6 +38,10 @@ async fn memory_broker() -> Broker {
         .expect("broker")
 }
 
+fn no_fsync() -> TopicConfig {
+    TopicConfig { fsync: switchboard_storage::FsyncPolicy::Never, ..TopicConfig::default() }
+}
+
 fn payload() -> bytes::Bytes {
     bytes::Bytes::from(vec![b'x'; 256])
 }
@@ -56,7 +61,7 @@ fn overhead(c: &mut Criterion) {
             async move {
                 let topic = TopicName::new(format!("direct-{r}")).expect("name");
                 let sub = SubscriptionName::new("s").expect("name");
-                broker.create_topic(&topic, TopicConfig::default()).await.expect("topic");
+                broker.create_topic(&topic, no_fsync()).await.expect("topic");
                 broker.create_subscription(&topic, &sub, SubscriptionConfig::queue()).await.expect("sub");
                 let consumer = broker.queue_consumer(&topic, &sub).expect("consumer");
                 let start = Instant::now();
@@ -79,10 +84,12 @@ fn overhead(c: &mut Criterion) {
 
     group.bench_function(BenchmarkId::new("sdk_embedded", "256B"), |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let bus = bus.clone();
+            let (bus, broker) = (bus.clone(), broker.clone());
             let r = round.fetch_add(1, Ordering::Relaxed);
             async move {
                 let topic = format!("sdk-{r}");
+                let name = TopicName::new(topic.clone()).expect("name");
+                broker.create_topic(&name, no_fsync()).await.expect("topic");
                 let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).prefetch(64);
                 let mut sub = bus.subscribe(&topic, spec).await.expect("subscribe");
                 let start = Instant::now();
@@ -105,7 +112,7 @@ fn overhead(c: &mut Criterion) {
 fn router(c: &mut Criterion) {
     let rt = runtime();
     let broker = rt.block_on(memory_broker());
-    let bus = Bus::from_backend(Arc::new(EmbeddedBackend::from_broker(broker, false)));
+    let bus = Bus::from_backend(Arc::new(EmbeddedBackend::from_broker(broker.clone(), false)));
     let mut group = c.benchmark_group("router");
     group.throughput(Throughput::Elements(BATCH));
     group.sample_size(20);
@@ -113,12 +120,14 @@ fn router(c: &mut Criterion) {
 
     group.bench_function(BenchmarkId::new("full_stack", "256B"), |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let bus = bus.clone();
+            let (bus, broker) = (bus.clone(), broker.clone());
             let r = round.fetch_add(1, Ordering::Relaxed);
             async move {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
                     let topic = format!("router-{r}-{i}");
+                    let name = TopicName::new(topic.clone()).expect("name");
+                    broker.create_topic(&name, no_fsync()).await.expect("topic");
                     let messages: Vec<Message> = (0..BATCH)
                         .map(|n| Message::new("/b", "t", payload()).with_key(format!("k{}", n % 64)))
                         .collect();
@@ -136,7 +145,8 @@ fn router(c: &mut Criterion) {
                         inbox: Some(Arc::new(MemoryInbox::new(Duration::from_secs(60), 100_000))),
                         ..Middleware::default()
                     };
-                    let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).prefetch(256);
+                    let spec =
+                        SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).prefetch(256);
                     let start = Instant::now();
                     let running = Router::new(bus.clone())
                         .route("bench", &topic, spec, stack.wrap(&bus, handler))

@@ -43,7 +43,8 @@ async fn replay(url: &str, topic: &str, service: &str, count: usize) -> anyhow::
 pub async fn run(url: &str, topic: &str, orders: u32) -> anyhow::Result<Report> {
     let shop = Bus::connect(url).await.context("connecting the shop")?;
     for n in 0..orders {
-        let order = Message::new("/shop", "order.placed", n.to_string()).with_key(format!("customer-{}", n % 7));
+        let order =
+            Message::new("/shop", "order.placed", n.to_string()).with_key(format!("customer-{}", n % 7));
         shop.publish(topic, order).await?;
     }
     shop.close().await?;
