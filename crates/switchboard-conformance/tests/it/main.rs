@@ -10,4 +10,5 @@ mod amqp;
 mod embedded;
 mod faulty;
 mod nats;
+mod readme;
 mod remote;
