@@ -79,7 +79,7 @@ pub trait Settle: Send + Sync + 'static {
 pub struct Delivery {
     message: Message,
     info: DeliveryInfo,
-    settle: Option<Box<dyn Settle>>,
+    settled: Settled,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -91,7 +91,7 @@ impl std::fmt::Debug for Delivery {
 impl Delivery {
     /// Built by backends.
     pub fn new(message: Message, info: DeliveryInfo, settle: Box<dyn Settle>) -> Delivery {
-        Delivery { message, info, settle: Some(settle) }
+        Delivery { message, info, settled: Settled { settle: Some(settle) } }
     }
 
     /// The message as published.
@@ -105,10 +105,8 @@ impl Delivery {
     }
 
     /// Splits the delivery into its parts; the [`Settled`] handle still settles exactly once.
-    pub fn into_parts(mut self) -> (Message, DeliveryInfo, Settled) {
-        let settle = self.settle.take();
-        let message = std::mem::replace(&mut self.message, Message::new("", "", bytes::Bytes::new()));
-        (message, self.info.clone(), Settled { settle })
+    pub fn into_parts(self) -> (Message, DeliveryInfo, Settled) {
+        (self.message, self.info, self.settled)
     }
 
     /// Marks the message done.
@@ -116,11 +114,8 @@ impl Delivery {
     /// # Errors
     /// [`BusError::LeaseLost`] when the lease ran out first (the message will be delivered
     /// again), or a backend error; either way the message is not lost.
-    pub async fn ack(mut self) -> Result<(), BusError> {
-        match self.settle.take() {
-            Some(s) => s.ack().await,
-            None => Err(BusError::Closed),
-        }
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.settled.ack().await
     }
 
     /// Hands the message back for redelivery (or dead-lettering once it has used up its
@@ -129,11 +124,8 @@ impl Delivery {
     /// # Errors
     /// [`BusError::Unsupported`] for a delay on a backend without
     /// [`nack_delay`](super::Capabilities::nack_delay); otherwise as [`Delivery::ack`].
-    pub async fn nack(mut self, nack: Nack) -> Result<(), BusError> {
-        match self.settle.take() {
-            Some(s) => s.nack(nack).await,
-            None => Err(BusError::Closed),
-        }
+    pub async fn nack(self, nack: Nack) -> Result<(), BusError> {
+        self.settled.nack(nack).await
     }
 
     /// Queue mode: keeps the lease `by` longer from now, for slow handlers.
@@ -142,22 +134,12 @@ impl Delivery {
     /// [`BusError::Unsupported`] without
     /// [`lease_extension`](super::Capabilities::lease_extension), or as [`Delivery::ack`].
     pub async fn extend(&self, by: Duration) -> Result<(), BusError> {
-        match &self.settle {
-            Some(s) => s.extend(by).await,
-            None => Err(BusError::Closed),
-        }
+        self.settled.extend(by).await
     }
 }
 
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        if let Some(s) = self.settle.take() {
-            s.abandon();
-        }
-    }
-}
-
-/// The settlement half of a [`Delivery`] split by [`Delivery::into_parts`]; same rules.
+/// The settlement half of a [`Delivery`] split by [`Delivery::into_parts`]; same rules: it
+/// settles once, and dropping it unsettled hands the message back.
 pub struct Settled {
     settle: Option<Box<dyn Settle>>,
 }
