@@ -14,6 +14,7 @@
 //! `delete_subscription` deletes the quorum queue of a queue subscription and the offset
 //! store of a stream subscription (see `offsets.rs`).
 
+#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::atomic::Ordering;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
@@ -32,10 +33,10 @@ pub(crate) async fn stats(
 ) -> Result<SubscriptionStats, BusError> {
     shared.check_open()?;
     let queue = naming::queue(topic, subscription);
-    let ch = shared.channel().await?;
+    let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let declared = ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await;
-    let _ = ch.close(200, "ok".into()).await;
+    let declared = ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()).wd(concat!(file!(), ":", line!())).await;
+    let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
     match declared.map_err(lapin_error) {
         Ok(q) => {
             let in_flight = shared.in_flight(&queue).load(Ordering::Relaxed);
@@ -43,7 +44,7 @@ pub(crate) async fn stats(
             Ok(SubscriptionStats { backlog, in_flight, lag: backlog, dead_lettered: None })
         }
         Err(BusError::NotFound(_)) => {
-            if offsets::exists(shared, &naming::offsets(topic, subscription)).await? {
+            if offsets::exists(shared, &naming::offsets(topic, subscription)).wd(concat!(file!(), ":", line!())).await? {
                 Err(BusError::Unsupported { backend: BACKEND, feature: "stats of stream subscriptions" })
             } else {
                 Err(BusError::NotFound(format!("subscription {subscription} on topic {topic}")))
@@ -61,9 +62,9 @@ pub(crate) async fn delete_subscription(
 ) -> Result<(), BusError> {
     shared.check_open()?;
     for queue in [naming::queue(topic, subscription), naming::offsets(topic, subscription)] {
-        let ch = shared.channel().await?;
-        let deleted = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-        let _ = ch.close(200, "ok".into()).await;
+        let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
+        let deleted = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).wd(concat!(file!(), ":", line!())).await;
+        let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
         match deleted.map_err(lapin_error) {
             Ok(_) | Err(BusError::NotFound(_)) => {}
             Err(e) => return Err(e),

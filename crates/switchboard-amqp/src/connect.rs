@@ -8,6 +8,7 @@
 //! backoff through the same path (see `subscribe.rs`). Error messages name the endpoint
 //! (`host:port`), never the credentials.
 
+#[allow(unused_imports)] use crate::wd::Wd;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,7 +68,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
         });
-        shared.connection().await?;
+        shared.connection().wd(concat!(file!(), ":", line!())).await?;
         Ok(shared)
     }
 
@@ -96,7 +97,7 @@ impl Shared {
     /// The open connection, reconnecting when the last one dropped.
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>, BusError> {
         self.check_open()?;
-        let mut slot = self.conn.lock().await;
+        let mut slot = self.conn.lock().wd(concat!(file!(), ":", line!())).await;
         if let Some(c) = slot.as_ref()
             && c.status().connected()
         {
@@ -108,7 +109,7 @@ impl Shared {
         }
         let props = ConnectionProperties::default().with_connection_name("switchboard".into());
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(self.uri.clone(), props))
-            .await
+            .wd(concat!(file!(), ":", line!())).await
             .map_err(|_| self.unreachable(std::io::Error::from(std::io::ErrorKind::TimedOut)))?;
         let conn = Arc::new(opened.map_err(|e| match e.kind() {
             ErrorKind::ProtocolError(_) => lapin_error(e),
@@ -120,31 +121,31 @@ impl Shared {
 
     /// A new channel on the current connection.
     pub(crate) async fn channel(&self) -> Result<Channel, BusError> {
-        let conn = self.connection().await?;
-        conn.create_channel().await.map_err(lapin_error)
+        let conn = self.connection().wd(concat!(file!(), ":", line!())).await?;
+        conn.create_channel().wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)
     }
 
     /// The publisher-confirm channel, opened (again) when needed.
     pub(crate) async fn publish_channel(&self) -> Result<Channel, BusError> {
-        let mut slot = self.publish_channel.lock().await;
+        let mut slot = self.publish_channel.lock().wd(concat!(file!(), ":", line!())).await;
         if let Some(ch) = slot.as_ref()
             && ch.status().connected()
         {
             return Ok(ch.clone());
         }
-        let ch = self.channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await.map_err(lapin_error)?;
+        let ch = self.channel().wd(concat!(file!(), ":", line!())).await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?;
         *slot = Some(ch.clone());
         Ok(ch)
     }
 
     /// Waits for every outstanding confirm on the publish channel.
     pub(crate) async fn flush(&self) -> Result<(), BusError> {
-        let ch = self.publish_channel.lock().await.clone();
+        let ch = self.publish_channel.lock().wd(concat!(file!(), ":", line!())).await.clone();
         if let Some(ch) = ch
             && ch.status().connected()
         {
-            ch.wait_for_confirms().await.map_err(lapin_error)?;
+            ch.wait_for_confirms().wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?;
         }
         Ok(())
     }
@@ -156,20 +157,20 @@ impl Shared {
         if self.check_open().is_ok() {
             let open: Vec<Arc<Commits>> = self.commits.lock().drain(..).filter_map(|c| c.upgrade()).collect();
             for c in open {
-                if let Err(e) = c.finish(self).await {
+                if let Err(e) = c.finish(self).wd(concat!(file!(), ":", line!())).await {
                     tracing::warn!(error = %e, "committing a stream subscription's offset on close failed");
                     committed = committed.and(Err(e));
                 }
             }
         }
-        let flushed = self.flush().await.and(committed);
+        let flushed = self.flush().wd(concat!(file!(), ":", line!())).await.and(committed);
         self.closed.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
-        self.publish_channel.lock().await.take();
-        if let Some(conn) = self.conn.lock().await.take()
+        self.publish_channel.lock().wd(concat!(file!(), ":", line!())).await.take();
+        if let Some(conn) = self.conn.lock().wd(concat!(file!(), ":", line!())).await.take()
             && conn.status().connected()
         {
-            let _ = conn.close(200, "switchboard backend closed".into()).await;
+            let _ = conn.close(200, "switchboard backend closed".into()).wd(concat!(file!(), ":", line!())).await;
         }
         flushed
     }

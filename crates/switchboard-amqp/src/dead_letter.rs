@@ -19,6 +19,7 @@
 //! keeps coming back without the backend getting to move it (consumers dying over and over);
 //! such a dead letter carries RabbitMQ's `x-death` headers instead of the `dl*` extensions.
 
+#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::Arc;
 
 use lapin::message::Delivery as AmqpDelivery;
@@ -61,7 +62,7 @@ pub(crate) async fn send(
             e.remove(ext::ERROR);
         }
     }
-    publish(&ctx.shared, dlq, vec![message], &PublishOptions::default()).await?;
+    publish(&ctx.shared, dlq, vec![message], &PublishOptions::default()).wd(concat!(file!(), ":", line!())).await?;
     tracing::warn!(topic = %ctx.topic, subscription = %ctx.spec.name, dead_letter_topic = %dlq,
         attempts, reason = reason.as_str(), "Dead-lettered a message.");
     Ok(())
@@ -73,13 +74,13 @@ pub(crate) async fn expired(ctx: &Arc<SubCtx>, delivery: AmqpDelivery, attempt: 
     let offset = delivery.delivery_tag;
     let message = headers::decode(&delivery.properties, delivery.data);
     let attempts = attempt.saturating_sub(1);
-    match send(ctx, message, DeadLetterReason::LeaseExpired, attempts, None, offset).await {
+    match send(ctx, message, DeadLetterReason::LeaseExpired, attempts, None, offset).wd(concat!(file!(), ":", line!())).await {
         Ok(()) => {
-            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            let _ = delivery.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await;
             Ok(())
         }
         Err(e) => {
-            let _ = delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await;
+            let _ = delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).wd(concat!(file!(), ":", line!())).await;
             Err(e)
         }
     }

@@ -44,6 +44,8 @@ use switchboard_core::contract::{
 };
 use switchboard_core::{Message, SubscriptionName, TopicName};
 
+pub mod wd;
+use wd::Wd as _;
 mod admin;
 mod connect;
 mod dead_letter;
@@ -78,7 +80,7 @@ impl AmqpBackend {
     /// [`BusError::InvalidUrl`] for a URL that cannot be used, [`BusError::Unreachable`]
     /// (naming `host:port`, never the credentials) when the broker cannot be reached.
     pub async fn connect(url: &str) -> Result<AmqpBackend, BusError> {
-        Ok(AmqpBackend { shared: Shared::connect(url).await? })
+        Ok(AmqpBackend { shared: Shared::connect(url).wd(concat!(file!(), ":", line!())).await? })
     }
 
     /// What this backend supports, and why:
@@ -128,19 +130,19 @@ impl Publisher for AmqpBackend {
         messages: Vec<Message>,
         options: &PublishOptions,
     ) -> Result<(), BusError> {
-        publish::publish(&self.shared, topic, messages, options).await
+        publish::publish(&self.shared, topic, messages, options).wd(concat!(file!(), ":", line!())).await
     }
 
     async fn flush(&self) -> Result<(), BusError> {
         self.shared.check_open()?;
-        self.shared.flush().await
+        self.shared.flush().wd(concat!(file!(), ":", line!())).await
     }
 }
 
 #[async_trait::async_trait]
 impl Subscriber for AmqpBackend {
     async fn subscribe(&self, topic: &TopicName, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
-        subscribe::subscribe(&self.shared, topic, spec).await
+        subscribe::subscribe(&self.shared, topic, spec).wd(concat!(file!(), ":", line!())).await
     }
 
     async fn stats(
@@ -148,7 +150,7 @@ impl Subscriber for AmqpBackend {
         topic: &TopicName,
         subscription: &SubscriptionName,
     ) -> Result<SubscriptionStats, BusError> {
-        admin::stats(&self.shared, topic, subscription).await
+        admin::stats(&self.shared, topic, subscription).wd(concat!(file!(), ":", line!())).await
     }
 }
 
@@ -167,7 +169,7 @@ impl Backend for AmqpBackend {
             return Err(BusError::InvalidArgument("partitions must be at least 1".into()));
         }
         // RabbitMQ exchanges have no partitions: any count is served by one exchange.
-        publish::ensure_topic(&self.shared, topic).await
+        publish::ensure_topic(&self.shared, topic).wd(concat!(file!(), ":", line!())).await
     }
 
     async fn delete_subscription(
@@ -175,10 +177,10 @@ impl Backend for AmqpBackend {
         topic: &TopicName,
         subscription: &SubscriptionName,
     ) -> Result<(), BusError> {
-        admin::delete_subscription(&self.shared, topic, subscription).await
+        admin::delete_subscription(&self.shared, topic, subscription).wd(concat!(file!(), ":", line!())).await
     }
 
     async fn close(&self) -> Result<(), BusError> {
-        self.shared.close().await
+        self.shared.close().wd(concat!(file!(), ":", line!())).await
     }
 }

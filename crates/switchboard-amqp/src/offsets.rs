@@ -28,6 +28,7 @@
 //! those messages are delivered again (at-least-once). All members of one stream subscription
 //! share the store; the last commit written wins.
 
+#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,12 +107,12 @@ impl Commits {
 
     /// Writes the commit point unless RabbitMQ has it already.
     pub(crate) async fn flush(&self, shared: &Shared) -> Result<(), BusError> {
-        let mut written = self.written.lock().await;
+        let mut written = self.written.lock().wd(concat!(file!(), ":", line!())).await;
         let Some(point) = self.want.lock().point else { return Ok(()) };
         if written.is_some_and(|w| w >= point) {
             return Ok(());
         }
-        write(shared, &self.queue, point).await?;
+        write(shared, &self.queue, point).wd(concat!(file!(), ":", line!())).await?;
         *written = Some(point);
         Ok(())
     }
@@ -122,17 +123,17 @@ impl Commits {
         let attempts = async {
             let mut backoff = RETRY_MIN;
             loop {
-                match self.flush(shared).await {
+                match self.flush(shared).wd(concat!(file!(), ":", line!())).await {
                     Err(e) if e.is_retryable() => {
                         tracing::debug!(error = %e, store = %self.queue, "writing the last commit failed; retrying");
-                        tokio::time::sleep(backoff).await;
+                        tokio::time::sleep(backoff).wd(concat!(file!(), ":", line!())).await;
                         backoff = (backoff * 2).min(RETRY_MAX);
                     }
                     done => return done,
                 }
             }
         };
-        match tokio::time::timeout(FINAL_WRITE, attempts).await {
+        match tokio::time::timeout(FINAL_WRITE, attempts).wd(concat!(file!(), ":", line!())).await {
             Ok(done) => done,
             Err(_) => Err(BusError::Backend {
                 backend: BACKEND,
@@ -164,7 +165,7 @@ pub(crate) async fn committer(
             _ = stop.changed() => break,
             _ = shutdown.changed() => return Ok(()),
         }
-        let pause = match commits.flush(&shared).await {
+        let pause = match commits.flush(&shared).wd(concat!(file!(), ":", line!())).await {
             Ok(()) => {
                 backoff = RETRY_MIN;
                 COMMIT_INTERVAL
@@ -187,16 +188,16 @@ pub(crate) async fn committer(
             _ = shutdown.changed() => return Ok(()),
         }
     }
-    commits.finish(&shared).await
+    commits.finish(&shared).wd(concat!(file!(), ":", line!())).await
 }
 
 /// Declares the offset store `queue` (creating it marks the stream subscription as existing)
 /// and returns the offset it holds, if any.
 pub(crate) async fn open(shared: &Shared, queue: &str) -> Result<Option<u64>, BusError> {
-    let _one_at_a_time = shared.offset_reads.lock().await;
-    let ch = shared.channel().await?;
-    let read = declare_and_read(&ch, queue).await;
-    let _ = ch.close(200, "ok".into()).await;
+    let _one_at_a_time = shared.offset_reads.lock().wd(concat!(file!(), ":", line!())).await;
+    let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
+    let read = declare_and_read(&ch, queue).wd(concat!(file!(), ":", line!())).await;
+    let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
     read
 }
 
@@ -210,13 +211,13 @@ fn store_args() -> FieldTable {
 
 async fn declare_and_read(ch: &Channel, queue: &str) -> Result<Option<u64>, BusError> {
     ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), store_args())
-        .await
+        .wd(concat!(file!(), ":", line!())).await
         .map_err(lapin_error)?;
     let mut last = None;
     let mut last_tag = None;
     for _ in 0..MAX_READ {
         let Some(got) =
-            ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.map_err(lapin_error)?
+            ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?
         else {
             break;
         };
@@ -230,7 +231,7 @@ async fn declare_and_read(ch: &Channel, queue: &str) -> Result<Option<u64>, BusE
         }
     }
     if let Some(tag) = last_tag {
-        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await.map_err(lapin_error)?;
+        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?;
     }
     Ok(last)
 }
@@ -241,14 +242,14 @@ fn parse(data: &[u8]) -> Option<u64> {
 
 /// Publishes `offset` to the store and waits for the confirm.
 async fn write(shared: &Shared, queue: &str, offset: u64) -> Result<(), BusError> {
-    let ch = shared.publish_channel().await?;
+    let ch = shared.publish_channel().wd(concat!(file!(), ":", line!())).await?;
     let props = BasicProperties::default().with_delivery_mode(2).with_content_type("text/plain".into());
     let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
     let confirm = ch
         .basic_publish("".into(), queue.into(), mandatory, offset.to_string().as_bytes(), props)
-        .await
+        .wd(concat!(file!(), ":", line!())).await
         .map_err(lapin_error)?;
-    match confirm.await.map_err(lapin_error)? {
+    match confirm.wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)? {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Ack(Some(_)) => {
             Err(BusError::NotFound(format!("offset store {queue} (the subscription was deleted)")))
@@ -265,10 +266,10 @@ async fn write(shared: &Shared, queue: &str, offset: u64) -> Result<(), BusError
 /// Whether `queue` exists, by a passive declare on a channel of its own (RabbitMQ closes
 /// the channel when it does not).
 pub(crate) async fn exists(shared: &Shared, queue: &str) -> Result<bool, BusError> {
-    let ch = shared.channel().await?;
+    let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let declared = ch.queue_declare(queue.into(), passive, FieldTable::default()).await;
-    let _ = ch.close(200, "ok".into()).await;
+    let declared = ch.queue_declare(queue.into(), passive, FieldTable::default()).wd(concat!(file!(), ":", line!())).await;
+    let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
     match declared.map_err(lapin_error) {
         Ok(_) => Ok(true),
         Err(BusError::NotFound(_)) => Ok(false),

@@ -8,6 +8,7 @@
 //! are cached per process. A publish returns once RabbitMQ confirmed every message; a nack
 //! from the broker, or a connection that dropped before the confirm, is a retryable error.
 
+#[allow(unused_imports)] use crate::wd::Wd;
 use std::time::SystemTime;
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -28,9 +29,9 @@ pub(crate) async fn ensure_topic(shared: &Shared, topic: &TopicName) -> Result<(
     if shared.ensured.lock().contains(topic) {
         return Ok(());
     }
-    let ch = shared.channel().await?;
-    let declared = declare_topic(&ch, topic).await;
-    let _ = ch.close(200, "ok".into()).await;
+    let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
+    let declared = declare_topic(&ch, topic).wd(concat!(file!(), ":", line!())).await;
+    let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
     declared?;
     shared.ensured.lock().insert(topic.clone());
     Ok(())
@@ -41,12 +42,12 @@ async fn declare_topic(ch: &Channel, topic: &TopicName) -> Result<(), BusError> 
     let stream = naming::stream(topic);
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     ch.exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
-        .await
+        .wd(concat!(file!(), ":", line!())).await
         .map_err(lapin_error)?;
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
     ch.queue_declare(stream.as_str().into(), QueueDeclareOptions::durable(), args)
-        .await
+        .wd(concat!(file!(), ":", line!())).await
         .map_err(lapin_error)?;
     ch.queue_bind(
         stream.as_str().into(),
@@ -55,7 +56,7 @@ async fn declare_topic(ch: &Channel, topic: &TopicName) -> Result<(), BusError> 
         QueueBindOptions::default(),
         FieldTable::default(),
     )
-    .await
+    .wd(concat!(file!(), ":", line!())).await
     .map_err(lapin_error)
 }
 
@@ -76,8 +77,8 @@ pub(crate) async fn publish(
     if messages.is_empty() {
         return Ok(());
     }
-    ensure_topic(shared, topic).await?;
-    let result = send(shared, topic, &messages).await;
+    ensure_topic(shared, topic).wd(concat!(file!(), ":", line!())).await?;
+    let result = send(shared, topic, &messages).wd(concat!(file!(), ":", line!())).await;
     if let Err(BusError::NotFound(_)) = &result {
         // The exchange was deleted behind our back: declare it again next time.
         shared.ensured.lock().remove(topic);
@@ -86,7 +87,7 @@ pub(crate) async fn publish(
 }
 
 async fn send(shared: &Shared, topic: &TopicName, messages: &[Message]) -> Result<(), BusError> {
-    let ch = shared.publish_channel().await?;
+    let ch = shared.publish_channel().wd(concat!(file!(), ":", line!())).await?;
     let exchange = naming::exchange(topic);
     let now = Timestamp::from_system_time(SystemTime::now());
     let mut confirms = Vec::with_capacity(messages.len());
@@ -100,13 +101,13 @@ async fn send(shared: &Shared, topic: &TopicName, messages: &[Message]) -> Resul
                 &m.data,
                 props,
             )
-            .await
+            .wd(concat!(file!(), ":", line!())).await
             .map_err(lapin_error)?;
         confirms.push(confirm);
     }
     let mut nacked = 0;
     for confirm in confirms {
-        if confirm.await.map_err(lapin_error)?.is_nack() {
+        if confirm.wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?.is_nack() {
             nacked += 1;
         }
     }

@@ -14,6 +14,7 @@
 //!
 //! Stream mode: a delivery below the offset the consumer asked for is acked and skipped.
 
+#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ pub(crate) async fn pump(
     loop {
         let (ch, consumer) = match session.take() {
             Some(s) => s,
-            None => match open(&ctx).await {
+            None => match open(&ctx).wd(concat!(file!(), ":", line!())).await {
                 Ok(s) => {
                     tracing::info!(topic = %ctx.topic, subscription = %ctx.spec.name, "subscription resumed");
                     backoff = BACKOFF_MIN;
@@ -68,15 +69,15 @@ pub(crate) async fn pump(
                     continue;
                 }
                 Err(e) => {
-                    let _ = tx.send(Incoming::Failed(e)).await;
+                    let _ = tx.send(Incoming::Failed(e)).wd(concat!(file!(), ":", line!())).await;
                     return;
                 }
             },
         };
-        let ended = run(&ctx, &ch, consumer, &tx, &mut stop, &mut shutdown).await;
+        let ended = run(&ctx, &ch, consumer, &tx, &mut stop, &mut shutdown).wd(concat!(file!(), ":", line!())).await;
         match ended {
             Ended::Stop => {
-                let _ = ch.close(200, "subscription closed".into()).await;
+                let _ = ch.close(200, "subscription closed".into()).wd(concat!(file!(), ":", line!())).await;
                 return;
             }
             Ended::Lost => {
@@ -123,9 +124,9 @@ async fn run(
                 let attempt = attempt_of(&delivery);
                 if ctx.dead_letter_topic.is_some() && ctx.spec.max_deliveries.is_some_and(|max| attempt > max)
                 {
-                    if let Err(e) = dead_letter::expired(ctx, delivery, attempt).await {
+                    if let Err(e) = dead_letter::expired(ctx, delivery, attempt).wd(concat!(file!(), ":", line!())).await {
                         tracing::warn!(error = %e, "dead-lettering failed; the message was requeued");
-                        tokio::time::sleep(BACKOFF_MIN).await;
+                        tokio::time::sleep(BACKOFF_MIN).wd(concat!(file!(), ":", line!())).await;
                     }
                     continue;
                 }
@@ -134,15 +135,15 @@ async fn run(
             Mode::Stream => {
                 let floor = ctx.cursor.lock().floor;
                 if stream_offset(&delivery).is_some_and(|o| o < floor) {
-                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await;
                     continue;
                 }
             }
         }
-        if tx.send(Incoming::Amqp(delivery, unsettled)).await.is_err() {
+        if tx.send(Incoming::Amqp(delivery, unsettled)).wd(concat!(file!(), ":", line!())).await.is_err() {
             break;
         }
     }
-    let _ = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+    let _ = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).wd(concat!(file!(), ":", line!())).await;
     Ended::Stop
 }

@@ -24,6 +24,7 @@
 //! the pump reads it until it is settled on the channel (acked, nacked, requeued after lease
 //! expiry, or dropped with its dead channel): that is the `in_flight` count of `stats`.
 
+#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -130,7 +131,7 @@ async fn watch(lease: Arc<Lease>) {
         };
         if expired {
             let unsettled = lease.unsettled.lock().take();
-            if let Err(e) = lease.acker.nack(REQUEUE).await {
+            if let Err(e) = lease.acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await {
                 tracing::debug!(error = %e, "requeue after lease expiry failed; the channel requeues it");
             }
             drop(unsettled);
@@ -166,7 +167,7 @@ pub(crate) struct QueueSettle {
 impl Settle for QueueSettle {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         let _unsettled = self.lease.take()?;
-        channel_result(self.lease.acker.ack(BasicAckOptions::default()).await)
+        channel_result(self.lease.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await)
     }
 
     async fn nack(self: Box<Self>, nack: Nack) -> Result<(), BusError> {
@@ -181,23 +182,23 @@ impl Settle for QueueSettle {
                 nack.error.as_deref(),
                 self.offset,
             )
-            .await;
+            .wd(concat!(file!(), ":", line!())).await;
             return match sent {
-                Ok(()) => channel_result(self.lease.acker.ack(BasicAckOptions::default()).await),
+                Ok(()) => channel_result(self.lease.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await),
                 Err(e) => {
-                    let _ = self.lease.acker.nack(REQUEUE).await;
+                    let _ = self.lease.acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await;
                     Err(e)
                 }
             };
         }
         if nack.delay.is_zero() {
-            return channel_result(self.lease.acker.nack(REQUEUE).await);
+            return channel_result(self.lease.acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await);
         }
         let acker = self.lease.acker.clone();
         // Still unacked in RabbitMQ meanwhile, so still in flight.
         tokio::spawn(async move {
-            tokio::time::sleep(nack.delay).await;
-            let _ = acker.nack(REQUEUE).await;
+            tokio::time::sleep(nack.delay).wd(concat!(file!(), ":", line!())).await;
+            let _ = acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await;
             drop(unsettled);
         });
         Ok(())
@@ -226,7 +227,7 @@ impl Settle for QueueSettle {
         // Outside a runtime the channel's close requeues the message instead.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = acker.nack(REQUEUE).await;
+                let _ = acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await;
                 drop(unsettled);
             });
         }
@@ -257,7 +258,7 @@ impl StreamSettle {
             let _ = tx.send(again);
         } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(delay).wd(concat!(file!(), ":", line!())).await;
                 let _ = tx.send(again);
             });
         }
@@ -272,7 +273,7 @@ impl Settle for StreamSettle {
             commits.acked(point)?;
         }
         // Stream acks only return credit; the offset is committed above either way.
-        let _ = self.acker.ack(BasicAckOptions::default()).await;
+        let _ = self.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await;
         Ok(())
     }
 

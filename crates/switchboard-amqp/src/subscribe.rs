@@ -30,6 +30,7 @@
 //! A pump task per open subscription feeds it (see `pump.rs`), and a committer task per stream
 //! subscription writes its commit point (see `offsets.rs`).
 
+#[allow(unused_imports)] use crate::wd::Wd;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,7 +154,7 @@ pub(crate) async fn subscribe(
         Mode::Queue => (quorum_queue, store.clone(), "stream"),
         Mode::Stream => (naming::stream(topic), quorum_queue, "queue"),
     };
-    if offsets::exists(shared, &other_mode).await? {
+    if offsets::exists(shared, &other_mode).wd(concat!(file!(), ":", line!())).await? {
         return Err(BusError::Conflict(format!(
             "subscription {} on topic {topic} exists as a {other} subscription",
             spec.name
@@ -162,7 +163,7 @@ pub(crate) async fn subscribe(
     let (cursor, commits) = match spec.mode {
         Mode::Queue => (Cursor::default(), None),
         Mode::Stream => {
-            let stored = offsets::open(shared, &store).await.map_err(|e| match e {
+            let stored = offsets::open(shared, &store).wd(concat!(file!(), ":", line!())).await.map_err(|e| match e {
                 BusError::Conflict(m) => BusError::Conflict(format!(
                     "the offset store of subscription {} on topic {topic} has other settings ({m})",
                     spec.name
@@ -186,7 +187,7 @@ pub(crate) async fn subscribe(
         commits,
         redeliver,
     });
-    let first = open(&ctx).await?;
+    let first = open(&ctx).wd(concat!(file!(), ":", line!())).await?;
     // As many as RabbitMQ sends unacked (the prefetch), so the pump takes every delivery off
     // the consumer at once and counts it in flight.
     let (tx, rx) = mpsc::channel(prefetch(&spec).into());
@@ -209,14 +210,14 @@ fn consumer_tag() -> String {
 
 /// Declares the subscription's queue (queue mode) and starts a consumer on a new channel.
 pub(crate) async fn open(ctx: &SubCtx) -> Result<(Channel, Consumer), BusError> {
-    ensure_topic(&ctx.shared, &ctx.topic).await?;
+    ensure_topic(&ctx.shared, &ctx.topic).wd(concat!(file!(), ":", line!())).await?;
     if let Some(dlq) = &ctx.dead_letter_topic {
-        ensure_topic(&ctx.shared, dlq).await?;
+        ensure_topic(&ctx.shared, dlq).wd(concat!(file!(), ":", line!())).await?;
     }
-    let ch = ctx.shared.channel().await?;
-    let opened = consume(ctx, &ch).await;
+    let ch = ctx.shared.channel().wd(concat!(file!(), ":", line!())).await?;
+    let opened = consume(ctx, &ch).wd(concat!(file!(), ":", line!())).await;
     if opened.is_err() {
-        let _ = ch.close(200, "ok".into()).await;
+        let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
     }
     Ok((ch, opened?))
 }
@@ -224,7 +225,7 @@ pub(crate) async fn open(ctx: &SubCtx) -> Result<(Channel, Consumer), BusError> 
 async fn consume(ctx: &SubCtx, ch: &Channel) -> Result<Consumer, BusError> {
     let mut args = FieldTable::default();
     match ctx.spec.mode {
-        Mode::Queue => declare_queue(ctx, ch).await?,
+        Mode::Queue => declare_queue(ctx, ch).wd(concat!(file!(), ":", line!())).await?,
         Mode::Stream => {
             let mut cursor = ctx.cursor.lock();
             let resume = cursor.resume_at();
@@ -238,9 +239,9 @@ async fn consume(ctx: &SubCtx, ch: &Channel) -> Result<Consumer, BusError> {
             args.insert("x-stream-offset".into(), offset);
         }
     }
-    ch.basic_qos(prefetch(&ctx.spec), BasicQosOptions::default()).await.map_err(lapin_error)?;
+    ch.basic_qos(prefetch(&ctx.spec), BasicQosOptions::default()).wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?;
     ch.basic_consume(ctx.queue.as_str().into(), consumer_tag().into(), BasicConsumeOptions::default(), args)
-        .await
+        .wd(concat!(file!(), ":", line!())).await
         .map_err(lapin_error)
 }
 
@@ -255,7 +256,7 @@ async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
         args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
         args.insert("x-overflow".into(), text("reject-publish"));
     }
-    ch.queue_declare(ctx.queue.as_str().into(), QueueDeclareOptions::durable(), args).await.map_err(|e| {
+    ch.queue_declare(ctx.queue.as_str().into(), QueueDeclareOptions::durable(), args).wd(concat!(file!(), ":", line!())).await.map_err(|e| {
         match lapin_error(e) {
             BusError::Conflict(m) => BusError::Conflict(format!(
                 "subscription {} on topic {} exists with other settings ({m})",
@@ -271,7 +272,7 @@ async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
         QueueBindOptions::default(),
         FieldTable::default(),
     )
-    .await
+    .wd(concat!(file!(), ":", line!())).await
     .map_err(lapin_error)
 }
 
@@ -393,17 +394,17 @@ impl DeliverySource for AmqpSource {
             if let Incoming::Amqp(d, unsettled) = item
                 && self.ctx.spec.mode == Mode::Queue
             {
-                let _ = d.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await;
+                let _ = d.acker.nack(BasicNackOptions { multiple: false, requeue: true }).wd(concat!(file!(), ":", line!())).await;
                 drop(unsettled);
             }
         }
         // The pump cancels the consumer and closes the channel, which requeues the rest.
         if let Some(pump) = self.pump.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), pump).wd(concat!(file!(), ":", line!())).await;
         }
         // The committer writes the last commit point (bounded by its own timeout).
         match self.committer.take() {
-            Some(committer) => match committer.await {
+            Some(committer) => match committer.wd(concat!(file!(), ":", line!())).await {
                 Ok(written) => written,
                 Err(e) => Err(BusError::backend(BACKEND, false, e)),
             },

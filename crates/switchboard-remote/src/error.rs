@@ -40,15 +40,21 @@ pub(crate) fn from_status(status: Status, endpoint: &str) -> BusError {
             endpoint: endpoint.to_owned(),
             source: Box::new(status),
         },
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted => {
-            backend(format!("{}: {msg}", status.code().description()), true, status)
-        }
+        // INTERNAL is how the server reports a storage failure, after which nothing of the
+        // request was stored (also when the broker closes under a publish during shutdown):
+        // repeating the call is safe and may succeed, as on the embedded backend.
+        Code::Unavailable
+        | Code::Unknown
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Internal => backend(format!("{}: {msg}", status.code().description()), true, status),
         Code::Unimplemented => backend(
             format!("the server does not implement this call ({msg}); is it switchboard serve?"),
             false,
             status,
         ),
-        Code::FailedPrecondition | Code::Internal | Code::DataLoss | Code::Ok => {
+        Code::FailedPrecondition | Code::DataLoss | Code::Ok => {
             backend(format!("{}: {msg}", status.code().description()), false, status)
         }
     }
@@ -88,6 +94,7 @@ mod tests {
         assert!(matches!(e(Code::NotFound, "x"), BusError::NotFound(_)));
         assert!(matches!(e(Code::AlreadyExists, "x"), BusError::Conflict(_)));
         assert!(e(Code::Unavailable, "shutting down").is_retryable());
+        assert!(e(Code::Internal, "storage failure: write failed").is_retryable());
         assert!(e(Code::ResourceExhausted, "no space left on device").is_retryable());
         assert!(!e(Code::ResourceExhausted, "message is 9 bytes; the limit is 1 bytes").is_retryable());
         assert!(!e(Code::Unauthenticated, "unknown token").is_retryable());
