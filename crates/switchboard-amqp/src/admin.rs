@@ -14,7 +14,6 @@
 //! `delete_subscription` deletes the quorum queue of a queue subscription and the offset
 //! store of a stream subscription (see `offsets.rs`).
 
-#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::atomic::Ordering;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
@@ -22,7 +21,7 @@ use lapin::types::FieldTable;
 use switchboard_core::contract::{BusError, SubscriptionStats};
 use switchboard_core::{SubscriptionName, TopicName};
 
-use crate::connect::{BACKEND, Shared, lapin_error};
+use crate::connect::{BACKEND, Shared, bounded, close_channel};
 use crate::{naming, offsets};
 
 /// Backlog and in-flight counts of a queue subscription.
@@ -33,18 +32,20 @@ pub(crate) async fn stats(
 ) -> Result<SubscriptionStats, BusError> {
     shared.check_open()?;
     let queue = naming::queue(topic, subscription);
-    let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
+    let ch = shared.channel().await?;
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let declared = ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()).wd(concat!(file!(), ":", line!())).await;
-    let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
-    match declared.map_err(lapin_error) {
+    let declared =
+        bounded("declaring a queue", ch.queue_declare(queue.as_str().into(), passive, FieldTable::default()))
+            .await;
+    close_channel(&ch).await;
+    match declared {
         Ok(q) => {
             let in_flight = shared.in_flight(&queue).load(Ordering::Relaxed);
             let backlog = u64::from(q.message_count()) + in_flight;
             Ok(SubscriptionStats { backlog, in_flight, lag: backlog, dead_lettered: None })
         }
         Err(BusError::NotFound(_)) => {
-            if offsets::exists(shared, &naming::offsets(topic, subscription)).wd(concat!(file!(), ":", line!())).await? {
+            if offsets::exists(shared, &naming::offsets(topic, subscription)).await? {
                 Err(BusError::Unsupported { backend: BACKEND, feature: "stats of stream subscriptions" })
             } else {
                 Err(BusError::NotFound(format!("subscription {subscription} on topic {topic}")))
@@ -62,10 +63,14 @@ pub(crate) async fn delete_subscription(
 ) -> Result<(), BusError> {
     shared.check_open()?;
     for queue in [naming::queue(topic, subscription), naming::offsets(topic, subscription)] {
-        let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
-        let deleted = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).wd(concat!(file!(), ":", line!())).await;
-        let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
-        match deleted.map_err(lapin_error) {
+        let ch = shared.channel().await?;
+        let deleted = bounded(
+            "deleting a queue",
+            ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()),
+        )
+        .await;
+        close_channel(&ch).await;
+        match deleted {
             Ok(_) | Err(BusError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }

@@ -7,9 +7,19 @@
 //! and the next call that needs the connection opens a new one. Subscriptions retry with
 //! backoff through the same path (see `subscribe.rs`). Error messages name the endpoint
 //! (`host:port`), never the credentials.
+//!
+//! Nothing waits for RabbitMQ forever. `lapin` resolves a request only when the broker
+//! answers or its I/O loop reports the connection failed; a broker that stops answering on a
+//! live socket, or a request queued just as the I/O loop shut down, would leave the caller
+//! waiting for good. So every exchange with the broker (opening a connection or channel, a
+//! declare, a publish and its confirm, an ack or nack, closing) is bounded by
+//! [`CONNECT_TIMEOUT`] or [`RPC_TIMEOUT`] and fails with a retryable error when it runs out.
+//! A timeout on the shared connection or publish channel also discards it, so the next call
+//! opens a new one instead of waiting on the same dead one. Closing is bounded by
+//! [`CLOSE_TIMEOUT`]: the connection is dropped when RabbitMQ does not confirm the close.
 
-#[allow(unused_imports)] use crate::wd::Wd;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -29,7 +39,14 @@ use crate::offsets::Commits;
 pub(crate) const BACKEND: &str = "amqp";
 
 /// How long opening a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long any one request to RabbitMQ (a channel open, a declare, a publish with its
+/// confirm, an ack) may wait for its answer before it fails with a retryable error.
+pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long closing a channel or the connection may wait for RabbitMQ's `close-ok`.
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// State shared by the backend handle, its publishes and its subscriptions.
 pub(crate) struct Shared {
@@ -68,7 +85,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
         });
-        shared.connection().wd(concat!(file!(), ":", line!())).await?;
+        shared.connection().await?;
         Ok(shared)
     }
 
@@ -97,7 +114,7 @@ impl Shared {
     /// The open connection, reconnecting when the last one dropped.
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>, BusError> {
         self.check_open()?;
-        let mut slot = self.conn.lock().wd(concat!(file!(), ":", line!())).await;
+        let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref()
             && c.status().connected()
         {
@@ -109,7 +126,7 @@ impl Shared {
         }
         let props = ConnectionProperties::default().with_connection_name("switchboard".into());
         let opened = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(self.uri.clone(), props))
-            .wd(concat!(file!(), ":", line!())).await
+            .await
             .map_err(|_| self.unreachable(std::io::Error::from(std::io::ErrorKind::TimedOut)))?;
         let conn = Arc::new(opened.map_err(|e| match e.kind() {
             ErrorKind::ProtocolError(_) => lapin_error(e),
@@ -121,31 +138,69 @@ impl Shared {
 
     /// A new channel on the current connection.
     pub(crate) async fn channel(&self) -> Result<Channel, BusError> {
-        let conn = self.connection().wd(concat!(file!(), ":", line!())).await?;
-        conn.create_channel().wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)
+        let conn = self.connection().await?;
+        let opened = bounded("opening a channel", conn.create_channel()).await;
+        if let Err(e) = &opened
+            && is_timeout(e)
+        {
+            self.discard(&conn).await;
+        }
+        opened
+    }
+
+    /// Forgets `conn` (when it stopped answering) so the next call opens a new connection.
+    async fn discard(&self, conn: &Arc<Connection>) {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            tracing::warn!(endpoint = %self.endpoint, "RabbitMQ stopped answering; dropping the connection");
+            slot.take();
+        }
     }
 
     /// The publisher-confirm channel, opened (again) when needed.
     pub(crate) async fn publish_channel(&self) -> Result<Channel, BusError> {
-        let mut slot = self.publish_channel.lock().wd(concat!(file!(), ":", line!())).await;
+        let mut slot = self.publish_channel.lock().await;
         if let Some(ch) = slot.as_ref()
             && ch.status().connected()
         {
             return Ok(ch.clone());
         }
-        let ch = self.channel().wd(concat!(file!(), ":", line!())).await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?;
+        let ch = self.channel().await?;
+        if let Err(e) =
+            bounded("enabling publisher confirms", ch.confirm_select(ConfirmSelectOptions::default())).await
+        {
+            close_channel(&ch).await;
+            return Err(e);
+        }
         *slot = Some(ch.clone());
         Ok(ch)
     }
 
+    /// Forgets the publish channel `ch` after a request on it timed out, so the next publish
+    /// opens a new one; it is closed in the background (bounded), not waited for.
+    pub(crate) async fn discard_publish_channel(&self, ch: &Channel) {
+        let mut slot = self.publish_channel.lock().await;
+        if slot.as_ref().is_some_and(|c| c.id() == ch.id()) {
+            slot.take();
+        }
+        drop(slot);
+        let ch = ch.clone();
+        tokio::spawn(async move { close_channel(&ch).await });
+    }
+
     /// Waits for every outstanding confirm on the publish channel.
     pub(crate) async fn flush(&self) -> Result<(), BusError> {
-        let ch = self.publish_channel.lock().wd(concat!(file!(), ":", line!())).await.clone();
+        let ch = self.publish_channel.lock().await.clone();
         if let Some(ch) = ch
             && ch.status().connected()
         {
-            ch.wait_for_confirms().wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?;
+            let flushed = bounded("waiting for publisher confirms", ch.wait_for_confirms()).await;
+            if let Err(e) = &flushed
+                && is_timeout(e)
+            {
+                self.discard_publish_channel(&ch).await;
+            }
+            flushed?;
         }
         Ok(())
     }
@@ -157,20 +212,31 @@ impl Shared {
         if self.check_open().is_ok() {
             let open: Vec<Arc<Commits>> = self.commits.lock().drain(..).filter_map(|c| c.upgrade()).collect();
             for c in open {
-                if let Err(e) = c.finish(self).wd(concat!(file!(), ":", line!())).await {
+                if let Err(e) = c.finish(self).await {
                     tracing::warn!(error = %e, "committing a stream subscription's offset on close failed");
                     committed = committed.and(Err(e));
                 }
             }
         }
-        let flushed = self.flush().wd(concat!(file!(), ":", line!())).await.and(committed);
+        let flushed = self.flush().await.and(committed);
         self.closed.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
-        self.publish_channel.lock().wd(concat!(file!(), ":", line!())).await.take();
-        if let Some(conn) = self.conn.lock().wd(concat!(file!(), ":", line!())).await.take()
+        // Close the publish channel first and wait (bounded) for it, rather than dropping it
+        // and racing its close against the connection's.
+        if let Some(ch) = self.publish_channel.lock().await.take() {
+            close_channel(&ch).await;
+        }
+        if let Some(conn) = self.conn.lock().await.take()
             && conn.status().connected()
         {
-            let _ = conn.close(200, "switchboard backend closed".into()).wd(concat!(file!(), ":", line!())).await;
+            match tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "switchboard backend closed".into()))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "closing the AMQP connection failed"),
+                Err(_) => tracing::warn!(endpoint = %self.endpoint,
+                    "RabbitMQ did not confirm closing the connection in {CLOSE_TIMEOUT:?}; dropping it"),
+            }
         }
         flushed
     }
@@ -178,6 +244,51 @@ impl Shared {
     fn unreachable(&self, e: impl std::error::Error + Send + Sync + 'static) -> BusError {
         BusError::Unreachable { backend: BACKEND, endpoint: self.endpoint.clone(), source: Box::new(e) }
     }
+}
+
+/// Runs one request to RabbitMQ, failing with a retryable error when it gets no answer within
+/// [`RPC_TIMEOUT`] (see the module docs).
+pub(crate) async fn bounded<T>(
+    what: &str,
+    request: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(RPC_TIMEOUT, request).await {
+        Ok(answer) => answer.map_err(lapin_error),
+        Err(_) => Err(timed_out(what)),
+    }
+}
+
+/// The retryable error of a request RabbitMQ did not answer in time.
+pub(crate) fn timed_out(what: &str) -> BusError {
+    BusError::Backend {
+        backend: BACKEND,
+        message: format!("{TIMED_OUT} ({what}, {RPC_TIMEOUT:?})"),
+        retryable: true,
+        source: None,
+    }
+}
+
+const TIMED_OUT: &str = "RabbitMQ did not answer in time";
+
+/// Whether `e` is a [`timed_out`] error.
+pub(crate) fn is_timeout(e: &BusError) -> bool {
+    matches!(e, BusError::Backend { message, .. } if message.starts_with(TIMED_OUT))
+}
+
+/// Closes a channel, waiting at most [`CLOSE_TIMEOUT`] for RabbitMQ; failures are ignored (a
+/// channel that cannot be closed is gone with its connection).
+pub(crate) async fn close_channel(ch: &Channel) {
+    if ch.status().connected() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "ok".into())).await;
+    }
+}
+
+/// Settles a delivery on its channel (ack or nack), waiting at most [`RPC_TIMEOUT`]. `Ok(false)`
+/// when the channel is gone; a timeout is a retryable error.
+pub(crate) async fn settle_bounded(
+    settle: impl Future<Output = lapin::Result<bool>>,
+) -> Result<bool, BusError> {
+    bounded("settling a delivery", settle).await
 }
 
 /// Maps a client error: connection trouble is retryable, a refusal by the broker is not.

@@ -19,7 +19,6 @@
 //! keeps coming back without the backend getting to move it (consumers dying over and over);
 //! such a dead letter carries RabbitMQ's `x-death` headers instead of the `dl*` extensions.
 
-#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::Arc;
 
 use lapin::message::Delivery as AmqpDelivery;
@@ -27,6 +26,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use switchboard_core::Message;
 use switchboard_core::contract::{BusError, DeadLetterReason, PublishOptions, dead_letter_ext as ext};
 
+use crate::connect::settle_bounded;
 use crate::headers;
 use crate::publish::publish;
 use crate::subscribe::SubCtx;
@@ -62,7 +62,7 @@ pub(crate) async fn send(
             e.remove(ext::ERROR);
         }
     }
-    publish(&ctx.shared, dlq, vec![message], &PublishOptions::default()).wd(concat!(file!(), ":", line!())).await?;
+    publish(&ctx.shared, dlq, vec![message], &PublishOptions::default()).await?;
     tracing::warn!(topic = %ctx.topic, subscription = %ctx.spec.name, dead_letter_topic = %dlq,
         attempts, reason = reason.as_str(), "Dead-lettered a message.");
     Ok(())
@@ -74,13 +74,14 @@ pub(crate) async fn expired(ctx: &Arc<SubCtx>, delivery: AmqpDelivery, attempt: 
     let offset = delivery.delivery_tag;
     let message = headers::decode(&delivery.properties, delivery.data);
     let attempts = attempt.saturating_sub(1);
-    match send(ctx, message, DeadLetterReason::LeaseExpired, attempts, None, offset).wd(concat!(file!(), ":", line!())).await {
+    match send(ctx, message, DeadLetterReason::LeaseExpired, attempts, None, offset).await {
         Ok(()) => {
-            let _ = delivery.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await;
+            let _ = settle_bounded(delivery.acker.ack(BasicAckOptions::default())).await;
             Ok(())
         }
         Err(e) => {
-            let _ = delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }).wd(concat!(file!(), ":", line!())).await;
+            let _ = settle_bounded(delivery.acker.nack(BasicNackOptions { multiple: false, requeue: true }))
+                .await;
             Err(e)
         }
     }

@@ -18,10 +18,14 @@
 //! | dead letters | published by the backend with `dl*` metadata (confirm, then ack); `x-delivery-limit` + DLX as backstop |
 //!
 //! Each module's docs say how and why: `naming` (injective names within 255 bytes),
-//! `headers` (attribute mapping), `connect` (connection and reconnects), `publish`,
+//! `headers` (attribute mapping), `connect` (connection, reconnects, timeouts), `publish`,
 //! `subscribe` (queues, streams, one mode per name), `offsets` (committed stream offsets),
 //! `pump` (reading deliveries, surviving reconnects), `settle` (leases, delayed nacks, the
 //! in-flight count), `dead_letter` and `admin` (stats, deletion).
+//!
+//! No call waits for RabbitMQ forever: every request is bounded (10 s for a request such as a
+//! channel open, a declare, a publish's confirms or an ack; 5 s for closing) and a broker that
+//! does not answer in time gives a retryable [`BusError::Backend`] (see `connect`).
 //!
 //! `Start` for queue subscriptions: a quorum queue only receives what is published after it
 //! was created, so a new queue subscription never sees older messages, whatever its `start`
@@ -44,8 +48,6 @@ use switchboard_core::contract::{
 };
 use switchboard_core::{Message, SubscriptionName, TopicName};
 
-pub mod wd;
-use wd::Wd as _;
 mod admin;
 mod connect;
 mod dead_letter;
@@ -80,7 +82,7 @@ impl AmqpBackend {
     /// [`BusError::InvalidUrl`] for a URL that cannot be used, [`BusError::Unreachable`]
     /// (naming `host:port`, never the credentials) when the broker cannot be reached.
     pub async fn connect(url: &str) -> Result<AmqpBackend, BusError> {
-        Ok(AmqpBackend { shared: Shared::connect(url).wd(concat!(file!(), ":", line!())).await? })
+        Ok(AmqpBackend { shared: Shared::connect(url).await? })
     }
 
     /// What this backend supports, and why:
@@ -130,19 +132,19 @@ impl Publisher for AmqpBackend {
         messages: Vec<Message>,
         options: &PublishOptions,
     ) -> Result<(), BusError> {
-        publish::publish(&self.shared, topic, messages, options).wd(concat!(file!(), ":", line!())).await
+        publish::publish(&self.shared, topic, messages, options).await
     }
 
     async fn flush(&self) -> Result<(), BusError> {
         self.shared.check_open()?;
-        self.shared.flush().wd(concat!(file!(), ":", line!())).await
+        self.shared.flush().await
     }
 }
 
 #[async_trait::async_trait]
 impl Subscriber for AmqpBackend {
     async fn subscribe(&self, topic: &TopicName, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
-        subscribe::subscribe(&self.shared, topic, spec).wd(concat!(file!(), ":", line!())).await
+        subscribe::subscribe(&self.shared, topic, spec).await
     }
 
     async fn stats(
@@ -150,7 +152,7 @@ impl Subscriber for AmqpBackend {
         topic: &TopicName,
         subscription: &SubscriptionName,
     ) -> Result<SubscriptionStats, BusError> {
-        admin::stats(&self.shared, topic, subscription).wd(concat!(file!(), ":", line!())).await
+        admin::stats(&self.shared, topic, subscription).await
     }
 }
 
@@ -169,7 +171,7 @@ impl Backend for AmqpBackend {
             return Err(BusError::InvalidArgument("partitions must be at least 1".into()));
         }
         // RabbitMQ exchanges have no partitions: any count is served by one exchange.
-        publish::ensure_topic(&self.shared, topic).wd(concat!(file!(), ":", line!())).await
+        publish::ensure_topic(&self.shared, topic).await
     }
 
     async fn delete_subscription(
@@ -177,10 +179,10 @@ impl Backend for AmqpBackend {
         topic: &TopicName,
         subscription: &SubscriptionName,
     ) -> Result<(), BusError> {
-        admin::delete_subscription(&self.shared, topic, subscription).wd(concat!(file!(), ":", line!())).await
+        admin::delete_subscription(&self.shared, topic, subscription).await
     }
 
     async fn close(&self) -> Result<(), BusError> {
-        self.shared.close().wd(concat!(file!(), ":", line!())).await
+        self.shared.close().await
     }
 }

@@ -28,7 +28,6 @@
 //! those messages are delivered again (at-least-once). All members of one stream subscription
 //! share the store; the last commit written wins.
 
-#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +37,9 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use switchboard_core::contract::BusError;
 use tokio::sync::{Notify, watch};
 
-use crate::connect::{BACKEND, Shared, lapin_error};
+use crate::connect::{
+    BACKEND, RPC_TIMEOUT, Shared, bounded, close_channel, is_timeout, lapin_error, timed_out,
+};
 
 /// Shortest time between two writes of a subscription's commit point.
 pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
@@ -107,12 +108,12 @@ impl Commits {
 
     /// Writes the commit point unless RabbitMQ has it already.
     pub(crate) async fn flush(&self, shared: &Shared) -> Result<(), BusError> {
-        let mut written = self.written.lock().wd(concat!(file!(), ":", line!())).await;
+        let mut written = self.written.lock().await;
         let Some(point) = self.want.lock().point else { return Ok(()) };
         if written.is_some_and(|w| w >= point) {
             return Ok(());
         }
-        write(shared, &self.queue, point).wd(concat!(file!(), ":", line!())).await?;
+        write(shared, &self.queue, point).await?;
         *written = Some(point);
         Ok(())
     }
@@ -123,17 +124,17 @@ impl Commits {
         let attempts = async {
             let mut backoff = RETRY_MIN;
             loop {
-                match self.flush(shared).wd(concat!(file!(), ":", line!())).await {
+                match self.flush(shared).await {
                     Err(e) if e.is_retryable() => {
                         tracing::debug!(error = %e, store = %self.queue, "writing the last commit failed; retrying");
-                        tokio::time::sleep(backoff).wd(concat!(file!(), ":", line!())).await;
+                        tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(RETRY_MAX);
                     }
                     done => return done,
                 }
             }
         };
-        match tokio::time::timeout(FINAL_WRITE, attempts).wd(concat!(file!(), ":", line!())).await {
+        match tokio::time::timeout(FINAL_WRITE, attempts).await {
             Ok(done) => done,
             Err(_) => Err(BusError::Backend {
                 backend: BACKEND,
@@ -165,7 +166,7 @@ pub(crate) async fn committer(
             _ = stop.changed() => break,
             _ = shutdown.changed() => return Ok(()),
         }
-        let pause = match commits.flush(&shared).wd(concat!(file!(), ":", line!())).await {
+        let pause = match commits.flush(&shared).await {
             Ok(()) => {
                 backoff = RETRY_MIN;
                 COMMIT_INTERVAL
@@ -188,16 +189,16 @@ pub(crate) async fn committer(
             _ = shutdown.changed() => return Ok(()),
         }
     }
-    commits.finish(&shared).wd(concat!(file!(), ":", line!())).await
+    commits.finish(&shared).await
 }
 
 /// Declares the offset store `queue` (creating it marks the stream subscription as existing)
 /// and returns the offset it holds, if any.
 pub(crate) async fn open(shared: &Shared, queue: &str) -> Result<Option<u64>, BusError> {
-    let _one_at_a_time = shared.offset_reads.lock().wd(concat!(file!(), ":", line!())).await;
-    let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
-    let read = declare_and_read(&ch, queue).wd(concat!(file!(), ":", line!())).await;
-    let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
+    let _one_at_a_time = shared.offset_reads.lock().await;
+    let ch = shared.channel().await?;
+    let read = declare_and_read(&ch, queue).await;
+    close_channel(&ch).await;
     read
 }
 
@@ -210,14 +211,17 @@ fn store_args() -> FieldTable {
 }
 
 async fn declare_and_read(ch: &Channel, queue: &str) -> Result<Option<u64>, BusError> {
-    ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), store_args())
-        .wd(concat!(file!(), ":", line!())).await
-        .map_err(lapin_error)?;
+    bounded(
+        "declaring an offset store",
+        ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), store_args()),
+    )
+    .await?;
     let mut last = None;
     let mut last_tag = None;
     for _ in 0..MAX_READ {
         let Some(got) =
-            ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?
+            bounded("reading an offset store", ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }))
+                .await?
         else {
             break;
         };
@@ -231,7 +235,11 @@ async fn declare_and_read(ch: &Channel, queue: &str) -> Result<Option<u64>, BusE
         }
     }
     if let Some(tag) = last_tag {
-        ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?;
+        bounded(
+            "requeueing an offset store",
+            ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }),
+        )
+        .await?;
     }
     Ok(last)
 }
@@ -242,14 +250,28 @@ fn parse(data: &[u8]) -> Option<u64> {
 
 /// Publishes `offset` to the store and waits for the confirm.
 async fn write(shared: &Shared, queue: &str, offset: u64) -> Result<(), BusError> {
-    let ch = shared.publish_channel().wd(concat!(file!(), ":", line!())).await?;
+    let ch = shared.publish_channel().await?;
+    let written = write_on(&ch, queue, offset).await;
+    if let Err(e) = &written
+        && is_timeout(e)
+    {
+        shared.discard_publish_channel(&ch).await;
+    }
+    written
+}
+
+async fn write_on(ch: &Channel, queue: &str, offset: u64) -> Result<(), BusError> {
     let props = BasicProperties::default().with_delivery_mode(2).with_content_type("text/plain".into());
     let mandatory = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-    let confirm = ch
-        .basic_publish("".into(), queue.into(), mandatory, offset.to_string().as_bytes(), props)
-        .wd(concat!(file!(), ":", line!())).await
-        .map_err(lapin_error)?;
-    match confirm.wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)? {
+    let confirm = bounded(
+        "committing an offset",
+        ch.basic_publish("".into(), queue.into(), mandatory, offset.to_string().as_bytes(), props),
+    )
+    .await?;
+    let confirmed = tokio::time::timeout(RPC_TIMEOUT, confirm)
+        .await
+        .map_err(|_| timed_out("waiting for the confirm of an offset commit"))?;
+    match confirmed.map_err(lapin_error)? {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Ack(Some(_)) => {
             Err(BusError::NotFound(format!("offset store {queue} (the subscription was deleted)")))
@@ -266,11 +288,12 @@ async fn write(shared: &Shared, queue: &str, offset: u64) -> Result<(), BusError
 /// Whether `queue` exists, by a passive declare on a channel of its own (RabbitMQ closes
 /// the channel when it does not).
 pub(crate) async fn exists(shared: &Shared, queue: &str) -> Result<bool, BusError> {
-    let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
+    let ch = shared.channel().await?;
     let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let declared = ch.queue_declare(queue.into(), passive, FieldTable::default()).wd(concat!(file!(), ":", line!())).await;
-    let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
-    match declared.map_err(lapin_error) {
+    let declared =
+        bounded("declaring a queue", ch.queue_declare(queue.into(), passive, FieldTable::default())).await;
+    close_channel(&ch).await;
+    match declared {
         Ok(_) => Ok(true),
         Err(BusError::NotFound(_)) => Ok(false),
         Err(e) => Err(e),

@@ -6,9 +6,10 @@
 //! a new stream subscription can replay it from the start (RabbitMQ's default retention
 //! applies: unbounded unless a policy sets `max-age` or `max-length-bytes`). Declared topics
 //! are cached per process. A publish returns once RabbitMQ confirmed every message; a nack
-//! from the broker, or a connection that dropped before the confirm, is a retryable error.
+//! from the broker, or a connection that dropped before the confirm, is a retryable error, and
+//! so is a confirm that does not arrive within `RPC_TIMEOUT` (the publish channel is then
+//! replaced; the messages may still have been stored, so a retry can duplicate them).
 
-#[allow(unused_imports)] use crate::wd::Wd;
 use std::time::SystemTime;
 
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -17,7 +18,7 @@ use lapin::{Channel, ExchangeKind};
 use switchboard_core::contract::{BusError, PublishOptions};
 use switchboard_core::{Message, Timestamp, TopicName};
 
-use crate::connect::{BACKEND, Shared, lapin_error};
+use crate::connect::{BACKEND, RPC_TIMEOUT, Shared, bounded, close_channel, is_timeout, timed_out};
 use crate::{headers, naming};
 
 /// Largest message accepted (RabbitMQ's default `max_message_size` is 128 MiB).
@@ -29,9 +30,9 @@ pub(crate) async fn ensure_topic(shared: &Shared, topic: &TopicName) -> Result<(
     if shared.ensured.lock().contains(topic) {
         return Ok(());
     }
-    let ch = shared.channel().wd(concat!(file!(), ":", line!())).await?;
-    let declared = declare_topic(&ch, topic).wd(concat!(file!(), ":", line!())).await;
-    let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
+    let ch = shared.channel().await?;
+    let declared = declare_topic(&ch, topic).await;
+    close_channel(&ch).await;
     declared?;
     shared.ensured.lock().insert(topic.clone());
     Ok(())
@@ -41,23 +42,29 @@ async fn declare_topic(ch: &Channel, topic: &TopicName) -> Result<(), BusError> 
     let exchange = naming::exchange(topic);
     let stream = naming::stream(topic);
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-    ch.exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
-        .wd(concat!(file!(), ":", line!())).await
-        .map_err(lapin_error)?;
+    bounded(
+        "declaring an exchange",
+        ch.exchange_declare(exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()),
+    )
+    .await?;
     let mut args = FieldTable::default();
     args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("stream")));
-    ch.queue_declare(stream.as_str().into(), QueueDeclareOptions::durable(), args)
-        .wd(concat!(file!(), ":", line!())).await
-        .map_err(lapin_error)?;
-    ch.queue_bind(
-        stream.as_str().into(),
-        exchange.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
+    bounded(
+        "declaring a stream",
+        ch.queue_declare(stream.as_str().into(), QueueDeclareOptions::durable(), args),
     )
-    .wd(concat!(file!(), ":", line!())).await
-    .map_err(lapin_error)
+    .await?;
+    bounded(
+        "binding a stream",
+        ch.queue_bind(
+            stream.as_str().into(),
+            exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
 }
 
 /// Publishes `messages` in order and waits for every confirm.
@@ -77,8 +84,8 @@ pub(crate) async fn publish(
     if messages.is_empty() {
         return Ok(());
     }
-    ensure_topic(shared, topic).wd(concat!(file!(), ":", line!())).await?;
-    let result = send(shared, topic, &messages).wd(concat!(file!(), ":", line!())).await;
+    ensure_topic(shared, topic).await?;
+    let result = send(shared, topic, &messages).await;
     if let Err(BusError::NotFound(_)) = &result {
         // The exchange was deleted behind our back: declare it again next time.
         shared.ensured.lock().remove(topic);
@@ -87,30 +94,50 @@ pub(crate) async fn publish(
 }
 
 async fn send(shared: &Shared, topic: &TopicName, messages: &[Message]) -> Result<(), BusError> {
-    let ch = shared.publish_channel().wd(concat!(file!(), ":", line!())).await?;
+    let ch = shared.publish_channel().await?;
+    let sent = send_on(&ch, topic, messages).await;
+    if let Err(e) = &sent
+        && is_timeout(e)
+    {
+        shared.discard_publish_channel(&ch).await;
+    }
+    sent
+}
+
+async fn send_on(ch: &Channel, topic: &TopicName, messages: &[Message]) -> Result<(), BusError> {
     let exchange = naming::exchange(topic);
     let now = Timestamp::from_system_time(SystemTime::now());
     let mut confirms = Vec::with_capacity(messages.len());
     for m in messages {
         let props = headers::encode(m, now);
-        let confirm = ch
-            .basic_publish(
+        let confirm = bounded(
+            "publishing",
+            ch.basic_publish(
                 exchange.as_str().into(),
                 "".into(),
                 BasicPublishOptions::default(),
                 &m.data,
                 props,
-            )
-            .wd(concat!(file!(), ":", line!())).await
-            .map_err(lapin_error)?;
+            ),
+        )
+        .await?;
         confirms.push(confirm);
     }
-    let mut nacked = 0;
-    for confirm in confirms {
-        if confirm.wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?.is_nack() {
-            nacked += 1;
+    // One deadline for all the confirms of the batch.
+    let confirmed = tokio::time::timeout(RPC_TIMEOUT, async {
+        let mut nacked = 0;
+        for confirm in confirms {
+            if confirm.await.map_err(crate::connect::lapin_error)?.is_nack() {
+                nacked += 1;
+            }
         }
-    }
+        Ok::<_, BusError>(nacked)
+    })
+    .await;
+    let nacked = match confirmed {
+        Ok(counted) => counted?,
+        Err(_) => return Err(timed_out("waiting for publisher confirms")),
+    };
     if nacked > 0 {
         return Err(BusError::Backend {
             backend: BACKEND,

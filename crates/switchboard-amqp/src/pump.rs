@@ -12,9 +12,11 @@
 //! delivery whose attempt exceeds `max_deliveries` is dead-lettered here
 //! (`dlreason = lease expired`, see `dead_letter.rs`) and never reaches the caller.
 //!
+//! Every request it makes is bounded (see `connect.rs`), so a broker that stops answering makes
+//! it reopen, never wait forever.
+//!
 //! Stream mode: a delivery below the offset the consumer asked for is acked and skipped.
 
-#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use lapin::{Channel, Consumer};
 use switchboard_core::contract::Mode;
 use tokio::sync::{mpsc, watch};
 
+use crate::connect::{RPC_TIMEOUT, close_channel, settle_bounded};
 use crate::dead_letter;
 use crate::settle::Unsettled;
 use crate::subscribe::{Incoming, SubCtx, attempt_of, open, stream_offset};
@@ -51,7 +54,7 @@ pub(crate) async fn pump(
     loop {
         let (ch, consumer) = match session.take() {
             Some(s) => s,
-            None => match open(&ctx).wd(concat!(file!(), ":", line!())).await {
+            None => match open(&ctx).await {
                 Ok(s) => {
                     tracing::info!(topic = %ctx.topic, subscription = %ctx.spec.name, "subscription resumed");
                     backoff = BACKOFF_MIN;
@@ -69,15 +72,15 @@ pub(crate) async fn pump(
                     continue;
                 }
                 Err(e) => {
-                    let _ = tx.send(Incoming::Failed(e)).wd(concat!(file!(), ":", line!())).await;
+                    let _ = tx.send(Incoming::Failed(e)).await;
                     return;
                 }
             },
         };
-        let ended = run(&ctx, &ch, consumer, &tx, &mut stop, &mut shutdown).wd(concat!(file!(), ":", line!())).await;
+        let ended = run(&ctx, &ch, consumer, &tx, &mut stop, &mut shutdown).await;
         match ended {
             Ended::Stop => {
-                let _ = ch.close(200, "subscription closed".into()).wd(concat!(file!(), ":", line!())).await;
+                close_channel(&ch).await;
                 return;
             }
             Ended::Lost => {
@@ -124,9 +127,9 @@ async fn run(
                 let attempt = attempt_of(&delivery);
                 if ctx.dead_letter_topic.is_some() && ctx.spec.max_deliveries.is_some_and(|max| attempt > max)
                 {
-                    if let Err(e) = dead_letter::expired(ctx, delivery, attempt).wd(concat!(file!(), ":", line!())).await {
+                    if let Err(e) = dead_letter::expired(ctx, delivery, attempt).await {
                         tracing::warn!(error = %e, "dead-lettering failed; the message was requeued");
-                        tokio::time::sleep(BACKOFF_MIN).wd(concat!(file!(), ":", line!())).await;
+                        tokio::time::sleep(BACKOFF_MIN).await;
                     }
                     continue;
                 }
@@ -135,15 +138,16 @@ async fn run(
             Mode::Stream => {
                 let floor = ctx.cursor.lock().floor;
                 if stream_offset(&delivery).is_some_and(|o| o < floor) {
-                    let _ = delivery.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await;
+                    let _ = settle_bounded(delivery.acker.ack(BasicAckOptions::default())).await;
                     continue;
                 }
             }
         }
-        if tx.send(Incoming::Amqp(delivery, unsettled)).wd(concat!(file!(), ":", line!())).await.is_err() {
+        if tx.send(Incoming::Amqp(delivery, unsettled)).await.is_err() {
             break;
         }
     }
-    let _ = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).wd(concat!(file!(), ":", line!())).await;
+    let _ = tokio::time::timeout(RPC_TIMEOUT, ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()))
+        .await;
     Ended::Stop
 }

@@ -20,11 +20,13 @@
 //! the channel's credit. A nack hands the same message to the subscription again, with the
 //! next attempt number, after its delay.
 //!
+//! Every ack and nack waits at most `RPC_TIMEOUT` for the channel (see `connect.rs`); a settle
+//! that runs out fails with a retryable error, and RabbitMQ may deliver the message again.
+//!
 //! Every queue delivery received from RabbitMQ carries an [`Unsettled`] guard from the moment
 //! the pump reads it until it is settled on the channel (acked, nacked, requeued after lease
 //! expiry, or dropped with its dead channel): that is the `in_flight` count of `stats`.
 
-#[allow(unused_imports)] use crate::wd::Wd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,6 +38,7 @@ use switchboard_core::{Message, Timestamp};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::connect::{is_timeout, settle_bounded};
 use crate::dead_letter;
 use crate::subscribe::{Incoming, Redelivery, SubCtx};
 
@@ -131,7 +134,7 @@ async fn watch(lease: Arc<Lease>) {
         };
         if expired {
             let unsettled = lease.unsettled.lock().take();
-            if let Err(e) = lease.acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await {
+            if let Err(e) = settle_bounded(lease.acker.nack(REQUEUE)).await {
                 tracing::debug!(error = %e, "requeue after lease expiry failed; the channel requeues it");
             }
             drop(unsettled);
@@ -144,11 +147,12 @@ fn lost(why: &str) -> BusError {
     BusError::LeaseLost(why.to_owned())
 }
 
-/// Maps the outcome of an ack or nack on the channel.
-fn channel_result(r: lapin::Result<bool>) -> Result<(), BusError> {
-    match r {
+/// Acks or nacks on the channel (bounded, see `connect::settle_bounded`) and maps the outcome.
+async fn on_channel(settle: impl std::future::Future<Output = lapin::Result<bool>>) -> Result<(), BusError> {
+    match settle_bounded(settle).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(lost("the channel closed; RabbitMQ delivers the message again")),
+        Err(e) if is_timeout(&e) => Err(e),
         Err(e) => Err(lost(&format!("the channel failed ({e}); RabbitMQ delivers the message again"))),
     }
 }
@@ -167,7 +171,7 @@ pub(crate) struct QueueSettle {
 impl Settle for QueueSettle {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         let _unsettled = self.lease.take()?;
-        channel_result(self.lease.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await)
+        on_channel(self.lease.acker.ack(BasicAckOptions::default())).await
     }
 
     async fn nack(self: Box<Self>, nack: Nack) -> Result<(), BusError> {
@@ -182,23 +186,23 @@ impl Settle for QueueSettle {
                 nack.error.as_deref(),
                 self.offset,
             )
-            .wd(concat!(file!(), ":", line!())).await;
+            .await;
             return match sent {
-                Ok(()) => channel_result(self.lease.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await),
+                Ok(()) => on_channel(self.lease.acker.ack(BasicAckOptions::default())).await,
                 Err(e) => {
-                    let _ = self.lease.acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await;
+                    let _ = settle_bounded(self.lease.acker.nack(REQUEUE)).await;
                     Err(e)
                 }
             };
         }
         if nack.delay.is_zero() {
-            return channel_result(self.lease.acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await);
+            return on_channel(self.lease.acker.nack(REQUEUE)).await;
         }
         let acker = self.lease.acker.clone();
         // Still unacked in RabbitMQ meanwhile, so still in flight.
         tokio::spawn(async move {
-            tokio::time::sleep(nack.delay).wd(concat!(file!(), ":", line!())).await;
-            let _ = acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await;
+            tokio::time::sleep(nack.delay).await;
+            let _ = settle_bounded(acker.nack(REQUEUE)).await;
             drop(unsettled);
         });
         Ok(())
@@ -227,7 +231,7 @@ impl Settle for QueueSettle {
         // Outside a runtime the channel's close requeues the message instead.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = acker.nack(REQUEUE).wd(concat!(file!(), ":", line!())).await;
+                let _ = settle_bounded(acker.nack(REQUEUE)).await;
                 drop(unsettled);
             });
         }
@@ -258,7 +262,7 @@ impl StreamSettle {
             let _ = tx.send(again);
         } else if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                tokio::time::sleep(delay).wd(concat!(file!(), ":", line!())).await;
+                tokio::time::sleep(delay).await;
                 let _ = tx.send(again);
             });
         }
@@ -273,7 +277,7 @@ impl Settle for StreamSettle {
             commits.acked(point)?;
         }
         // Stream acks only return credit; the offset is committed above either way.
-        let _ = self.acker.ack(BasicAckOptions::default()).wd(concat!(file!(), ":", line!())).await;
+        let _ = settle_bounded(self.acker.ack(BasicAckOptions::default())).await;
         Ok(())
     }
 

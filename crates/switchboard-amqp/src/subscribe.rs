@@ -30,7 +30,6 @@
 //! A pump task per open subscription feeds it (see `pump.rs`), and a committer task per stream
 //! subscription writes its commit point (see `offsets.rs`).
 
-#[allow(unused_imports)] use crate::wd::Wd;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +46,7 @@ use switchboard_core::contract::{
 use switchboard_core::{Message, Timestamp, TopicName};
 use tokio::sync::{mpsc, watch};
 
-use crate::connect::{BACKEND, Shared, lapin_error};
+use crate::connect::{BACKEND, Shared, bounded, close_channel, settle_bounded};
 use crate::offsets::{self, Commits};
 use crate::publish::ensure_topic;
 use crate::settle::{Lease, QueueSettle, StreamSettle, Unsettled};
@@ -154,7 +153,7 @@ pub(crate) async fn subscribe(
         Mode::Queue => (quorum_queue, store.clone(), "stream"),
         Mode::Stream => (naming::stream(topic), quorum_queue, "queue"),
     };
-    if offsets::exists(shared, &other_mode).wd(concat!(file!(), ":", line!())).await? {
+    if offsets::exists(shared, &other_mode).await? {
         return Err(BusError::Conflict(format!(
             "subscription {} on topic {topic} exists as a {other} subscription",
             spec.name
@@ -163,7 +162,7 @@ pub(crate) async fn subscribe(
     let (cursor, commits) = match spec.mode {
         Mode::Queue => (Cursor::default(), None),
         Mode::Stream => {
-            let stored = offsets::open(shared, &store).wd(concat!(file!(), ":", line!())).await.map_err(|e| match e {
+            let stored = offsets::open(shared, &store).await.map_err(|e| match e {
                 BusError::Conflict(m) => BusError::Conflict(format!(
                     "the offset store of subscription {} on topic {topic} has other settings ({m})",
                     spec.name
@@ -187,7 +186,7 @@ pub(crate) async fn subscribe(
         commits,
         redeliver,
     });
-    let first = open(&ctx).wd(concat!(file!(), ":", line!())).await?;
+    let first = open(&ctx).await?;
     // As many as RabbitMQ sends unacked (the prefetch), so the pump takes every delivery off
     // the consumer at once and counts it in flight.
     let (tx, rx) = mpsc::channel(prefetch(&spec).into());
@@ -210,14 +209,14 @@ fn consumer_tag() -> String {
 
 /// Declares the subscription's queue (queue mode) and starts a consumer on a new channel.
 pub(crate) async fn open(ctx: &SubCtx) -> Result<(Channel, Consumer), BusError> {
-    ensure_topic(&ctx.shared, &ctx.topic).wd(concat!(file!(), ":", line!())).await?;
+    ensure_topic(&ctx.shared, &ctx.topic).await?;
     if let Some(dlq) = &ctx.dead_letter_topic {
-        ensure_topic(&ctx.shared, dlq).wd(concat!(file!(), ":", line!())).await?;
+        ensure_topic(&ctx.shared, dlq).await?;
     }
-    let ch = ctx.shared.channel().wd(concat!(file!(), ":", line!())).await?;
-    let opened = consume(ctx, &ch).wd(concat!(file!(), ":", line!())).await;
+    let ch = ctx.shared.channel().await?;
+    let opened = consume(ctx, &ch).await;
     if opened.is_err() {
-        let _ = ch.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
+        close_channel(&ch).await;
     }
     Ok((ch, opened?))
 }
@@ -225,7 +224,7 @@ pub(crate) async fn open(ctx: &SubCtx) -> Result<(Channel, Consumer), BusError> 
 async fn consume(ctx: &SubCtx, ch: &Channel) -> Result<Consumer, BusError> {
     let mut args = FieldTable::default();
     match ctx.spec.mode {
-        Mode::Queue => declare_queue(ctx, ch).wd(concat!(file!(), ":", line!())).await?,
+        Mode::Queue => declare_queue(ctx, ch).await?,
         Mode::Stream => {
             let mut cursor = ctx.cursor.lock();
             let resume = cursor.resume_at();
@@ -239,10 +238,17 @@ async fn consume(ctx: &SubCtx, ch: &Channel) -> Result<Consumer, BusError> {
             args.insert("x-stream-offset".into(), offset);
         }
     }
-    ch.basic_qos(prefetch(&ctx.spec), BasicQosOptions::default()).wd(concat!(file!(), ":", line!())).await.map_err(lapin_error)?;
-    ch.basic_consume(ctx.queue.as_str().into(), consumer_tag().into(), BasicConsumeOptions::default(), args)
-        .wd(concat!(file!(), ":", line!())).await
-        .map_err(lapin_error)
+    bounded("setting the prefetch", ch.basic_qos(prefetch(&ctx.spec), BasicQosOptions::default())).await?;
+    bounded(
+        "starting a consumer",
+        ch.basic_consume(
+            ctx.queue.as_str().into(),
+            consumer_tag().into(),
+            BasicConsumeOptions::default(),
+            args,
+        ),
+    )
+    .await
 }
 
 async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
@@ -256,24 +262,29 @@ async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
         args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
         args.insert("x-overflow".into(), text("reject-publish"));
     }
-    ch.queue_declare(ctx.queue.as_str().into(), QueueDeclareOptions::durable(), args).wd(concat!(file!(), ":", line!())).await.map_err(|e| {
-        match lapin_error(e) {
-            BusError::Conflict(m) => BusError::Conflict(format!(
-                "subscription {} on topic {} exists with other settings ({m})",
-                ctx.spec.name, ctx.topic
-            )),
-            other => other,
-        }
-    })?;
-    ch.queue_bind(
-        ctx.queue.as_str().into(),
-        naming::exchange(&ctx.topic).as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
+    bounded(
+        "declaring a queue",
+        ch.queue_declare(ctx.queue.as_str().into(), QueueDeclareOptions::durable(), args),
     )
-    .wd(concat!(file!(), ":", line!())).await
-    .map_err(lapin_error)
+    .await
+    .map_err(|e| match e {
+        BusError::Conflict(m) => BusError::Conflict(format!(
+            "subscription {} on topic {} exists with other settings ({m})",
+            ctx.spec.name, ctx.topic
+        )),
+        other => other,
+    })?;
+    bounded(
+        "binding a queue",
+        ch.queue_bind(
+            ctx.queue.as_str().into(),
+            naming::exchange(&ctx.topic).as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
 }
 
 /// The stream offset of a stream delivery.
@@ -394,17 +405,18 @@ impl DeliverySource for AmqpSource {
             if let Incoming::Amqp(d, unsettled) = item
                 && self.ctx.spec.mode == Mode::Queue
             {
-                let _ = d.acker.nack(BasicNackOptions { multiple: false, requeue: true }).wd(concat!(file!(), ":", line!())).await;
+                let _ =
+                    settle_bounded(d.acker.nack(BasicNackOptions { multiple: false, requeue: true })).await;
                 drop(unsettled);
             }
         }
         // The pump cancels the consumer and closes the channel, which requeues the rest.
         if let Some(pump) = self.pump.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), pump).wd(concat!(file!(), ":", line!())).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
         }
         // The committer writes the last commit point (bounded by its own timeout).
         match self.committer.take() {
-            Some(committer) => match committer.wd(concat!(file!(), ":", line!())).await {
+            Some(committer) => match committer.await {
                 Ok(written) => written,
                 Err(e) => Err(BusError::backend(BACKEND, false, e)),
             },

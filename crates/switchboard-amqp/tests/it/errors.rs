@@ -1,6 +1,5 @@
 //! Connection errors: invalid URLs, unreachable brokers, closed backends.
 
-#[allow(unused_imports)] use switchboard_amqp::wd::Wd;
 use switchboard_core::contract::{
     Backend, BusError, PublishOptions, Publisher, Subscriber, SubscriptionSpec,
 };
@@ -10,7 +9,7 @@ use crate::*;
 #[tokio::test]
 async fn an_invalid_url_is_refused_without_credentials() {
     for url in ["http://guest:secret@127.0.0.1:5672/%2f", "not a url", "amqp://guest:secret@:5672"] {
-        let e = AmqpBackend::connect(url).wd(concat!(file!(), ":", line!())).await.unwrap_err();
+        let e = AmqpBackend::connect(url).await.unwrap_err();
         assert!(matches!(e, BusError::InvalidUrl { .. }), "{url}: {e:?}");
         assert!(!e.to_string().contains("secret"), "{e}");
     }
@@ -18,7 +17,7 @@ async fn an_invalid_url_is_refused_without_credentials() {
 
 #[tokio::test]
 async fn an_unreachable_broker_names_the_endpoint_only() {
-    let e = AmqpBackend::connect("amqp://guest:secret@127.0.0.1:1/%2f").wd(concat!(file!(), ":", line!())).await.unwrap_err();
+    let e = AmqpBackend::connect("amqp://guest:secret@127.0.0.1:1/%2f").await.unwrap_err();
     match &e {
         BusError::Unreachable { backend, endpoint, .. } => {
             assert_eq!(*backend, "amqp");
@@ -32,23 +31,23 @@ async fn an_unreachable_broker_names_the_endpoint_only() {
 
 #[tokio::test]
 async fn a_closed_backend_refuses_calls() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("closed");
-    bus.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    let e = bus.publish(&t, vec![msg(1)], &PublishOptions::default()).wd(concat!(file!(), ":", line!())).await.unwrap_err();
+    bus.close().await.unwrap();
+    let e = bus.publish(&t, vec![msg(1)], &PublishOptions::default()).await.unwrap_err();
     assert!(matches!(e, BusError::Closed), "{e:?}");
-    let e = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).wd(concat!(file!(), ":", line!())).await.unwrap_err();
+    let e = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).await.unwrap_err();
     assert!(matches!(e, BusError::Closed), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_backend_ends_open_subscriptions() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("closesubs");
-    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).wd(concat!(file!(), ":", line!())).await.unwrap();
-    let other = super::bus().wd(concat!(file!(), ":", line!())).await;
-    bus.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), s.next()).wd(concat!(file!(), ":", line!())).await.unwrap();
+    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).await.unwrap();
+    let other = super::bus().await;
+    bus.close().await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), s.next()).await.unwrap();
     assert!(ended.is_none());
-    cleanup(&other, &[&t], &[(&t, "w")]).wd(concat!(file!(), ":", line!())).await;
+    cleanup(&other, &[&t], &[(&t, "w")]).await;
 }

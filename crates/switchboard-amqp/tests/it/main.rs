@@ -9,7 +9,6 @@ mod reconnect;
 mod roundtrip;
 mod stream;
 
-#[allow(unused_imports)] use switchboard_amqp::wd::Wd;
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
@@ -20,7 +19,7 @@ use switchboard_core::{Message, SubscriptionName, TopicName};
 pub(crate) const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 pub(crate) async fn bus() -> AmqpBackend {
-    AmqpBackend::connect(URL).wd(concat!(file!(), ":", line!())).await.expect("RabbitMQ must run at 127.0.0.1:5672 (rabbitmq-server -detached)")
+    AmqpBackend::connect(URL).await.expect("RabbitMQ must run at 127.0.0.1:5672 (rabbitmq-server -detached)")
 }
 
 pub(crate) fn unique(prefix: &str) -> TopicName {
@@ -36,16 +35,16 @@ pub(crate) fn msg(i: usize) -> Message {
 }
 
 pub(crate) async fn publish(bus: &AmqpBackend, topic: &TopicName, messages: Vec<Message>) {
-    bus.publish(topic, messages, &PublishOptions::default()).wd(concat!(file!(), ":", line!())).await.unwrap();
+    bus.publish(topic, messages, &PublishOptions::default()).await.unwrap();
 }
 
 /// The next delivery, failing the test after `secs` seconds.
 pub(crate) async fn next(s: &mut Subscription) -> Delivery {
-    next_within(s, Duration::from_secs(10)).wd(concat!(file!(), ":", line!())).await.expect("no delivery within 10 s")
+    next_within(s, Duration::from_secs(10)).await.expect("no delivery within 10 s")
 }
 
 pub(crate) async fn next_within(s: &mut Subscription, d: Duration) -> Option<Delivery> {
-    match tokio::time::timeout(d, s.next()).wd(concat!(file!(), ":", line!())).await {
+    match tokio::time::timeout(d, s.next()).await {
         Ok(Some(r)) => Some(r.unwrap()),
         Ok(None) => panic!("subscription ended"),
         Err(_) => None,
@@ -60,16 +59,27 @@ pub(crate) fn body(d: &Delivery) -> String {
 /// topics) of `(topic, subscription)`.
 pub(crate) async fn cleanup(bus: &AmqpBackend, topics: &[&TopicName], subs: &[(&TopicName, &str)]) {
     for (t, s) in subs {
-        let _ = bus.delete_subscription(t, &sub(s)).wd(concat!(file!(), ":", line!())).await;
+        let _ = bus.delete_subscription(t, &sub(s)).await;
     }
-    let conn = lapin::Connection::connect(URL, lapin::ConnectionProperties::default()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    let ch = conn.create_channel().wd(concat!(file!(), ":", line!())).await.unwrap();
+    // Bounded like the backend's own requests: a cleanup must not hang a test.
+    let bounded = Duration::from_secs(10);
+    let conn = tokio::time::timeout(
+        bounded,
+        lapin::Connection::connect(URL, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ch = tokio::time::timeout(bounded, conn.create_channel()).await.unwrap().unwrap();
     let dead_letter_topics: Vec<String> = subs.iter().map(|(t, s)| format!("{t}.{s}.dlq")).collect();
     let names = topics.iter().map(|t| t.to_string()).chain(dead_letter_topics);
     for t in names {
-        let _ = ch.queue_delete(format!("sb.s.{t}").into(), QueueDeleteOptions::default()).wd(concat!(file!(), ":", line!())).await;
-        let _ = ch.exchange_delete(format!("sb.t.{t}").into(), ExchangeDeleteOptions::default()).wd(concat!(file!(), ":", line!())).await;
+        let q = ch.queue_delete(format!("sb.s.{t}").into(), QueueDeleteOptions::default());
+        let _ = tokio::time::timeout(bounded, q).await;
+        let x = ch.exchange_delete(format!("sb.t.{t}").into(), ExchangeDeleteOptions::default());
+        let _ = tokio::time::timeout(bounded, x).await;
     }
-    let _ = conn.close(200, "ok".into()).wd(concat!(file!(), ":", line!())).await;
-    let _ = bus.close().wd(concat!(file!(), ":", line!())).await;
+    let _ = tokio::time::timeout(bounded, ch.close(200, "ok".into())).await;
+    let _ = tokio::time::timeout(bounded, conn.close(200, "ok".into())).await;
+    let _ = bus.close().await;
 }

@@ -1,6 +1,5 @@
 //! Publishing: attributes survive, options the backend lacks are refused.
 
-#[allow(unused_imports)] use switchboard_amqp::wd::Wd;
 use std::time::Duration;
 
 use switchboard_core::contract::{
@@ -12,11 +11,11 @@ use crate::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attribute_and_extension_round_trips() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("rt");
-    bus.ensure_topic(&t, &TopicSpec::default()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    bus.ensure_topic(&t, &TopicSpec::default()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).wd(concat!(file!(), ":", line!())).await.unwrap();
+    bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
+    bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
+    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).await.unwrap();
     let mut m = Message::new("/shop/orders", "com.example.order.created", &b"\x00\x01binary\xff"[..])
         .with_id("i".repeat(300))
         .with_subject("order-7")
@@ -28,48 +27,48 @@ async fn every_attribute_and_extension_round_trips() {
     m.time = Some("2026-11-26T10:00:00.123456Z".into());
     m.dataschema = Some("https://example.com/schemas/order".into());
     let plain = msg(2);
-    publish(&bus, &t, vec![m.clone(), plain.clone()]).wd(concat!(file!(), ":", line!())).await;
-    let d = next(&mut s).wd(concat!(file!(), ":", line!())).await;
+    publish(&bus, &t, vec![m.clone(), plain.clone()]).await;
+    let d = next(&mut s).await;
     assert_eq!(d.message(), &m);
     assert_eq!(d.info().attempt, 1);
     assert_eq!(d.info().partition, 0);
     assert_eq!(d.info().topic, t);
     let published = d.info().published_at.expect("published_at");
     assert!(published > Timestamp(1_700_000_000_000));
-    d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
-    let d = next(&mut s).wd(concat!(file!(), ":", line!())).await;
+    d.ack().await.unwrap();
+    let d = next(&mut s).await;
     assert_eq!(d.message(), &plain);
-    d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    cleanup(&bus, &[&t], &[(&t, "w")]).wd(concat!(file!(), ":", line!())).await;
+    d.ack().await.unwrap();
+    s.close().await.unwrap();
+    cleanup(&bus, &[&t], &[(&t, "w")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_publishes_send_nothing() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("refuse");
-    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).wd(concat!(file!(), ":", line!())).await.unwrap();
+    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).await.unwrap();
     let later = PublishOptions { deliver_at: Some(Timestamp(u64::MAX / 2)) };
-    let e = bus.publish(&t, vec![msg(1)], &later).wd(concat!(file!(), ":", line!())).await.unwrap_err();
+    let e = bus.publish(&t, vec![msg(1)], &later).await.unwrap_err();
     assert!(matches!(e, BusError::Unsupported { feature: "delayed_delivery", .. }), "{e:?}");
-    let e = bus.publish(&t, vec![msg(1), msg(2).with_id("")], &PublishOptions::default()).wd(concat!(file!(), ":", line!())).await.unwrap_err();
+    let e = bus.publish(&t, vec![msg(1), msg(2).with_id("")], &PublishOptions::default()).await.unwrap_err();
     assert!(matches!(e, BusError::InvalidMessage(_)), "{e:?}");
-    assert!(next_within(&mut s, Duration::from_millis(300)).wd(concat!(file!(), ":", line!())).await.is_none());
+    assert!(next_within(&mut s, Duration::from_millis(300)).await.is_none());
     assert!(!bus.capabilities().delayed_delivery);
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    cleanup(&bus, &[&t], &[(&t, "w")]).wd(concat!(file!(), ":", line!())).await;
+    s.close().await.unwrap();
+    cleanup(&bus, &[&t], &[(&t, "w")]).await;
 }
 
 #[tokio::test]
 async fn works_on_a_current_thread_runtime() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("ct");
-    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).wd(concat!(file!(), ":", line!())).await.unwrap();
-    publish(&bus, &t, vec![msg(1)]).wd(concat!(file!(), ":", line!())).await;
-    bus.flush().wd(concat!(file!(), ":", line!())).await.unwrap();
-    let d = next(&mut s).wd(concat!(file!(), ":", line!())).await;
+    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).await.unwrap();
+    publish(&bus, &t, vec![msg(1)]).await;
+    bus.flush().await.unwrap();
+    let d = next(&mut s).await;
     assert_eq!(body(&d), "m1");
-    d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    cleanup(&bus, &[&t], &[(&t, "w")]).wd(concat!(file!(), ":", line!())).await;
+    d.ack().await.unwrap();
+    s.close().await.unwrap();
+    cleanup(&bus, &[&t], &[(&t, "w")]).await;
 }

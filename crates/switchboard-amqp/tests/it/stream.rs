@@ -1,7 +1,6 @@
 //! Stream subscriptions: replay from the start, start at the end, redelivery after a nack,
 //! resuming at the committed offset, one mode per subscription name.
 
-#[allow(unused_imports)] use switchboard_amqp::wd::Wd;
 use std::time::Duration;
 
 use switchboard_core::contract::Subscription;
@@ -12,53 +11,53 @@ use crate::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_stream_subscription_replays_from_the_start() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("replay");
-    bus.ensure_topic(&t, &TopicSpec::default()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    publish(&bus, &t, (0..5).map(msg).collect()).wd(concat!(file!(), ":", line!())).await;
+    bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
+    publish(&bus, &t, (0..5).map(msg).collect()).await;
     for name in ["first", "second"] {
-        let mut s = bus.subscribe(&t, SubscriptionSpec::stream(sub(name))).wd(concat!(file!(), ":", line!())).await.unwrap();
+        let mut s = bus.subscribe(&t, SubscriptionSpec::stream(sub(name))).await.unwrap();
         let mut offsets = Vec::new();
         for i in 0..5 {
-            let d = next(&mut s).wd(concat!(file!(), ":", line!())).await;
+            let d = next(&mut s).await;
             assert_eq!(body(&d), format!("m{i}"));
             offsets.push(d.info().offset);
-            d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
+            d.ack().await.unwrap();
         }
         assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
-        assert!(matches!(bus.stats(&t, &sub(name)).wd(concat!(file!(), ":", line!())).await, Err(BusError::Unsupported { .. })));
-        s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
+        assert!(matches!(bus.stats(&t, &sub(name)).await, Err(BusError::Unsupported { .. })));
+        s.close().await.unwrap();
     }
-    cleanup(&bus, &[&t], &[(&t, "first"), (&t, "second")]).wd(concat!(file!(), ":", line!())).await;
+    cleanup(&bus, &[&t], &[(&t, "first"), (&t, "second")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_skips_older_messages_and_a_nack_redelivers() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("latest");
-    publish(&bus, &t, vec![msg(0)]).wd(concat!(file!(), ":", line!())).await;
-    let mut s = bus.subscribe(&t, SubscriptionSpec::stream(sub("tail")).start(Start::Latest)).wd(concat!(file!(), ":", line!())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).wd(concat!(file!(), ":", line!())).await;
-    publish(&bus, &t, vec![msg(1), msg(2)]).wd(concat!(file!(), ":", line!())).await;
-    let d = next(&mut s).wd(concat!(file!(), ":", line!())).await;
+    publish(&bus, &t, vec![msg(0)]).await;
+    let mut s = bus.subscribe(&t, SubscriptionSpec::stream(sub("tail")).start(Start::Latest)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish(&bus, &t, vec![msg(1), msg(2)]).await;
+    let d = next(&mut s).await;
     assert_eq!((body(&d).as_str(), d.info().attempt), ("m1", 1));
     let offset = d.info().offset;
-    d.nack(Nack::now()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    let d = next(&mut s).wd(concat!(file!(), ":", line!())).await;
+    d.nack(Nack::now()).await.unwrap();
+    let d = next(&mut s).await;
     assert_eq!((body(&d).as_str(), d.info().attempt, d.info().offset), ("m1", 2, offset));
-    d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
-    let d = next(&mut s).wd(concat!(file!(), ":", line!())).await;
+    d.ack().await.unwrap();
+    let d = next(&mut s).await;
     assert_eq!(body(&d), "m2");
-    d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    cleanup(&bus, &[&t], &[(&t, "tail")]).wd(concat!(file!(), ":", line!())).await;
+    d.ack().await.unwrap();
+    s.close().await.unwrap();
+    cleanup(&bus, &[&t], &[(&t, "tail")]).await;
 }
 
 /// Reads `n` deliveries, checking their bodies are `m<from>`, `m<from+1>`, ….
 async fn read_from(s: &mut Subscription, from: usize, n: usize) -> Vec<switchboard_core::contract::Delivery> {
     let mut got = Vec::new();
     for i in from..from + n {
-        let d = next(s).wd(concat!(file!(), ":", line!())).await;
+        let d = next(s).await;
         assert_eq!(body(&d), format!("m{i}"));
         got.push(d);
     }
@@ -67,109 +66,109 @@ async fn read_from(s: &mut Subscription, from: usize, n: usize) -> Vec<switchboa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_stream_subscription_resumes_at_the_commit_point() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("resume");
-    bus.ensure_topic(&t, &TopicSpec::default()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    publish(&bus, &t, (0..20).map(msg).collect()).wd(concat!(file!(), ":", line!())).await;
+    bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
+    publish(&bus, &t, (0..20).map(msg).collect()).await;
     let spec = SubscriptionSpec::stream(sub("log"));
-    let mut s = bus.subscribe(&t, spec.clone()).wd(concat!(file!(), ":", line!())).await.unwrap();
+    let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
     let mut held = Vec::new();
-    for (i, d) in read_from(&mut s, 0, 8).wd(concat!(file!(), ":", line!())).await.into_iter().enumerate() {
+    for (i, d) in read_from(&mut s, 0, 8).await.into_iter().enumerate() {
         // 5 and 7 stay unsettled: the commit point stops at 5 although 6 is acked.
         if i == 5 || i == 7 {
             held.push(d);
         } else {
-            d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
+            d.ack().await.unwrap();
         }
     }
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
+    s.close().await.unwrap();
     for d in held {
-        assert!(matches!(d.ack().wd(concat!(file!(), ":", line!())).await, Err(BusError::LeaseLost(_))), "acks after close are not committed");
+        assert!(matches!(d.ack().await, Err(BusError::LeaseLost(_))), "acks after close are not committed");
     }
 
     // Reopened on the same connection: resumes at the commit point.
-    let mut s = bus.subscribe(&t, spec.clone()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    for d in read_from(&mut s, 5, 5).wd(concat!(file!(), ":", line!())).await {
-        d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
+    let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
+    for d in read_from(&mut s, 5, 5).await {
+        d.ack().await.unwrap();
     }
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
+    s.close().await.unwrap();
 
     // Reopened on a new connection: resumes where the last one left off, reads on, and sees
     // what is published later.
-    let other = super::bus().wd(concat!(file!(), ":", line!())).await;
-    let mut s = other.subscribe(&t, spec.clone()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    for d in read_from(&mut s, 10, 10).wd(concat!(file!(), ":", line!())).await {
-        d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
+    let other = super::bus().await;
+    let mut s = other.subscribe(&t, spec.clone()).await.unwrap();
+    for d in read_from(&mut s, 10, 10).await {
+        d.ack().await.unwrap();
     }
-    publish(&other, &t, vec![msg(20)]).wd(concat!(file!(), ":", line!())).await;
-    read_from(&mut s, 20, 1).wd(concat!(file!(), ":", line!())).await.pop().unwrap().ack().wd(concat!(file!(), ":", line!())).await.unwrap();
-    assert!(next_within(&mut s, Duration::from_millis(300)).wd(concat!(file!(), ":", line!())).await.is_none());
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    assert!(matches!(other.stats(&t, &sub("log")).wd(concat!(file!(), ":", line!())).await, Err(BusError::Unsupported { .. })));
+    publish(&other, &t, vec![msg(20)]).await;
+    read_from(&mut s, 20, 1).await.pop().unwrap().ack().await.unwrap();
+    assert!(next_within(&mut s, Duration::from_millis(300)).await.is_none());
+    s.close().await.unwrap();
+    assert!(matches!(other.stats(&t, &sub("log")).await, Err(BusError::Unsupported { .. })));
 
     // Deleting the subscription deletes its commit point: it starts over at `start`.
-    other.delete_subscription(&t, &sub("log")).wd(concat!(file!(), ":", line!())).await.unwrap();
-    assert!(matches!(other.stats(&t, &sub("log")).wd(concat!(file!(), ":", line!())).await, Err(BusError::NotFound(_))));
-    let mut s = other.subscribe(&t, spec).wd(concat!(file!(), ":", line!())).await.unwrap();
-    read_from(&mut s, 0, 1).wd(concat!(file!(), ":", line!())).await;
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    let _ = other.close().wd(concat!(file!(), ":", line!())).await;
-    cleanup(&bus, &[&t], &[(&t, "log")]).wd(concat!(file!(), ":", line!())).await;
+    other.delete_subscription(&t, &sub("log")).await.unwrap();
+    assert!(matches!(other.stats(&t, &sub("log")).await, Err(BusError::NotFound(_))));
+    let mut s = other.subscribe(&t, spec).await.unwrap();
+    read_from(&mut s, 0, 1).await;
+    s.close().await.unwrap();
+    let _ = other.close().await;
+    cleanup(&bus, &[&t], &[(&t, "log")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_backend_commits_stream_acks() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("resumeclose");
-    bus.ensure_topic(&t, &TopicSpec::default()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    publish(&bus, &t, (0..6).map(msg).collect()).wd(concat!(file!(), ":", line!())).await;
+    bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
+    publish(&bus, &t, (0..6).map(msg).collect()).await;
     let spec = SubscriptionSpec::stream(sub("log"));
-    let mut s = bus.subscribe(&t, spec.clone()).wd(concat!(file!(), ":", line!())).await.unwrap();
-    for d in read_from(&mut s, 0, 3).wd(concat!(file!(), ":", line!())).await {
-        d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
+    let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
+    for d in read_from(&mut s, 0, 3).await {
+        d.ack().await.unwrap();
     }
     // The subscription is never closed itself: closing the backend writes its commit point.
-    bus.close().wd(concat!(file!(), ":", line!())).await.unwrap();
+    bus.close().await.unwrap();
     drop(s);
-    let other = super::bus().wd(concat!(file!(), ":", line!())).await;
-    let mut s = other.subscribe(&t, spec).wd(concat!(file!(), ":", line!())).await.unwrap();
-    for d in read_from(&mut s, 3, 3).wd(concat!(file!(), ":", line!())).await {
-        d.ack().wd(concat!(file!(), ":", line!())).await.unwrap();
+    let other = super::bus().await;
+    let mut s = other.subscribe(&t, spec).await.unwrap();
+    for d in read_from(&mut s, 3, 3).await {
+        d.ack().await.unwrap();
     }
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    cleanup(&other, &[&t], &[(&t, "log")]).wd(concat!(file!(), ":", line!())).await;
+    s.close().await.unwrap();
+    cleanup(&other, &[&t], &[(&t, "log")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_belongs_to_one_mode() {
-    let bus = bus().wd(concat!(file!(), ":", line!())).await;
+    let bus = bus().await;
     let t = unique("modes");
     let conflict = |r: Result<Subscription, BusError>| match r {
         Err(BusError::Conflict(m)) => m,
         other => panic!("expected Conflict, got {:?}", other.map(|_| "a subscription")),
     };
     // A queue subscription's name cannot be opened as a stream, while open or not.
-    let q = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).wd(concat!(file!(), ":", line!())).await.unwrap();
-    let m = conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).wd(concat!(file!(), ":", line!())).await);
+    let q = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).await.unwrap();
+    let m = conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).await);
     assert!(m.contains("queue subscription"), "{m}");
-    q.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).wd(concat!(file!(), ":", line!())).await);
+    q.close().await.unwrap();
+    conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).await);
     // A stream subscription's name cannot be opened as a queue, while open or not, on any
     // connection.
-    let s = bus.subscribe(&t, SubscriptionSpec::stream(sub("s"))).wd(concat!(file!(), ":", line!())).await.unwrap();
-    let m = conflict(bus.subscribe(&t, SubscriptionSpec::queue(sub("s"))).wd(concat!(file!(), ":", line!())).await);
+    let s = bus.subscribe(&t, SubscriptionSpec::stream(sub("s"))).await.unwrap();
+    let m = conflict(bus.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await);
     assert!(m.contains("stream subscription"), "{m}");
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    let other = super::bus().wd(concat!(file!(), ":", line!())).await;
-    conflict(other.subscribe(&t, SubscriptionSpec::queue(sub("s"))).wd(concat!(file!(), ":", line!())).await);
+    s.close().await.unwrap();
+    let other = super::bus().await;
+    conflict(other.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await);
     // The same name on another topic is another subscription; the connection still works.
     let elsewhere = unique("modes-other");
-    let s = other.subscribe(&elsewhere, SubscriptionSpec::queue(sub("s"))).wd(concat!(file!(), ":", line!())).await.unwrap();
-    s.close().wd(concat!(file!(), ":", line!())).await.unwrap();
+    let s = other.subscribe(&elsewhere, SubscriptionSpec::queue(sub("s"))).await.unwrap();
+    s.close().await.unwrap();
     // Once deleted, the name is free for the other mode.
-    bus.delete_subscription(&t, &sub("s")).wd(concat!(file!(), ":", line!())).await.unwrap();
-    let q = bus.subscribe(&t, SubscriptionSpec::queue(sub("s"))).wd(concat!(file!(), ":", line!())).await.unwrap();
-    q.close().wd(concat!(file!(), ":", line!())).await.unwrap();
-    cleanup(&other, &[&elsewhere], &[(&elsewhere, "s")]).wd(concat!(file!(), ":", line!())).await;
-    cleanup(&bus, &[&t], &[(&t, "q"), (&t, "s")]).wd(concat!(file!(), ":", line!())).await;
+    bus.delete_subscription(&t, &sub("s")).await.unwrap();
+    let q = bus.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await.unwrap();
+    q.close().await.unwrap();
+    cleanup(&other, &[&elsewhere], &[(&elsewhere, "s")]).await;
+    cleanup(&bus, &[&t], &[(&t, "q"), (&t, "s")]).await;
 }
