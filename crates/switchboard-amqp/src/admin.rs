@@ -16,7 +16,7 @@
 
 use std::sync::atomic::Ordering;
 
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use switchboard_core::contract::{BusError, SubscriptionStats};
 use switchboard_core::{SubscriptionName, TopicName};
@@ -51,6 +51,35 @@ pub(crate) async fn stats(
                 Err(BusError::NotFound(format!("subscription {subscription} on topic {topic}")))
             }
         }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a topic's stream and exchange; missing ones are fine. Queue subscriptions' queues
+/// stay (RabbitMQ drops their bindings) until their subscriptions are deleted.
+pub(crate) async fn delete_topic(shared: &Shared, topic: &TopicName) -> Result<(), BusError> {
+    shared.check_open()?;
+    shared.ensured.lock().remove(topic);
+    let ch = shared.channel().await?;
+    let stream = bounded(
+        "deleting a topic's stream",
+        ch.queue_delete(naming::stream(topic).as_str().into(), QueueDeleteOptions::default()),
+    )
+    .await;
+    close_channel(&ch).await;
+    match stream {
+        Ok(_) | Err(BusError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let ch = shared.channel().await?;
+    let exchange = bounded(
+        "deleting a topic's exchange",
+        ch.exchange_delete(naming::exchange(topic).as_str().into(), ExchangeDeleteOptions::default()),
+    )
+    .await;
+    close_channel(&ch).await;
+    match exchange {
+        Ok(_) | Err(BusError::NotFound(_)) => Ok(()),
         Err(e) => Err(e),
     }
 }

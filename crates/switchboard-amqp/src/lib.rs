@@ -174,6 +174,10 @@ impl Backend for AmqpBackend {
         publish::ensure_topic(&self.shared, topic).await
     }
 
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
+        admin::delete_topic(&self.shared, topic).await
+    }
+
     async fn delete_subscription(
         &self,
         topic: &TopicName,

@@ -41,7 +41,7 @@ where
     let backend = harness.name().to_owned();
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(limit, run(harness.clone())).await;
-    delete_subscriptions(case, &*harness).await;
+    delete_created(case, &*harness).await;
     harness.shutdown().await;
     let took = started.elapsed();
     match result {
@@ -52,16 +52,20 @@ where
     }
 }
 
-/// Deletes what the case subscribed (best effort: a broker that is gone keeps nothing).
-async fn delete_subscriptions(case: &str, harness: &dyn Harness) {
-    let opened = crate::util::take_opened(case);
-    if opened.is_empty() {
+/// Deletes the subscriptions and topics the case made (best effort: a broker that is gone
+/// keeps nothing).
+async fn delete_created(case: &str, harness: &dyn Harness) {
+    let created = crate::util::take_created(case);
+    if created.topics.is_empty() && created.subscriptions.is_empty() {
         return;
     }
     let wait = harness.timing().wait;
     if let Ok(Ok(bus)) = tokio::time::timeout(wait, harness.connect()).await {
-        for (topic, sub) in opened {
-            let _ = tokio::time::timeout(wait, bus.delete_subscription(&topic, &sub)).await;
+        for (topic, sub) in &created.subscriptions {
+            let _ = tokio::time::timeout(wait, bus.delete_subscription(topic, sub)).await;
+        }
+        for topic in &created.topics {
+            let _ = tokio::time::timeout(wait, bus.delete_topic(topic)).await;
         }
         let _ = tokio::time::timeout(wait, bus.close()).await;
     }

@@ -61,7 +61,9 @@ impl Ctx {
     }
 
     pub(crate) fn topic(&self, suffix: &str) -> Result<TopicName> {
-        Ok(TopicName::new(format!("{}-{suffix}", self.prefix))?)
+        let topic = TopicName::new(format!("{}-{suffix}", self.prefix))?;
+        created().topics.push(topic.clone());
+        Ok(topic)
     }
 
     pub(crate) fn sub(&self, suffix: &str) -> Result<SubscriptionName> {
@@ -132,18 +134,34 @@ pub(crate) async fn within<T>(
     }
 }
 
-/// Every subscription the cases opened, so each case's are deleted when it ends: brokers that
-/// outlive the test run (RabbitMQ here) would otherwise keep a queue per case per run.
-static OPENED: std::sync::Mutex<Vec<(TopicName, SubscriptionName)>> = std::sync::Mutex::new(Vec::new());
+/// Every topic and subscription the cases made, so each case's are deleted when it ends:
+/// brokers that outlive the test run (RabbitMQ here) would otherwise keep a queue and a
+/// stream per case per run, and run out of file descriptors.
+#[derive(Default)]
+pub(crate) struct Created {
+    pub(crate) topics: Vec<TopicName>,
+    pub(crate) subscriptions: Vec<(TopicName, SubscriptionName)>,
+}
 
-/// Takes the subscriptions opened by `case` (their names start with its prefix).
-pub(crate) fn take_opened(case: &str) -> Vec<(TopicName, SubscriptionName)> {
+static CREATED: std::sync::Mutex<Created> =
+    std::sync::Mutex::new(Created { topics: Vec::new(), subscriptions: Vec::new() });
+
+fn created() -> std::sync::MutexGuard<'static, Created> {
+    CREATED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes what `case` made (every name it makes starts with its prefix).
+pub(crate) fn take_created(case: &str) -> Created {
     let prefix = format!("cf-{}-", case.replace('_', "-"));
-    let mut opened = OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (mine, rest) =
-        std::mem::take(&mut *opened).into_iter().partition(|(_, s)| s.as_str().starts_with(&prefix));
-    *opened = rest;
-    mine
+    let mut all = created();
+    let (topics, rest) =
+        std::mem::take(&mut all.topics).into_iter().partition(|t| t.as_str().starts_with(&prefix));
+    all.topics = rest;
+    let (subscriptions, rest) = std::mem::take(&mut all.subscriptions)
+        .into_iter()
+        .partition(|(_, s)| s.as_str().starts_with(&prefix));
+    all.subscriptions = rest;
+    Created { topics, subscriptions }
 }
 
 pub(crate) async fn subscribe_on(
@@ -152,7 +170,13 @@ pub(crate) async fn subscribe_on(
     topic: &TopicName,
     spec: SubscriptionSpec,
 ) -> Result<Subscription> {
-    OPENED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((topic.clone(), spec.name.clone()));
+    {
+        let mut created = created();
+        created.subscriptions.push((topic.clone(), spec.name.clone()));
+        if let Ok(Some(dlq)) = spec.dead_letter_topic_for(topic) {
+            created.topics.push(dlq);
+        }
+    }
     let what = format!("subscribe {}/{} ({:?})", topic, spec.name, spec.mode);
     within(t.wait, what, bus.subscribe(topic, spec)).await
 }

@@ -170,6 +170,22 @@ impl Backend for NatsBackend {
         crate::publish::ensure_topic(&self.inner, topic).await
     }
 
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
+        use async_nats::jetstream::ErrorCode;
+        use async_nats::jetstream::context::DeleteStreamErrorKind;
+        self.inner.check_open()?;
+        self.inner.ensured.lock().remove(topic);
+        match self.inner.js.delete_stream(crate::naming::stream_name(topic)).await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.kind() {
+                DeleteStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                    Ok(())
+                }
+                _ => Err(crate::errors::map("deleting a topic's stream", e, true)),
+            },
+        }
+    }
+
     async fn delete_subscription(
         &self,
         topic: &TopicName,

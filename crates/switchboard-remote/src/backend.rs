@@ -156,6 +156,16 @@ impl Backend for RemoteBackend {
         self.topics.ensure(&self.shared, topic, spec).await
     }
 
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
+        self.shared.check_open()?;
+        self.topics.forget(topic);
+        match self.shared.client().delete_topic(api::DeleteTopicRequest { name: topic.to_string() }).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(self.status(s)),
+        }
+    }
+
     async fn delete_subscription(
         &self,
         topic: &TopicName,

@@ -74,6 +74,26 @@ impl Backend {
     }
 }
 
+impl Target {
+    /// Deletes `topics` and their `subscriptions` (on brokers that outlive the test run).
+    ///
+    /// # Panics
+    /// If the backend cannot be reached or refuses.
+    pub async fn clean_up(&self, topics: &[&str], subscriptions: &[&str]) {
+        let bus = switchboard::Bus::connect(&self.url).await.expect("connect for clean-up");
+        let backend = bus.backend();
+        for topic in topics {
+            let topic = switchboard::TopicName::new(*topic).expect("topic name");
+            for sub in subscriptions {
+                let sub = switchboard::SubscriptionName::new(*sub).expect("subscription name");
+                backend.delete_subscription(&topic, &sub).await.expect("delete subscription");
+            }
+            backend.delete_topic(&topic).await.expect("delete topic");
+        }
+        bus.close().await.expect("close");
+    }
+}
+
 /// A name no other test run has used (RabbitMQ and NATS keep topics between runs).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::random::<u64>())

@@ -122,6 +122,10 @@ impl Backend for FaultyBackend {
         self.inner.ensure_topic(topic, spec).await
     }
 
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
+        self.inner.delete_topic(topic).await
+    }
+
     async fn delete_subscription(&self, topic: &TopicName, sub: &SubscriptionName) -> Result<(), BusError> {
         self.inner.delete_subscription(topic, sub).await
     }

@@ -1,8 +1,6 @@
 //! The README's backend × capability table says what the backends declare: this test builds
 //! the table from the backends themselves and compares it with the README's.
 
-use switchboard_conformance::Harness;
-
 const BEGIN: &str = "<!-- capabilities:begin -->";
 const END: &str = "<!-- capabilities:end -->";
 

@@ -91,6 +91,14 @@ pub trait Backend: Publisher + Subscriber {
     /// [`BusError::InvalidArgument`] for a bad spec, or a backend error.
     async fn ensure_topic(&self, topic: &TopicName, spec: &TopicSpec) -> Result<(), BusError>;
 
+    /// Deletes a topic and its messages (with the subscriptions the broker ties to it; on
+    /// RabbitMQ a queue subscription's queue outlives its exchange until
+    /// [`Backend::delete_subscription`]).
+    ///
+    /// # Errors
+    /// A backend error; deleting a missing topic is not an error.
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError>;
+
     /// Deletes a subscription and what the backend keeps for it.
     ///
     /// # Errors

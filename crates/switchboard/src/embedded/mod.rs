@@ -241,6 +241,13 @@ impl Backend for EmbeddedBackend {
         self.ensure(topic, spec).await
     }
 
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
+        match self.broker.delete_topic(topic).await {
+            Ok(()) | Err(switchboard_broker::BrokerError::TopicNotFound(_)) => Ok(()),
+            Err(e) => Err(to_bus(e)),
+        }
+    }
+
     async fn delete_subscription(
         &self,
         topic: &TopicName,
