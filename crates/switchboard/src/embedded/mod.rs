@@ -175,7 +175,11 @@ impl Publisher for EmbeddedBackend {
         messages: Vec<Message>,
         options: &PublishOptions,
     ) -> Result<(), BusError> {
-        self.ensure(topic, &TopicSpec::default()).await?;
+        // `publish_count` is an atomic read: a cheap existence check for the hot path
+        // (`topic_info` would gather partition details on every publish).
+        if self.broker.publish_count(topic).is_err() {
+            self.ensure(topic, &TopicSpec::default()).await?;
+        }
         let options = BrokerPublishOptions { deliver_at: options.deliver_at };
         self.broker.publish_batch(topic, messages, options).await.map(|_| ()).map_err(to_bus)
     }
