@@ -30,7 +30,6 @@
 //! A pump task per open subscription feeds it (see `pump.rs`), and a committer task per stream
 //! subscription writes its commit point (see `offsets.rs`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -41,7 +40,8 @@ use lapin::options::{BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Acker, Channel, Consumer};
 use switchboard_core::contract::{
-    BusError, Delivery, DeliveryInfo, DeliverySource, Mode, Start, Subscription, SubscriptionSpec,
+    BusError, CommitPoint, Delivery, DeliveryInfo, DeliverySource, Mode, Start, Subscription,
+    SubscriptionSpec,
 };
 use switchboard_core::{Message, Timestamp, TopicName};
 use tokio::sync::{mpsc, watch};
@@ -67,54 +67,34 @@ pub(crate) struct SubCtx {
     pub(crate) redeliver: mpsc::UnboundedSender<Incoming>,
 }
 
-/// Offsets of a stream subscription handed out and not yet acked, and its commit point.
-///
-/// The commit point follows the embedded broker's rule: it only moves up to the lowest
-/// offset still unsettled, so acking offset 7 while 5 is pending commits nothing past 5.
+/// Offsets of a stream subscription handed out and not yet acked, and its commit point (the
+/// rule every backend shares: [`CommitPoint`]).
 #[derive(Default)]
 pub(crate) struct Cursor {
-    outstanding: BTreeMap<u64, usize>,
-    /// One past the highest offset handed out, or the committed offset before that.
-    next: Option<u64>,
-    /// The commit point (the next offset to read after a reopen).
-    committed: Option<u64>,
+    point: CommitPoint,
     /// The offset the current consumer was asked to start at; anything below is skipped.
     pub(crate) floor: u64,
 }
 
 impl Cursor {
-    /// The cursor of a subscription whose committed offset is `committed`.
+    /// The cursor of a subscription whose committed offset is `committed` (`None`: nothing
+    /// stored yet, so the first commit point is written whatever it is).
     pub(crate) fn resuming_at(committed: Option<u64>) -> Cursor {
-        Cursor { next: committed, committed, ..Cursor::default() }
+        let point = committed.map_or_else(CommitPoint::unstored, CommitPoint::resuming_at);
+        Cursor { point, floor: 0 }
     }
 
     fn delivered(&mut self, offset: u64) {
-        *self.outstanding.entry(offset).or_default() += 1;
-        self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
-    }
-
-    /// Marks one delivery of `offset` done.
-    pub(crate) fn done(&mut self, offset: u64) {
-        if let Some(n) = self.outstanding.get_mut(&offset) {
-            *n -= 1;
-            if *n == 0 {
-                self.outstanding.remove(&offset);
-            }
-        }
+        self.point.delivered(offset);
     }
 
     /// Marks one delivery of `offset` acked; returns the new commit point if it moved.
     pub(crate) fn acked(&mut self, offset: u64) -> Option<u64> {
-        self.done(offset);
-        let point = self.resume_at()?;
-        self.committed.is_none_or(|c| point > c).then(|| {
-            self.committed = Some(point);
-            point
-        })
+        self.point.acked(offset)
     }
 
     fn resume_at(&self) -> Option<u64> {
-        self.outstanding.keys().next().copied().or(self.next)
+        self.point.resume_at()
     }
 }
 
@@ -431,7 +411,7 @@ mod tests {
 
     #[test]
     fn the_commit_point_waits_for_the_lowest_unsettled_offset() {
-        let mut c = Cursor::default();
+        let mut c = Cursor::resuming_at(None);
         for o in 5..=7 {
             c.delivered(o);
         }

@@ -25,13 +25,12 @@
 //! ## When
 //!
 //! An ack only moves the commit point in memory, up to the lowest delivery still unsettled
-//! ([`Tracker`], the rule of the embedded broker). A background task per open subscription
+//! ([`CommitPoint`], the rule every backend shares). A background task per open subscription
 //! writes the point at most every [`COMMIT_INTERVAL`], and once more when the subscription is
 //! closed or dropped, and when the backend is closed. An ack that returned `Ok` but was not
 //! written yet (a crash within the interval) is replayed after a restart: at-least-once,
 //! never skipped.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -40,7 +39,7 @@ use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, LastRawMessageErrorKind, StorageType};
 use async_nats::jetstream::{ErrorCode, stream::PurgeErrorKind};
-use switchboard_core::contract::{BusError, Start};
+use switchboard_core::contract::{BusError, CommitPoint, Start};
 use switchboard_core::{SubscriptionName, TopicName};
 use tokio::sync::watch;
 
@@ -245,49 +244,6 @@ pub(crate) async fn delete(inner: &Inner, subject: &str) -> Result<(), BusError>
     }
 }
 
-/// The unsettled deliveries of one stream reader and its commit point: the point only moves
-/// up to the lowest delivery still unsettled (acking 7 while 5 is pending commits nothing
-/// past 5). Sequences are stream sequences; gaps (deleted messages) are skipped over.
-#[derive(Debug)]
-pub(crate) struct Tracker {
-    pending: BTreeSet<u64>,
-    next_after_seen: u64,
-    committed: u64,
-}
-
-impl Tracker {
-    /// A reader that starts at `next` (committed up to there).
-    pub(crate) fn new(next: u64) -> Tracker {
-        Tracker { pending: BTreeSet::new(), next_after_seen: next, committed: next }
-    }
-
-    /// Records a message read from the stream (handed out or buffered).
-    pub(crate) fn delivered(&mut self, seq: u64) {
-        self.pending.insert(seq);
-        self.next_after_seen = self.next_after_seen.max(seq + 1);
-    }
-
-    /// Records an ack; returns the new commit point if it moved.
-    pub(crate) fn acked(&mut self, seq: u64) -> Option<u64> {
-        self.pending.remove(&seq);
-        let point = self.pending.first().copied().unwrap_or(self.next_after_seen);
-        (point > self.committed).then(|| {
-            self.committed = point;
-            point
-        })
-    }
-
-    /// Deliveries read and not acked.
-    pub(crate) fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// The commit point in memory.
-    pub(crate) fn committed(&self) -> u64 {
-        self.committed
-    }
-}
-
 /// The stored side of one open stream subscription: the key, the revision last seen and
 /// the value last written, serialized by a lock so writes reach the server in order.
 pub(crate) struct Store {
@@ -375,7 +331,7 @@ pub(crate) struct Cursor {
     pub(crate) store: Arc<Store>,
     pub(crate) topic: TopicName,
     pub(crate) name: SubscriptionName,
-    tracker: parking_lot::Mutex<Tracker>,
+    tracker: parking_lot::Mutex<CommitPoint>,
     point: watch::Sender<u64>,
 }
 
@@ -390,7 +346,7 @@ impl Cursor {
             topic: store.topic.clone(),
             name: store.name.clone(),
             store,
-            tracker: parking_lot::Mutex::new(Tracker::new(next)),
+            tracker: parking_lot::Mutex::new(CommitPoint::resuming_at(next)),
             point,
         });
         let mut open = cursor.store.inner.cursors.lock();
@@ -416,7 +372,8 @@ impl Cursor {
     /// Deliveries read and not acked, and the commit point in memory.
     pub(crate) fn snapshot(&self) -> (usize, u64) {
         let t = self.tracker.lock();
-        (t.pending(), t.committed())
+        // Always known: the tracker starts at the stored position.
+        (t.pending(), t.committed().unwrap_or_default())
     }
 
     /// Writes the current commit point now.
@@ -475,27 +432,6 @@ async fn committer(store: Arc<Store>, mut rx: watch::Receiver<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn commit_point_waits_for_the_lowest_pending_sequence() {
-        let mut t = Tracker::new(5);
-        for s in 5..=7 {
-            t.delivered(s);
-        }
-        assert_eq!(t.acked(7), None);
-        assert_eq!(t.acked(5), Some(6));
-        assert_eq!(t.acked(6), Some(8));
-        assert_eq!(t.pending(), 0);
-    }
-
-    #[test]
-    fn gaps_are_skipped() {
-        let mut t = Tracker::new(1);
-        t.delivered(1);
-        t.delivered(4);
-        assert_eq!(t.acked(1), Some(4));
-        assert_eq!(t.acked(4), Some(5));
-    }
 
     #[test]
     fn records_round_trip_and_keys_are_injective() {

@@ -43,7 +43,6 @@ mod consume;
 mod convert;
 mod error;
 mod health;
-mod offsets;
 mod publish;
 mod session;
 mod settle;

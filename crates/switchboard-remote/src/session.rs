@@ -16,9 +16,9 @@ use switchboard_proto::switchboard::v1 as api;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::from_outcome;
-use crate::offsets::PartitionOffsets;
 use api::consume_request::Request as In;
 use api::consume_response::{Outcome, Settled};
+use switchboard_core::contract::CommitPoint;
 
 /// What exists only while the stream is open.
 struct Open {
@@ -41,8 +41,10 @@ pub(crate) struct Session {
     owed: AtomicU32,
     /// Grant credits in batches of this many (fewer frames at high rates).
     credit_batch: u32,
-    /// Stream mode: what may be committed, per partition.
-    offsets: Mutex<HashMap<u32, PartitionOffsets>>,
+    /// Stream mode: what may be committed, per partition. A nacked or dropped delivery stays
+    /// unacked and holds the commit back; it is read again when the subscription is next
+    /// opened (the server has no per-message redelivery for streams).
+    offsets: Mutex<HashMap<u32, CommitPoint>>,
 }
 
 fn lost() -> BusError {

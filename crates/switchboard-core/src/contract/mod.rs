@@ -15,6 +15,7 @@
 
 mod backend;
 mod capabilities;
+mod commit_point;
 mod dead_letter;
 mod delivery;
 mod error;
@@ -22,6 +23,7 @@ mod subscription;
 
 pub use backend::{Backend, PublishOptions, Publisher, Subscriber, TopicSpec};
 pub use capabilities::Capabilities;
+pub use commit_point::CommitPoint;
 pub use dead_letter::{DeadLetterReason, dead_letter_ext};
 pub use delivery::{Delivery, DeliveryInfo, Nack, Settle, Settled};
 pub use error::{BoxError, BusError};

@@ -5,7 +5,6 @@
 //! `embedded:` URL shares it, so two services in one process (or a test and the service
 //! it tests) talk through one broker, and the broker closes when the last handle goes.
 
-mod commits;
 mod errors;
 mod queue;
 mod stream;

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use switchboard_broker::{Broker, StreamConsumer};
-use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, DeliverySource, Nack, Settle};
+use switchboard_core::contract::{
+    BusError, CommitPoint, Delivery, DeliveryInfo, DeliverySource, Nack, Settle,
+};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::sync::Notify;
 
-use super::commits::CommitTracker;
 use super::errors::to_bus;
 
 const POLL: Duration = Duration::from_secs(5);
@@ -38,8 +39,9 @@ struct Member {
     /// Taken at close, so the member leaves its group at once even while settle handles
     /// of its deliveries are still alive.
     consumer: Mutex<Option<Arc<StreamConsumer>>>,
-    /// Held across the commit call so commits reach the broker in increasing order.
-    commits: tokio::sync::Mutex<CommitTracker>,
+    /// Per partition. Held across the commit call so commits reach the broker in
+    /// increasing order.
+    commits: tokio::sync::Mutex<HashMap<u32, CommitPoint>>,
     /// Unsettled deliveries, readable without the async lock (for back-pressure).
     unsettled: Mutex<usize>,
     redeliver: Mutex<VecDeque<Ready>>,
@@ -68,7 +70,7 @@ impl StreamSource {
                 topic,
                 subscription,
                 consumer: Mutex::new(Some(Arc::new(consumer))),
-                commits: tokio::sync::Mutex::new(CommitTracker::default()),
+                commits: tokio::sync::Mutex::new(HashMap::new()),
                 unsettled: Mutex::new(0),
                 redeliver: Mutex::new(VecDeque::new()),
                 attempts: Mutex::new(HashMap::new()),
@@ -111,7 +113,7 @@ impl DeliverySource for StreamSource {
                 continue;
             }
             if let Some(d) = self.buffer.pop_front() {
-                member.commits.lock().await.delivered(d.partition, d.offset);
+                member.commits.lock().await.entry(d.partition).or_default().delivered(d.offset);
                 *member.unsettled.lock() += 1;
                 let r = Ready {
                     message: d.message,
@@ -199,7 +201,7 @@ impl Settle for StreamSettle {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
         let result = {
             let mut commits = self.member.commits.lock().await;
-            match commits.acked(self.partition, self.offset) {
+            match commits.get_mut(&self.partition).and_then(|c| c.acked(self.offset)) {
                 Some(point) => {
                     let consumer = self.member.consumer.lock().clone();
                     match consumer {
