@@ -24,15 +24,12 @@ use std::sync::Arc;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use switchboard_core::Message;
-use switchboard_core::contract::{BusError, DeadLetterReason, PublishOptions, dead_letter_ext as ext};
+use switchboard_core::contract::{BusError, DeadLetter, DeadLetterReason, PublishOptions};
 
 use crate::connect::settle_bounded;
 use crate::headers;
 use crate::publish::publish;
 use crate::subscribe::SubCtx;
-
-/// Longest `dlerror` kept, in characters.
-const MAX_ERROR_CHARS: usize = 1024;
 
 /// Publishes `message` to the dead-letter topic with its metadata and waits for the confirm.
 pub(crate) async fn send(
@@ -46,22 +43,17 @@ pub(crate) async fn send(
     let Some(dlq) = &ctx.dead_letter_topic else {
         return Err(BusError::InvalidArgument("the subscription has no dead-letter topic".into()));
     };
-    let e = &mut message.extensions;
-    e.insert(ext::REASON.into(), reason.as_str().into());
-    e.insert(ext::TOPIC.into(), ctx.topic.to_string());
-    e.insert(ext::SUBSCRIPTION.into(), ctx.spec.name.to_string());
-    e.insert(ext::ATTEMPTS.into(), attempts.to_string());
-    e.insert(ext::PARTITION.into(), "0".into());
-    e.insert(ext::OFFSET.into(), offset.to_string());
-    match error {
-        Some(err) => {
-            let clean: String = err.chars().filter(|c| !c.is_control()).take(MAX_ERROR_CHARS).collect();
-            e.insert(ext::ERROR.into(), clean);
-        }
-        None => {
-            e.remove(ext::ERROR);
-        }
+    DeadLetter {
+        reason,
+        topic: &ctx.topic,
+        subscription: &ctx.spec.name,
+        attempts,
+        partition: 0,
+        offset,
+        error,
+        handler: None,
     }
+    .stamp(&mut message);
     publish(&ctx.shared, dlq, vec![message], &PublishOptions::default()).await?;
     tracing::warn!(topic = %ctx.topic, subscription = %ctx.spec.name, dead_letter_topic = %dlq,
         attempts, reason = reason.as_str(), "Dead-lettered a message.");

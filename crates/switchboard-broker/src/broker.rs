@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use switchboard_core::contract::DeadLetter;
 use switchboard_core::{Message, SharedClock, SubscriptionName, SystemClock, TopicName};
 use switchboard_storage::{FileStorage, Retention, Storage};
 
@@ -764,24 +765,23 @@ impl Broker {
                 };
                 let dlq = self.topic(&dlq_name)?;
                 let mut message = stored.message;
-                let ext = &mut message.extensions;
-                ext.insert(dead_letter_ext::REASON.into(), dl.reason.into());
-                ext.insert(dead_letter_ext::TOPIC.into(), t.name.to_string());
-                ext.insert(dead_letter_ext::SUBSCRIPTION.into(), s.name.to_string());
-                ext.insert(dead_letter_ext::ATTEMPTS.into(), dl.attempts.to_string());
-                ext.insert(dead_letter_ext::PARTITION.into(), dl.pos.0.to_string());
-                ext.insert(dead_letter_ext::OFFSET.into(), dl.pos.1.to_string());
-                if let Some(e) = &dl.last_error {
-                    // Keep the metadata valid whatever the consumer wrote.
-                    let clean: String = e.chars().filter(|c| !c.is_control()).take(1024).collect();
-                    ext.insert(dead_letter_ext::ERROR.into(), clean);
+                DeadLetter {
+                    reason: dl.reason,
+                    topic: &t.name,
+                    subscription: &s.name,
+                    attempts: dl.attempts,
+                    partition: dl.pos.0,
+                    offset: dl.pos.1,
+                    error: dl.last_error.as_deref(),
+                    handler: None,
                 }
+                .stamp(&mut message);
                 // The dead letter is stored before the source lets go of the message: a crash
                 // in between gives a duplicate dead letter, never a lost one.
                 dlq.publish(vec![Outgoing { message, deliver_at: None }], None, false, dlq.config.max_message_bytes).await?;
                 s.dead_letter_stored(dl.pos).await?;
                 tracing::warn!(topic = %t.name, subscription = %s.name, partition = dl.pos.0, offset = dl.pos.1,
-                    attempts = dl.attempts, reason = dl.reason, "Dead-lettered a message.");
+                    attempts = dl.attempts, reason = dl.reason.as_str(), "Dead-lettered a message.");
                 Ok(())
             }
             .await;

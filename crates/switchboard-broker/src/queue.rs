@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use switchboard_core::Timestamp;
+use switchboard_core::contract::DeadLetterReason;
 
 use crate::journal::{Entry, PartitionSnapshot, Snapshot};
 
@@ -72,7 +73,7 @@ impl PartitionState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DeadLetter {
     pub(crate) pos: Pos,
-    pub(crate) reason: &'static str,
+    pub(crate) reason: DeadLetterReason,
     pub(crate) attempts: u32,
     pub(crate) last_error: Option<String>,
 }
@@ -237,7 +238,14 @@ impl QueueState {
             self.expiry.pop_first();
             if let Some(lease) = self.inflight.remove(&pos) {
                 self.release_member(lease.member);
-                self.retry_or_dead_letter(pos, lease.attempt, max_deliveries, "lease expired", None, None);
+                self.retry_or_dead_letter(
+                    pos,
+                    lease.attempt,
+                    max_deliveries,
+                    DeadLetterReason::LeaseExpired,
+                    None,
+                    None,
+                );
             }
         }
         while let Some(&(at, pos)) = self.scheduled.first() {
@@ -264,7 +272,7 @@ impl QueueState {
         pos: Pos,
         attempt: u32,
         max_deliveries: Option<u32>,
-        reason: &'static str,
+        reason: DeadLetterReason,
         delay_until: Option<Timestamp>,
         last_error: Option<String>,
     ) {
@@ -360,7 +368,7 @@ impl QueueState {
         if max_deliveries.is_none_or(|m| attempts < m) {
             return false;
         }
-        self.retry_or_dead_letter(pos, attempts, max_deliveries, "lease expired", None, None);
+        self.retry_or_dead_letter(pos, attempts, max_deliveries, DeadLetterReason::LeaseExpired, None, None);
         true
     }
 
@@ -469,7 +477,7 @@ impl QueueState {
     ) -> Result<Option<Entry>, SettleError> {
         let lease = self.take_lease(pos, lease_id, now, max)?;
         let delay_until = delay_until.filter(|t| *t > now);
-        self.retry_or_dead_letter(pos, lease.attempt, max, "nacked", delay_until, error);
+        self.retry_or_dead_letter(pos, lease.attempt, max, DeadLetterReason::Nacked, delay_until, error);
         Ok(delay_until.and_then(|t| {
             if self.dead_lettering.contains(&pos) {
                 return None;

@@ -18,8 +18,8 @@
 //! consumer and sequence). If publishing fails the original is nacked with a short delay
 //! and retried on its next delivery, so a message is never lost between the two.
 
-use switchboard_core::contract::{BusError, DeadLetterReason, dead_letter_ext as ext};
-use switchboard_core::{MAX_ATTRIBUTE_LEN, Message};
+use switchboard_core::Message;
+use switchboard_core::contract::{BusError, DeadLetter, DeadLetterReason};
 
 use crate::errors::backend_msg;
 use crate::pull::SubShared;
@@ -53,41 +53,16 @@ fn dead_letter(
     error: Option<String>,
 ) -> Message {
     let mut m = original.clone();
-    let x = &mut m.extensions;
-    x.insert(ext::REASON.into(), reason.as_str().into());
-    x.insert(ext::TOPIC.into(), sub.topic.to_string());
-    x.insert(ext::SUBSCRIPTION.into(), sub.name.to_string());
-    x.insert(ext::ATTEMPTS.into(), attempts.to_string());
-    x.insert(ext::PARTITION.into(), "0".into());
-    x.insert(ext::OFFSET.into(), seq.to_string());
-    match error {
-        Some(e) => x.insert(ext::ERROR.into(), clean(&e)),
-        None => x.remove(ext::ERROR),
-    };
+    DeadLetter {
+        reason,
+        topic: &sub.topic,
+        subscription: &sub.name,
+        attempts,
+        partition: 0,
+        offset: seq,
+        error: error.as_deref(),
+        handler: None,
+    }
+    .stamp(&mut m);
     m
-}
-
-/// An error text as a valid attribute value: control characters become spaces, and it is
-/// cut to [`MAX_ATTRIBUTE_LEN`] bytes.
-fn clean(e: &str) -> String {
-    let mut s: String = e.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if s.len() > MAX_ATTRIBUTE_LEN {
-        let mut cut = MAX_ATTRIBUTE_LEN;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean;
-
-    #[test]
-    fn errors_become_valid_attributes() {
-        assert_eq!(clean("a\nb\tc"), "a b c");
-        assert!(clean(&"é".repeat(5000)).len() <= switchboard_core::MAX_ATTRIBUTE_LEN);
-    }
 }

@@ -24,7 +24,7 @@ mod subscription;
 pub use backend::{Backend, PublishOptions, Publisher, Subscriber, TopicSpec};
 pub use capabilities::Capabilities;
 pub use commit_point::CommitPoint;
-pub use dead_letter::{DeadLetterReason, dead_letter_ext};
+pub use dead_letter::{DeadLetter, DeadLetterReason, MAX_DEAD_LETTER_ERROR_CHARS, dead_letter_ext};
 pub use delivery::{Delivery, DeliveryInfo, Nack, Settle, Settled};
 pub use error::{BoxError, BusError};
 pub use subscription::{DeliverySource, Mode, Start, Subscription, SubscriptionSpec, SubscriptionStats};

@@ -8,7 +8,7 @@
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use switchboard_core::contract::{DeadLetterReason, PublishOptions, dead_letter_ext as ext};
+use switchboard_core::contract::{DeadLetter as DeadLetterMetadata, DeadLetterReason, PublishOptions};
 use tower::{Layer, Service};
 
 use crate::Bus;
@@ -45,27 +45,17 @@ pub struct DeadLetter<S> {
 pub(crate) fn dead_letter_message(req: &Incoming, error: &HandlerError) -> switchboard_core::Message {
     let mut m = req.message.clone();
     let info = &req.info;
-    for (k, v) in [
-        (ext::REASON, DeadLetterReason::Rejected.as_str().to_owned()),
-        (ext::TOPIC, info.topic.to_string()),
-        (ext::SUBSCRIPTION, info.subscription.to_string()),
-        (ext::HANDLER, req.handler.to_string()),
-        (ext::ATTEMPTS, info.attempt.to_string()),
-        (ext::PARTITION, info.partition.to_string()),
-        (ext::OFFSET, info.offset.to_string()),
-    ] {
-        m.extensions.insert(k.into(), v);
+    DeadLetterMetadata {
+        reason: DeadLetterReason::Rejected,
+        topic: &info.topic,
+        subscription: &info.subscription,
+        attempts: info.attempt,
+        partition: info.partition,
+        offset: info.offset,
+        error: Some(&error.to_string()),
+        handler: Some(&req.handler),
     }
-    // Attribute values are bounded; keep the start of a long error.
-    let mut text = error.to_string();
-    if text.len() > 1024 {
-        let mut cut = 1024;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    m.extensions.insert(ext::ERROR.into(), text.replace(|c: char| c.is_control(), " "));
+    .stamp(&mut m);
     m
 }
 
