@@ -212,7 +212,7 @@ impl SubscriptionConfig {
         }
         let dlq = match &self.dead_letter_topic {
             Some(d) => d.clone(),
-            None => TopicName::new(format!("{topic}.{name}.dlq")).map_err(|e| {
+            None => switchboard_core::contract::default_dead_letter_topic(topic, name).map_err(|e| {
                 BrokerError::InvalidConfig(format!(
                     "the default dead-letter topic name is invalid ({e}); set dead_letter_topic"
                 ))

@@ -73,11 +73,6 @@ pub fn inject(cx: &Context, mut message: Message) -> Message {
     message
 }
 
-/// Injects the caller's current context (the span the service is in when it publishes).
-pub(crate) fn with_current_context(message: Message) -> Message {
-    inject(&Context::current(), message)
-}
-
 /// Starts a producer span `send <topic>` under the current context and injects it into the
 /// messages, so a consumer's span links to the publish.
 pub(crate) fn start_send(

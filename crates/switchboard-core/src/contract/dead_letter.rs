@@ -48,6 +48,17 @@ impl DeadLetterReason {
     }
 }
 
+/// The dead-letter topic a subscription gets when none is set: `<topic>.<subscription>.dlq`.
+///
+/// # Errors
+/// The name would be longer than a topic name may be.
+pub fn default_dead_letter_topic(
+    topic: &TopicName,
+    subscription: &SubscriptionName,
+) -> Result<TopicName, crate::NameError> {
+    TopicName::new(format!("{topic}.{subscription}.dlq"))
+}
+
 /// The longest `dlerror` kept, in characters.
 pub const MAX_DEAD_LETTER_ERROR_CHARS: usize = 1024;
 

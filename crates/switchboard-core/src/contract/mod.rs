@@ -24,7 +24,9 @@ mod subscription;
 pub use backend::{Backend, PublishOptions, Publisher, Subscriber, TopicSpec};
 pub use capabilities::Capabilities;
 pub use commit_point::CommitPoint;
-pub use dead_letter::{DeadLetter, DeadLetterReason, MAX_DEAD_LETTER_ERROR_CHARS, dead_letter_ext};
+pub use dead_letter::{
+    DeadLetter, DeadLetterReason, MAX_DEAD_LETTER_ERROR_CHARS, dead_letter_ext, default_dead_letter_topic,
+};
 pub use delivery::{Delivery, DeliveryInfo, Nack, Settle, Settled};
 pub use error::{BoxError, BusError};
 pub use subscription::{DeliverySource, Mode, Start, Subscription, SubscriptionSpec, SubscriptionStats};

@@ -129,7 +129,7 @@ impl SubscriptionSpec {
         }
         let dlq = match &self.dead_letter_topic {
             Some(d) => d.clone(),
-            None => TopicName::new(format!("{topic}.{}.dlq", self.name)).map_err(|e| {
+            None => super::default_dead_letter_topic(topic, &self.name).map_err(|e| {
                 BusError::InvalidArgument(format!(
                     "the default dead-letter topic name is invalid ({e}); set dead_letter_topic"
                 ))

@@ -94,14 +94,21 @@ impl Router {
     {
         spec.validate()?;
         let topic = TopicName::new(topic)?;
-        let dead_letter_topic = match spec.dead_letter_topic_for(&topic)? {
+        // Rejected messages go where the subscription's dead letters go; a subscription
+        // without one (a stream, or no delivery limit) still gets the default name.
+        let dead_letter_topic = match spec.dead_letter_topic_for(&topic)?.or(spec.dead_letter_topic.clone()) {
             Some(t) => t,
-            None => TopicName::new(format!("{topic}.{}.dlq", spec.name)).map_err(|e| {
-                BusError::InvalidArgument(format!(
-                    "no dead-letter topic name fits ({e}); set dead_letter_topic"
-                ))
-            })?,
+            None => {
+                switchboard_core::contract::default_dead_letter_topic(&topic, &spec.name).map_err(|e| {
+                    BusError::InvalidArgument(format!(
+                        "no dead-letter topic name fits ({e}); set dead_letter_topic"
+                    ))
+                })?
+            }
         };
+        if dead_letter_topic == topic {
+            return Err(BusError::InvalidArgument("a topic cannot be its own dead-letter topic".into()));
+        }
         self.routes.push(Route {
             name: name.into(),
             topic,
@@ -302,7 +309,7 @@ pub(crate) async fn publish_outputs(bus: &Bus, outputs: Vec<Outgoing>) -> Result
             }
             batch_topic = Some(out.topic);
         }
-        batch.push(crate::trace::with_current_context(out.message));
+        batch.push(out.message);
     }
     if let Some(t) = batch_topic {
         bus.backend().publish(&t, batch, &PublishOptions::default()).await?;

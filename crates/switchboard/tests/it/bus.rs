@@ -24,16 +24,21 @@ async fn connections_to_one_directory_share_one_broker() {
 }
 
 #[tokio::test]
-async fn publish_starts_a_trace_when_the_caller_has_none() {
+async fn publish_carries_the_callers_trace() {
+    use opentelemetry::context::FutureExt as _;
+    use opentelemetry::trace::TraceContextExt as _;
     let (bus, _dir) = bus().await;
-    bus.publish("traced", Message::new("/t", "t", "x")).await.expect("publish");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = switchboard::trace::parse_traceparent(&format!("00-{trace_id}-00f067aa0ba902b7-01"), None)
+        .expect("valid traceparent");
+    let cx = opentelemetry::Context::new().with_remote_span_context(parent);
+    // Whether or not a tracer provider is installed (another test in this binary installs
+    // one), the message must join the caller's trace.
+    bus.publish("traced", Message::new("/t", "t", "x")).with_context(cx).await.expect("publish");
     let mut s = bus.subscribe("traced", SubscriptionSpec::stream(sub("s"))).await.expect("subscribe");
     let d = next(&mut s).await;
-    // Without an OpenTelemetry SDK installed there is no span to inject: nothing is made up.
-    let tp = d.message().extensions.get("traceparent");
-    if let Some(tp) = tp {
-        assert!(switchboard::trace::parse_traceparent(tp, None).is_some(), "{tp}");
-    }
+    let tp = d.message().extensions.get("traceparent").expect("a traceparent");
+    assert!(tp.starts_with(&format!("00-{trace_id}-")), "{tp}");
     d.ack().await.expect("ack");
 }
 

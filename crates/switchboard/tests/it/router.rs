@@ -192,3 +192,36 @@ async fn shutdown_finishes_handlers_in_flight_before_returning() {
     router.shutdown().await.expect("shutdown");
     assert_eq!(backlog(&bus, "drain", "s").await, 0, "the in-flight message was finished and acked");
 }
+
+#[tokio::test]
+async fn a_stream_route_dead_letters_rejections_to_its_configured_topic() {
+    let (bus, _dir) = bus().await;
+    let handler =
+        tower::service_fn(|_: Incoming| async move { Handled::Err(HandlerError::permanent("bad")) });
+    let spec = SubscriptionSpec::stream(sub("audit"))
+        .dead_letter_topic(switchboard::TopicName::new("audit-rejects").expect("name"));
+    let router = Router::new(bus.clone())
+        .route("audit", "events", spec, quick().wrap(&bus, handler))
+        .expect("route")
+        .start()
+        .await
+        .expect("start");
+    let mut rejects =
+        bus.subscribe("audit-rejects", SubscriptionSpec::stream(sub("inspect"))).await.expect("subscribe");
+    bus.publish("events", Message::new("/t", "t", "x")).await.expect("publish");
+    let d = next(&mut rejects).await;
+    assert_eq!(d.message().extensions[ext::HANDLER], "audit");
+    d.ack().await.expect("ack");
+    router.shutdown().await.expect("shutdown");
+    let loops = Router::new(bus.clone()).route(
+        "loop",
+        "events",
+        SubscriptionSpec::stream(sub("x"))
+            .dead_letter_topic(switchboard::TopicName::new("events").expect("name")),
+        tower::service_fn(|_: Incoming| async { Handled::Ok(vec![]) }),
+    );
+    assert!(
+        matches!(loops, Err(switchboard::BusError::InvalidArgument(_))),
+        "a topic as its own dead-letter topic"
+    );
+}
