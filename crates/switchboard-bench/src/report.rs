@@ -1,0 +1,234 @@
+//! The run's results: medians, the comparison table (markdown, also printed), and JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::ceiling::Ceiling;
+use crate::scenario::{Figures, Latency, Params, Scenario};
+use crate::target::Durability;
+
+/// A target as the report names it.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct TargetInfo {
+    pub(crate) name: String,
+    pub(crate) durability: Durability,
+    pub(crate) setup: String,
+}
+
+/// One target in one scenario: every run, and their medians.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Cell {
+    pub(crate) target: String,
+    pub(crate) scenario: Scenario,
+    pub(crate) runs: Vec<Figures>,
+    pub(crate) median: Figures,
+    /// Why the runs stopped, if one failed.
+    pub(crate) error: Option<String>,
+}
+
+/// Everything one invocation measured.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Report {
+    /// UTC, RFC 3339.
+    pub(crate) date: String,
+    pub(crate) machine: String,
+    pub(crate) ceiling: Option<Ceiling>,
+    pub(crate) params: Params,
+    pub(crate) runs: usize,
+    pub(crate) targets: Vec<TargetInfo>,
+    pub(crate) skipped: Vec<String>,
+    pub(crate) cells: Vec<Cell>,
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    Some(if xs.len() % 2 == 1 { xs[mid] } else { (xs[mid - 1] + xs[mid]) / 2.0 })
+}
+
+/// The median of each figure across runs (each percentile on its own).
+pub(crate) fn medians(runs: &[Figures]) -> Figures {
+    let of = |f: &dyn Fn(&Figures) -> Option<f64>| median(runs.iter().filter_map(f).collect());
+    let lat =
+        |f: &dyn Fn(&Latency) -> f64| median(runs.iter().filter_map(|r| r.latency.as_ref().map(f)).collect());
+    let latency = lat(&|l| l.p50).map(|p50| Latency {
+        p50,
+        p99: lat(&|l| l.p99).unwrap_or_default(),
+        p999: lat(&|l| l.p999).unwrap_or_default(),
+        max: lat(&|l| l.max).unwrap_or_default(),
+        count: runs.iter().filter_map(|r| r.latency.map(|l| l.count)).sum(),
+    });
+    Figures {
+        publish_per_sec: of(&|r| r.publish_per_sec),
+        consume_per_sec: of(&|r| r.consume_per_sec),
+        latency,
+    }
+}
+
+/// `123.4k`, `1.23M`, or `-`.
+pub(crate) fn rate(x: Option<f64>) -> String {
+    match x {
+        None => "-".into(),
+        Some(x) if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        Some(x) if x >= 1e4 => format!("{:.0}k", x / 1e3),
+        Some(x) if x >= 1e3 => format!("{:.1}k", x / 1e3),
+        Some(x) => format!("{x:.0}"),
+    }
+}
+
+fn ms(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// The Switchboard target a peer is compared with: `switchboard serve` (a server in its own
+/// process, as the peers are) at the peer's durability.
+pub(crate) fn reference_for(durability: Durability) -> &'static str {
+    match durability {
+        Durability::FsyncBeforeAck => "switchboard-serve",
+        Durability::NoFsync => "switchboard-serve-nofsync",
+    }
+}
+
+/// How many times better the reference is than `peer` on the scenario's headline figure
+/// (above 1: Switchboard ahead). Throughput for A, B, E (consume + ack, the end-to-end
+/// rate) and C (replay); p99 latency for D.
+pub(crate) fn advantage(scenario: Scenario, reference: &Figures, peer: &Figures) -> Option<f64> {
+    match scenario {
+        Scenario::D => Some(peer.latency?.p99 / reference.latency?.p99),
+        _ => Some(reference.consume_per_sec? / peer.consume_per_sec?),
+    }
+}
+
+impl Report {
+    fn cell(&self, target: &str, scenario: Scenario) -> Option<&Cell> {
+        self.cells.iter().find(|c| c.target == target && c.scenario == scenario)
+    }
+
+    fn durability(&self, target: &str) -> Option<Durability> {
+        self.targets.iter().find(|t| t.name == target).map(|t| t.durability)
+    }
+
+    /// The tables, in markdown (they read well as plain text too).
+    pub(crate) fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Run {} on {}; {} run(s) per figure, medians shown.\n",
+            self.date, self.machine, self.runs
+        );
+        if let Some(c) = &self.ceiling {
+            let _ = writeln!(
+                out,
+                "Machine ceiling (same disk, same run): sequential write {:.0} MiB/s{}, {:.0} fsyncs/s (4 KiB append + fdatasync).\n",
+                c.sequential_write_mib_s,
+                if c.direct_io { " (O_DIRECT)" } else { " (buffered + fsync)" },
+                c.fsyncs_per_sec
+            );
+        }
+        for scenario in Scenario::ALL {
+            let cells: Vec<_> = self.cells.iter().filter(|c| c.scenario == scenario).collect();
+            if cells.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "### {}\n", scenario.title(&self.params));
+            let (first, second) = match scenario {
+                Scenario::C => ("publish/s", "replay/s"),
+                Scenario::D => ("offered/s", "received/s"),
+                _ => ("publish/s", "consume+ack/s"),
+            };
+            let _ = writeln!(
+                out,
+                "| target | durability | {first} | {second} | p50 ms | p99 ms | p99.9 ms | Switchboard × |\n|---|---|--:|--:|--:|--:|--:|--:|"
+            );
+            for c in cells {
+                let durability = self.durability(&c.target);
+                let label = durability.map(Durability::label).unwrap_or("?");
+                if let Some(e) = &c.error {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {label} | failed: {} | | | | | |",
+                        c.target,
+                        e.replace('|', "/")
+                    );
+                    continue;
+                }
+                let m = &c.median;
+                let (p50, p99, p999) = match m.latency {
+                    Some(l) => (ms(l.p50), ms(l.p99), ms(l.p999)),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                let ratio = durability
+                    .map(reference_for)
+                    .filter(|r| *r != c.target && !c.target.starts_with("switchboard"))
+                    .and_then(|r| self.cell(r, scenario))
+                    .filter(|r| r.error.is_none())
+                    .and_then(|r| advantage(scenario, &r.median, m))
+                    .map(|x| format!("{x:.2}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "| {} | {label} | {} | {} | {p50} | {p99} | {p999} | {ratio} |",
+                    c.target,
+                    rate(m.publish_per_sec),
+                    rate(m.consume_per_sec)
+                );
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "Switchboard ×: the figure of `switchboard serve` at the peer's durability divided by the peer's (consume + ack or replay rate; for D, the peer's p99 over Switchboard's). Above 1, Switchboard is ahead.\n"
+        );
+        for t in &self.targets {
+            let _ = writeln!(out, "- **{}** ({}): {}", t.name, t.durability.label(), t.setup);
+        }
+        for s in &self.skipped {
+            let _ = writeln!(out, "- {s}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throughput(x: f64) -> Figures {
+        Figures { publish_per_sec: Some(x), consume_per_sec: Some(x), latency: None }
+    }
+
+    #[test]
+    fn medians_take_the_middle_run_of_each_figure() {
+        let runs = [throughput(3.0), throughput(1.0), throughput(2.0)];
+        assert_eq!(medians(&runs).publish_per_sec, Some(2.0));
+        let runs = [throughput(4.0), throughput(1.0)];
+        assert_eq!(medians(&runs).consume_per_sec, Some(2.5));
+        assert_eq!(medians(&[]).publish_per_sec, None);
+    }
+
+    #[test]
+    fn the_advantage_is_above_one_when_switchboard_is_ahead() {
+        assert_eq!(advantage(Scenario::A, &throughput(200.0), &throughput(100.0)), Some(2.0));
+        let lat =
+            |p99| Figures { latency: Some(Latency { p99, ..Latency::default() }), ..Figures::default() };
+        assert_eq!(advantage(Scenario::D, &lat(1.0), &lat(3.0)), Some(3.0));
+    }
+
+    #[test]
+    fn rates_read_as_people_write_them() {
+        assert_eq!(rate(Some(1_234_567.0)), "1.23M");
+        assert_eq!(rate(Some(123_456.0)), "123k");
+        assert_eq!(rate(Some(2_345.0)), "2.3k");
+        assert_eq!(rate(None), "-");
+    }
+}
