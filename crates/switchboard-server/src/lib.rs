@@ -18,6 +18,8 @@
 mod auth;
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod graphql;
 mod grpc;
 mod http;

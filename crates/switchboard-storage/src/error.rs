@@ -56,6 +56,15 @@ pub enum StorageError {
         /// The configured limit.
         max: u32,
     },
+    /// The batch's offsets would pass `u64::MAX` (only a log directory whose segment names
+    /// say so gets there).
+    #[error("no offsets left: the next offset is {next}, and {count} more records would pass the largest")]
+    OffsetsExhausted {
+        /// The log's next offset.
+        next: u64,
+        /// Records in the refused batch.
+        count: u32,
+    },
     /// `append` was called with no records.
     #[error("cannot append an empty batch")]
     EmptyBatch,
@@ -102,6 +111,9 @@ impl StorageError {
             }
             StorageError::BatchTooLarge { size, max } => {
                 StorageError::BatchTooLarge { size: *size, max: *max }
+            }
+            StorageError::OffsetsExhausted { next, count } => {
+                StorageError::OffsetsExhausted { next: *next, count: *count }
             }
             StorageError::EmptyBatch => StorageError::EmptyBatch,
             StorageError::Poisoned { reason } => StorageError::Poisoned { reason: reason.clone() },

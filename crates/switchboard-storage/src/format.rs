@@ -30,7 +30,7 @@ pub(crate) const VERSION: u16 = 1;
 /// Size of the batch header.
 pub(crate) const HEADER_LEN: usize = 36;
 /// Where the checksummed part starts.
-const CRC_START: usize = 12;
+pub(crate) const CRC_START: usize = 12;
 /// Per-record overhead (the length prefix).
 pub(crate) const RECORD_OVERHEAD: usize = 4;
 /// Above this many payload bytes, the payload checksum is computed before taking the append
@@ -121,7 +121,7 @@ pub(crate) enum BatchDefect {
     BadVersion(u16),
     /// Flags this code does not know.
     BadFlags(u16),
-    /// `total_len` or `record_count` impossible.
+    /// `total_len` or `record_count` impossible, or offsets past `u64::MAX`.
     BadLength,
     /// Checksum mismatch.
     BadCrc,
@@ -179,7 +179,9 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchDefect> {
         timestamp: u64_at(b, 28),
     };
     let min_len = HEADER_LEN as u64 + u64::from(h.count) * RECORD_OVERHEAD as u64;
-    if h.count == 0 || u64::from(h.total_len) < min_len {
+    // The offsets must fit in a `u64` (`end_offset` must not overflow).
+    let offsets_fit = h.base_offset.checked_add(u64::from(h.count)).is_some();
+    if h.count == 0 || u64::from(h.total_len) < min_len || !offsets_fit {
         return Err(BatchDefect::BadLength);
     }
     Ok(h)
@@ -280,6 +282,14 @@ mod tests {
             let ok = parse_header(&bad).and_then(|h| verify(&h, &bad));
             assert!(ok.is_err(), "flip at byte {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn offsets_past_u64_max_are_a_bad_length() {
+        let raw = encode(&[Bytes::from_static(b"x")], u64::MAX, 1);
+        assert_eq!(parse_header(&raw), Err(BatchDefect::BadLength));
+        let raw = encode(&[Bytes::from_static(b"x")], u64::MAX - 1, 1);
+        assert_eq!(parse_header(&raw).unwrap().end_offset(), u64::MAX);
     }
 
     /// A fixture of format version 1, computed independently of this code (Python, bitwise

@@ -43,6 +43,8 @@
 mod config;
 mod error;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod log;
 mod mem;

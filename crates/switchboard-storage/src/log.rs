@@ -535,6 +535,9 @@ impl Inner {
         let st = &mut *guard;
         let timestamp = now.max(st.last_timestamp);
         let base = st.next_offset;
+        let Some(end) = base.checked_add(u64::from(count)) else {
+            return Err(StorageError::OffsetsExhausted { next: base, count });
+        };
         let pos = st.write_pos;
         let seg = &st.active;
         if let Err(e) = seg.file.write_at(batch.seal(base, timestamp), pos) {
@@ -551,7 +554,6 @@ impl Inner {
             }
             return Err(error);
         }
-        let end = base + u64::from(count);
         let new_pos = pos + len;
         if st.builder.observe(len) {
             seg.with_entries_mut(|e| e.push(base, pos, timestamp));
@@ -837,6 +839,9 @@ impl Inner {
                 break; // Nothing more in this segment although `end` says otherwise: stop.
             }
             let limit = seg.visible_len.load(Ordering::Acquire);
+            // A segment serves only its own offsets, below the next segment's base, even if
+            // it holds batches past them (a sealed segment kept although damaged can).
+            let seg_end = seg.end_offset.load(Ordering::Acquire);
             let (pos, indexed) = seg.position_for(self.storage.as_ref(), next)?;
             let mut expect = indexed.unwrap_or(seg.base_offset);
             let mut cursor = BatchCursor::new(seg.file.as_ref(), &seg.log_path, pos, limit, chunk_for(bytes));
@@ -860,15 +865,23 @@ impl Inner {
                 if header.base_offset >= end {
                     break 'segments;
                 }
+                if header.base_offset >= seg_end {
+                    break;
+                }
                 if header.end_offset() <= next {
                     continue;
                 }
                 let payloads = format::records(&header, &raw)
                     .map_err(|d| StorageError::corrupt(&seg.log_path, pos, d.to_string()))?;
                 let timestamp = Timestamp(header.timestamp);
-                for (offset, payload) in (header.base_offset..).zip(payloads) {
+                // A bounded range: an unbounded one would step past `u64::MAX` after a batch
+                // that ends there.
+                for (offset, payload) in (header.base_offset..header.end_offset()).zip(payloads) {
                     if offset < next {
                         continue;
+                    }
+                    if offset >= seg_end {
+                        break;
                     }
                     let too_many = out.len() >= max_records;
                     let too_big = !out.is_empty()

@@ -270,6 +270,11 @@ fn failed(e: BrokerError) -> Option<api::Error> {
     Some(convert::error_to_proto(&e.into()))
 }
 
+/// What parsing alone makes of the receipts of an ack, nack or extend (for the fuzz targets).
+pub(crate) fn parse_receipts(receipts: Vec<String>) -> Vec<Outcome> {
+    Settling::new(receipts).outcomes
+}
+
 /// One outcome per receipt, parsed where possible.
 struct Settling {
     outcomes: Vec<Outcome>,

@@ -48,7 +48,7 @@ pub(super) fn timestamp_to_proto(t: Timestamp) -> prost_types::Timestamp {
 }
 
 /// A protobuf timestamp as milliseconds since the epoch (sub-millisecond parts dropped).
-pub(super) fn timestamp_from_proto(t: prost_types::Timestamp, what: &str) -> Result<Timestamp, ApiError> {
+pub(crate) fn timestamp_from_proto(t: prost_types::Timestamp, what: &str) -> Result<Timestamp, ApiError> {
     let t = t.normalized();
     let seconds = u64::try_from(t.seconds).map_err(|_| bad(format!("{what} is before 1970")))?;
     Ok(Timestamp(seconds.saturating_mul(1000).saturating_add(t.nanos as u64 / 1_000_000)))
@@ -156,7 +156,7 @@ fn is_text(content_type: &str) -> bool {
 /// attributes and extensions as ce_string. Data goes in `proto_data` when the content type is
 /// `application/protobuf` and a `dataschema` names the type, in `text_data` when the content
 /// type is text (`text/*`, JSON, XML) and the bytes are UTF-8, and in `binary_data` otherwise.
-pub(super) fn event_from_message(m: Message) -> ce::CloudEvent {
+pub(crate) fn event_from_message(m: Message) -> ce::CloudEvent {
     let Message { id, source, ty, specversion, subject, time, datacontenttype, dataschema, extensions, data } =
         m;
     let mut attributes: HashMap<String, CloudEventAttributeValue> =
@@ -240,7 +240,7 @@ fn usize_field(v: u64, what: &str) -> Result<usize, ApiError> {
 }
 
 /// Settings of a new topic: the request's fields over the server's topic defaults.
-pub(super) fn topic_config_from_proto(
+pub(crate) fn topic_config_from_proto(
     c: Option<api::TopicConfig>,
     defaults: &TopicConfig,
 ) -> Result<TopicConfig, ApiError> {
@@ -323,7 +323,7 @@ pub(super) fn topic_config_to_proto(t: &TopicConfig) -> api::TopicConfig {
 }
 
 /// Settings of a new subscription: the request's fields over the defaults.
-pub(super) fn subscription_config_from_proto(
+pub(crate) fn subscription_config_from_proto(
     c: Option<api::SubscriptionConfig>,
 ) -> Result<SubscriptionConfig, ApiError> {
     let c = c.unwrap_or_default();

@@ -15,6 +15,13 @@ mod consume;
 mod convert;
 mod service;
 
+// For the fuzz targets (`crate::fuzzing`).
+pub(crate) use consume::parse_receipts;
+pub(crate) use convert::{
+    event_from_message, subscription_config_from_proto, timestamp_from_proto, topic_config_from_proto,
+};
+pub(crate) use service::decode_publish;
+
 use futures::FutureExt as _;
 use tonic::service::Routes;
 

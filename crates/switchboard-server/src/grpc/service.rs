@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use switchboard_broker::{PublishOptions, SeekTo};
+use switchboard_core::{Message, Timestamp, TopicName};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -12,6 +13,7 @@ use super::Caller;
 use super::convert::{self, subscription_name, topic_name};
 use super::pb::switchboard::v1 as api;
 use crate::auth::Action;
+use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::Api;
 use crate::state::AppState;
@@ -49,8 +51,20 @@ async fn publish(
 ) -> Result<api::PublishResponse, ApiError> {
     let started = Instant::now();
     caller.check(Action::Publish, &req.topic)?;
+    let (topic, deliver_at, messages) = decode_publish(req, &state.config.limits)?;
+    let (n, bytes) = (messages.len() as u64, messages.iter().map(|m| m.data.len() as u64).sum());
+    let receipts = state.broker.publish_batch(&topic, messages, PublishOptions { deliver_at }).await?;
+    state.metrics.published(Api::Grpc, topic.as_str(), n, bytes, started.elapsed());
+    Ok(api::PublishResponse { receipts: receipts.into_iter().map(convert::receipt_to_proto).collect() })
+}
+
+/// Checks a publish request's topic, batch and every event, and converts them (no broker
+/// involved). Also the entry point of the `grpc_request` fuzz target.
+pub(crate) fn decode_publish(
+    req: api::PublishRequest,
+    limits: &Limits,
+) -> Result<(TopicName, Option<Timestamp>, Vec<Message>), ApiError> {
     let topic = topic_name(&req.topic)?;
-    let limits = &state.config.limits;
     if req.events.is_empty() {
         return Err(ApiError::BadRequest("the batch holds no events; publish at least one".into()));
     }
@@ -72,10 +86,7 @@ async fn publish(
         })?;
         messages.push(m);
     }
-    let (n, bytes) = (messages.len() as u64, messages.iter().map(|m| m.data.len() as u64).sum());
-    let receipts = state.broker.publish_batch(&topic, messages, PublishOptions { deliver_at }).await?;
-    state.metrics.published(Api::Grpc, topic.as_str(), n, bytes, started.elapsed());
-    Ok(api::PublishResponse { receipts: receipts.into_iter().map(convert::receipt_to_proto).collect() })
+    Ok((topic, deliver_at, messages))
 }
 
 #[tonic::async_trait]

@@ -274,7 +274,7 @@ fn structured(event: Value, max_size: usize) -> Result<Message, EventError> {
 }
 
 /// A message as a structured JSON event.
-pub(super) fn encode(m: &Message) -> Value {
+pub(crate) fn encode(m: &Message) -> Value {
     let mut o = Map::new();
     o.insert("specversion".into(), m.specversion.clone().into());
     o.insert("id".into(), m.id.clone().into());
@@ -296,7 +296,10 @@ pub(super) fn encode(m: &Message) -> Value {
     if !m.data.is_empty() {
         let ct = m.datacontenttype.as_deref();
         let as_json = ct.filter(|c| is_json(c)).and_then(|_| serde_json::from_slice::<Value>(&m.data).ok());
-        let as_text = ct.filter(|c| is_text(c)).and_then(|_| std::str::from_utf8(&m.data).ok());
+        // A string under a JSON content type means that JSON string, not these bytes: JSON
+        // content types that do not parse (e.g. `text/json`) go as base64.
+        let as_text =
+            ct.filter(|c| is_text(c) && !is_json(c)).and_then(|_| std::str::from_utf8(&m.data).ok());
         match (as_json, as_text) {
             (Some(v), _) => o.insert("data".into(), v),
             (None, Some(s)) => o.insert("data".into(), s.into()),
@@ -357,6 +360,34 @@ mod tests {
             decode(&headers(&[("content-type", "text/plain")]), Bytes::new(), &limits()),
             Err(ApiError::UnsupportedMediaType(_))
         ));
+    }
+
+    /// Found by the `cloudevents_http` fuzz target's round trip: `hello` published as
+    /// `text/json` came back to REST consumers as the JSON string `"hello"`.
+    #[test]
+    fn json_typed_data_that_does_not_parse_goes_as_base64() {
+        let mut pairs = REQUIRED.to_vec();
+        pairs.push(("content-type", "text/json"));
+        let m = decode(&headers(&pairs), Bytes::from_static(b"hello"), &limits()).unwrap().remove(0);
+        let event = encode(&m);
+        assert_eq!((event.get("data"), &event["data_base64"]), (None, &json!("aGVsbG8=")));
+        let h = headers(&[("content-type", STRUCTURED)]);
+        let again = decode(&h, serde_json::to_vec(&event).unwrap().into(), &limits()).unwrap().remove(0);
+        assert_eq!(again, m);
+    }
+
+    /// Found by the `cloudevents_http` fuzz target: without correctly rounded float parsing
+    /// (serde_json's `float_roundtrip`), a long JSON number came back to REST consumers off
+    /// by one unit in the last place.
+    #[test]
+    fn json_numbers_come_back_exactly() {
+        let number = "0.0000000000000000000000000000000000000000000000000000000000000000080000000000005";
+        let mut pairs = REQUIRED.to_vec();
+        pairs.push(("content-type", "application/json"));
+        let body = Bytes::from(format!("[{number}]"));
+        let m = decode(&headers(&pairs), body, &limits()).unwrap().remove(0);
+        let expected: f64 = number.parse().unwrap();
+        assert_eq!(encode(&m)["data"][0].as_f64(), Some(expected));
     }
 
     #[test]

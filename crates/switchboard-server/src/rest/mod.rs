@@ -30,6 +30,10 @@ mod receive;
 mod stream;
 mod time;
 
+// For the fuzz targets (`crate::fuzzing`).
+pub(crate) use cloudevents::encode as encode_event;
+pub(crate) use publish::decode_request as decode_publish;
+
 use axum::Router;
 use axum::extract::Request;
 use axum::http::StatusCode;

@@ -6,14 +6,17 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_broker::{Durability, PublishOptions};
+use switchboard_core::{Message, Timestamp};
 
 use super::cloudevents;
 use super::extract::{ApiPath, ApiQuery, Body, topic_name};
 use super::time;
 use crate::auth::Action;
+use crate::config::Limits;
 use crate::error::ApiError;
 use crate::http::Caller;
 use crate::metrics::Api;
@@ -40,17 +43,8 @@ pub(super) async fn publish(
     let started = Instant::now();
     caller.check(Action::Publish, Some(&topic))?;
     let topic = topic_name(&topic)?;
-    let header = headers
-        .get(DELIVER_AT_HEADER)
-        .map(|v| v.to_str().map_err(|_| ApiError::BadRequest(format!("{DELIVER_AT_HEADER} is not ASCII"))))
-        .transpose()?;
-    let deliver_at = query
-        .deliver_at
-        .as_deref()
-        .or(header)
-        .map(|s| time::parse(s).map_err(|e| ApiError::BadRequest(format!("deliver_at: {e}"))))
-        .transpose()?;
-    let messages = cloudevents::decode(&headers, body, &state.config.limits)?;
+    let (deliver_at, messages) =
+        decode_request(query.deliver_at.as_deref(), &headers, body, &state.config.limits)?;
     let (count, bytes) = (messages.len() as u64, messages.iter().map(|m| m.data.len() as u64).sum());
     let receipts = state.broker.publish_batch(&topic, messages, PublishOptions { deliver_at }).await?;
     state.metrics.published(Api::Rest, topic.as_str(), count, bytes, started.elapsed());
@@ -70,4 +64,24 @@ pub(super) async fn publish(
         })
         .collect();
     Ok(Json(json!({ "receipts": receipts })))
+}
+
+/// Everything the handler parses from the request: the delivery time (query parameter first,
+/// then header) and the events. Also the entry point of the `cloudevents_http` fuzz target.
+pub(crate) fn decode_request(
+    query_deliver_at: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+    limits: &Limits,
+) -> Result<(Option<Timestamp>, Vec<Message>), ApiError> {
+    let header = headers
+        .get(DELIVER_AT_HEADER)
+        .map(|v| v.to_str().map_err(|_| ApiError::BadRequest(format!("{DELIVER_AT_HEADER} is not ASCII"))))
+        .transpose()?;
+    let deliver_at = query_deliver_at
+        .or(header)
+        .map(|s| time::parse(s).map_err(|e| ApiError::BadRequest(format!("deliver_at: {e}"))))
+        .transpose()?;
+    let messages = cloudevents::decode(headers, body, limits)?;
+    Ok((deliver_at, messages))
 }

@@ -5,5 +5,6 @@
 mod common;
 mod faults;
 mod file;
+mod fuzz_regressions;
 mod group_commit;
 mod model;
