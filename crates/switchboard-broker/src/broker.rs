@@ -865,8 +865,15 @@ fn apply_retention(t: &Topic, subs: &[Arc<Subscription>]) -> Result<()> {
     Ok(())
 }
 
+/// An error of the broker's own files (metadata, directories). A full disk is
+/// [`BrokerError::NoSpace`] here too, as it is for appends, so the edges answer 507 /
+/// RESOURCE_EXHAUSTED rather than an internal error.
 fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> BrokerError {
-    BrokerError::from(switchboard_storage::StorageError::Io { op, path: path.to_owned(), source })
+    use switchboard_storage::StorageError;
+    if source.kind() == std::io::ErrorKind::StorageFull {
+        return BrokerError::from(StorageError::NoSpace { path: path.to_owned() });
+    }
+    BrokerError::from(StorageError::Io { op, path: path.to_owned(), source })
 }
 
 fn write_json<T: serde::Serialize>(storage: &Arc<dyn Storage>, path: &Path, value: &T) -> Result<()> {

@@ -86,6 +86,29 @@ async fn acks_fail_cleanly_on_a_full_disk() {
     env.storage.set_capacity(None);
 }
 
+/// Found by switchboard-campaign's disk-full run: metadata writes (`topic.json`,
+/// `subscription.json`) on a full disk were a generic storage failure (HTTP 500 / INTERNAL)
+/// instead of the no-space error appends give (507 / RESOURCE_EXHAUSTED).
+#[tokio::test]
+async fn creating_topics_and_subscriptions_on_a_full_disk_fails_as_no_space_and_leaves_nothing_behind() {
+    let env = Env::new().await;
+    setup(&env).await;
+    env.storage.set_capacity(Some(env.storage.total_bytes()));
+    let err = env.broker.create_topic(&topic("late"), TopicConfig::default()).await.unwrap_err();
+    assert!(matches!(err, BrokerError::NoSpace(_)), "{err:?}");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    let err = env
+        .broker
+        .create_subscription(&topic("t"), &sub("late"), SubscriptionConfig::queue())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BrokerError::NoSpace(_)), "{err:?}");
+    env.storage.set_capacity(None);
+    env.broker.create_topic(&topic("late"), TopicConfig::default()).await.unwrap();
+    env.broker.create_subscription(&topic("t"), &sub("late"), SubscriptionConfig::queue()).await.unwrap();
+    env.broker.publish(&topic("late"), msg(0)).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_power_cut_under_always_loses_no_acknowledged_publish_or_ack() {
     let mut env = Env::new().await;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod crash_campaign;
+
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// A `switchboard serve` child process on free loopback ports.
