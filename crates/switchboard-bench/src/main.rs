@@ -7,9 +7,9 @@
 //! target/release/switchboard-bench --quick    # 1 short run each, to try it out
 //! ```
 //!
-//! Prints the table (markdown), and writes `results.md`, `results.json` and `chart.svg` to
-//! `--out`. A peer that does not answer is skipped with a line saying why. Nothing here
-//! fails on a figure.
+//! Prints the table (markdown), and writes `results.md`, `results.json` and `chart.svg` (and
+//! `chart.png` where `rsvg-convert` is installed) to `--out`. A peer that does not answer is
+//! skipped with a line saying why. Nothing here fails on a figure.
 
 mod ceiling;
 mod chart;
@@ -207,7 +207,14 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     std::fs::write(args.out.join("results.md"), &markdown)?;
     std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&report)?)?;
-    std::fs::write(args.out.join("chart.svg"), chart::svg(&report))?;
+    let svg = args.out.join("chart.svg");
+    std::fs::write(&svg, chart::svg(&report))?;
     println!("wrote {0}/results.md, {0}/results.json and {0}/chart.svg", args.out.display());
+    // A PNG too where librsvg's converter is installed (Debian: librsvg2-bin).
+    let png = args.out.join("chart.png");
+    match std::process::Command::new("rsvg-convert").arg("-o").arg(&png).arg(&svg).status() {
+        Ok(s) if s.success() => println!("wrote {}", png.display()),
+        _ => println!("no chart.png: rsvg-convert (librsvg2-bin) is not installed"),
+    }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! reaches `backlog_mib`. The server's resident memory is sampled from `/proc` throughout.
 //!
 //! Pass: the peak RSS once the backlog is past 10% of its target exceeds the peak before
-//! that point by no more than `bound_mib`, while the backlog grows tenfold.
+//! that point by no more than `bound_mib`, while the backlog grows tenfold. Publishing pauses
+//! for a second at the first tenth, so the baseline has samples on any disk.
 //!
 //! The topic uses fsync `never`: what is measured is memory, and a disk's fsync rate would
 //! only make the run longer.
@@ -70,6 +71,9 @@ impl SlowConsumerConfig {
 /// One sample of the server.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Sample {
+    /// Taken before the backlog passed its first tenth (publishing pauses there, so the
+    /// baseline has samples however fast the disk is).
+    pub baseline: bool,
     /// Since the first publish, ms.
     pub t_ms: u64,
     /// Bytes of the topic on disk.
@@ -225,34 +229,20 @@ pub async fn run(config: SlowConsumerConfig) -> anyhow::Result<SlowConsumerRepor
     let consumer = tokio::spawn(slow_consumer(client.clone(), deliveries.clone()));
     let done = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let sampler = tokio::spawn(sample(client.clone(), pid, started, config.sample_ms, done.clone()));
+    let baseline = Arc::new(AtomicBool::new(true));
+    let sampler =
+        tokio::spawn(sample(client.clone(), pid, started, config.sample_ms, baseline.clone(), done.clone()));
 
     let target = config.backlog_mib << 20;
     let sent = Arc::new(AtomicU64::new(0));
     let published = Arc::new(AtomicU64::new(0));
-    let mut publishers = tokio::task::JoinSet::new();
-    for p in 0..PUBLISHERS {
-        let (mut client, sent, published) = (client.clone(), sent.clone(), published.clone());
-        let data = vec![b'b'; usize::try_from(config.message_kib << 10)?];
-        let batch = config.batch;
-        publishers.spawn(async move {
-            let mut n = 0u64;
-            while sent.fetch_add(data.len() as u64 * batch as u64, Ordering::Relaxed) < target {
-                let events =
-                    (0..batch).map(|i| grpc::event(format!("p{p}-{n}-{i}"), None, data.clone())).collect();
-                n += 1;
-                client
-                    .publish(api::PublishRequest { topic: TOPIC.into(), events, deliver_at: None })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("publishing: {}", grpc::describe(&s)))?;
-                published.fetch_add(batch as u64, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        });
-    }
-    while let Some(joined) = publishers.join_next().await {
-        joined.context("a publisher panicked")??;
-    }
+    let load = Load { client: client.clone(), sent, published: published.clone(), config: &config };
+    // The first tenth, then a pause: on a fast disk the backlog would pass its first tenth
+    // within a sample or two, leaving no baseline to compare with.
+    load.publish_up_to(target / 10).await?;
+    tokio::time::sleep(BASELINE_PAUSE).await;
+    baseline.store(false, Ordering::Relaxed);
+    load.publish_up_to(target).await?;
     let publish_time = started.elapsed();
     tokio::time::sleep(TAIL).await;
     done.store(true, Ordering::Relaxed);
@@ -265,8 +255,7 @@ pub async fn run(config: SlowConsumerConfig) -> anyhow::Result<SlowConsumerRepor
     let final_hwm_kib = procfs::memory(pid)?.hwm_kib;
     server.sigterm().await?;
 
-    let tenth = target / 10;
-    let (before, after): (Vec<&Sample>, Vec<&Sample>) = samples.iter().partition(|s| s.backlog_bytes < tenth);
+    let (before, after): (Vec<&Sample>, Vec<&Sample>) = samples.iter().partition(|s| s.baseline);
     let backlog_bytes = samples.last().map_or(0, |s| s.backlog_bytes);
     Ok(SlowConsumerReport {
         backlog_target_mib: config.backlog_mib,
@@ -285,12 +274,55 @@ pub async fn run(config: SlowConsumerConfig) -> anyhow::Result<SlowConsumerRepor
     })
 }
 
+/// How long publishing pauses once the backlog reaches its first tenth.
+const BASELINE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Publishers filling the backlog.
+struct Load<'a> {
+    client: Client,
+    sent: Arc<AtomicU64>,
+    published: Arc<AtomicU64>,
+    config: &'a SlowConsumerConfig,
+}
+
+impl Load<'_> {
+    /// Publishes from several clients until `target` bytes have been sent in all.
+    async fn publish_up_to(&self, target: u64) -> anyhow::Result<()> {
+        let mut publishers = tokio::task::JoinSet::new();
+        for p in 0..PUBLISHERS {
+            let (mut client, sent, published) =
+                (self.client.clone(), self.sent.clone(), self.published.clone());
+            let data = vec![b'b'; usize::try_from(self.config.message_kib << 10)?];
+            let batch = self.config.batch;
+            publishers.spawn(async move {
+                let mut n = 0u64;
+                while sent.fetch_add(data.len() as u64 * batch as u64, Ordering::Relaxed) < target {
+                    let id = |i| format!("p{p}-{target}-{n}-{i}");
+                    let events = (0..batch).map(|i| grpc::event(id(i), None, data.clone())).collect();
+                    n += 1;
+                    client
+                        .publish(api::PublishRequest { topic: TOPIC.into(), events, deliver_at: None })
+                        .await
+                        .map_err(|s| anyhow::anyhow!("publishing: {}", grpc::describe(&s)))?;
+                    published.fetch_add(batch as u64, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(joined) = publishers.join_next().await {
+            joined.context("a publisher panicked")??;
+        }
+        Ok(())
+    }
+}
+
 /// Samples the server until `done`.
 async fn sample(
     mut client: Client,
     pid: u32,
     started: Instant,
     every_ms: u64,
+    baseline: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<Sample>> {
     let mut samples = Vec::new();
@@ -304,6 +336,7 @@ async fn sample(
             .into_inner();
         let m = procfs::memory(pid).context("reading the server's memory")?;
         samples.push(Sample {
+            baseline: baseline.load(Ordering::Relaxed),
             t_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             backlog_bytes: topic.partitions.iter().map(|p| p.size_bytes).sum(),
             rss_kib: m.rss_kib,

@@ -189,6 +189,36 @@ pub(crate) async fn reach(endpoints: &Endpoints) -> Reachable {
     out
 }
 
+/// Waits up to `wait` for a first item of a push-style consumer, then takes whatever else
+/// has already arrived, up to `max` in all; `None` when nothing came in time. Also returns
+/// when the first one arrived.
+pub(crate) async fn first_then_ready<S, T, E>(
+    stream: &mut S,
+    wait: Duration,
+    max: usize,
+    what: &str,
+) -> Result<Option<(Instant, Vec<T>)>>
+where
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    anyhow::Error: From<E>,
+{
+    use futures::{FutureExt, StreamExt};
+    let first = match tokio::time::timeout(wait, stream.next()).await {
+        Err(_) => return Ok(None),
+        Ok(None) => anyhow::bail!("{what} ended"),
+        Ok(Some(item)) => item?,
+    };
+    let at = Instant::now();
+    let mut items = vec![first];
+    while items.len() < max {
+        match stream.next().now_or_never() {
+            Some(Some(item)) => items.push(item?),
+            _ => break,
+        }
+    }
+    Ok(Some((at, items)))
+}
+
 /// Bounds a setup step, so an unreachable peer is a skip line rather than a hang.
 pub(crate) async fn within<T>(what: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
     match tokio::time::timeout(Duration::from_secs(10), f).await {

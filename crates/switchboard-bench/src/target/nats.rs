@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 
-use super::{Confirm, Consumer, Durability, Publisher, Received, Shape, Target, within};
+use super::{Confirm, Consumer, Durability, Publisher, Received, Shape, Target, first_then_ready, within};
 
 /// A NATS server with JetStream.
 pub(crate) struct Nats {
@@ -130,19 +130,11 @@ struct NatsConsumer {
 #[async_trait]
 impl Consumer for NatsConsumer {
     async fn next(&mut self, wait: Duration) -> Result<Received> {
-        let first = match tokio::time::timeout(wait, self.messages.next()).await {
-            Err(_) => return Ok(Received { at: Instant::now(), payloads: Vec::new() }),
-            Ok(None) => bail!("the JetStream consumer ended"),
-            Ok(Some(m)) => m?,
+        let Some((at, messages)) =
+            first_then_ready(&mut self.messages, wait, self.prefetch, "the JetStream consumer").await?
+        else {
+            return Ok(Received { at: Instant::now(), payloads: Vec::new() });
         };
-        let at = Instant::now();
-        let mut messages = vec![first];
-        while messages.len() < self.prefetch {
-            match self.messages.next().now_or_never() {
-                Some(Some(m)) => messages.push(m?),
-                _ => break,
-            }
-        }
         let mut payloads = Vec::with_capacity(messages.len());
         for m in messages {
             if self.ack {

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -14,7 +13,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 
-use super::{Confirm, Consumer, Durability, Publisher, Received, Shape, Target, within};
+use super::{Confirm, Consumer, Durability, Publisher, Received, Shape, Target, first_then_ready, within};
 
 /// Which RabbitMQ queue type a target uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,20 +224,11 @@ impl RabbitConsumer {
 #[async_trait]
 impl Consumer for RabbitConsumer {
     async fn next(&mut self, wait: Duration) -> Result<Received> {
-        let first = match tokio::time::timeout(wait, self.consumer.next()).await {
-            Err(_) => return Ok(Received { at: Instant::now(), payloads: Vec::new() }),
-            Ok(None) => bail!("the RabbitMQ consumer was cancelled"),
-            Ok(Some(d)) => d?,
+        let Some((at, deliveries)) =
+            first_then_ready(&mut self.consumer, wait, self.prefetch, "the RabbitMQ consumer").await?
+        else {
+            return Ok(Received { at: Instant::now(), payloads: Vec::new() });
         };
-        let at = Instant::now();
-        let mut deliveries = vec![first];
-        // Whatever else has already arrived, up to the prefetch.
-        while deliveries.len() < self.prefetch {
-            match self.consumer.next().now_or_never() {
-                Some(Some(d)) => deliveries.push(d?),
-                _ => break,
-            }
-        }
         let mut payloads = Vec::with_capacity(deliveries.len());
         for d in deliveries {
             d.acker.ack(BasicAckOptions::default()).await?;
