@@ -10,7 +10,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use crate::error::StorageError;
-use crate::format::{self, CRC_START, EncodedBatch, HEADER_LEN};
+use crate::format::{self, EncodedBatch, HEADER_LEN};
 use crate::index;
 use crate::segment::{BatchCursor, Step, scan};
 use crate::storage::StorageFile;
@@ -94,8 +94,7 @@ pub fn reseal_batches(bytes: &mut [u8]) {
     while let Some(rest) = bytes.get_mut(pos..) {
         let Ok(header) = format::parse_header(rest) else { return };
         let Some(batch) = rest.get_mut(..header.total_len as usize) else { return };
-        let crc = crc32c::crc32c(&batch[CRC_START..]);
-        batch[8..12].copy_from_slice(&crc.to_le_bytes());
+        format::reseal(batch);
         pos += header.total_len as usize;
         debug_assert!(header.total_len as usize >= HEADER_LEN);
     }
