@@ -123,7 +123,7 @@ async fn main() -> Result<()> {
     };
     let switchboard_bin = match &args.switchboard_bin {
         Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("switchboard"),
+        None => switchboard_campaign::default_server_bin()?,
     };
     let machine = machine();
     println!("switchboard-bench on {machine}");

@@ -109,8 +109,8 @@ pub(crate) struct Reachable {
     pub(crate) targets: Vec<Box<dyn Target>>,
     /// `name: why it was skipped`.
     pub(crate) skipped: Vec<String>,
-    /// Servers this run started, stopped when dropped.
-    pub(crate) _processes: Vec<ServeProcess>,
+    /// Servers this run started, kept alive while the targets run and stopped when dropped.
+    pub(crate) _servers: Vec<ServeProcess>,
 }
 
 /// Where the peers are, and which targets the user asked for.
@@ -145,7 +145,7 @@ pub(crate) const ALL: &[&str] = &[
 /// Connects to every target asked for, skipping (with a reason) those not reachable.
 pub(crate) async fn reach(endpoints: &Endpoints) -> Reachable {
     let wanted = |name: &str| endpoints.only.is_empty() || endpoints.only.iter().any(|o| o == name);
-    let mut out = Reachable { targets: Vec::new(), skipped: Vec::new(), _processes: Vec::new() };
+    let mut out = Reachable { targets: Vec::new(), skipped: Vec::new(), _servers: Vec::new() };
     let add = |name: &str, made: Result<Box<dyn Target>>, out: &mut Reachable| match made {
         Ok(t) => out.targets.push(t),
         Err(e) => out.skipped.push(format!("{name}: skipped, {e:#}")),
@@ -161,7 +161,7 @@ pub(crate) async fn reach(endpoints: &Endpoints) -> Reachable {
                         add(name, serve::Serve::connect(name, &process, fsync).await, &mut out);
                     }
                 }
-                out._processes.push(process);
+                out._servers.push(process);
             }
             Err(e) => {
                 for name in ["switchboard-serve", "switchboard-serve-nofsync"] {

@@ -1,15 +1,13 @@
 //! `switchboard serve` in a process of its own, over gRPC on loopback.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use async_trait::async_trait;
 use bytes::Bytes;
 use switchboard_proto::io::cloudevents::v1 as ce;
 use switchboard_proto::switchboard::v1 as pb;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,10 +17,11 @@ use super::{Confirm, Consumer, Durability, Publisher, Received, Shape, Target, w
 
 type Client = pb::switchboard_client::SwitchboardClient<Channel>;
 
-/// A running `switchboard serve`, killed when dropped.
+/// A running `switchboard serve` (started the way the reliability campaign starts it), killed
+/// when dropped, with its data directory.
 pub(crate) struct ServeProcess {
-    _child: tokio::process::Child,
-    grpc: String,
+    _server: switchboard_campaign::ServerProcess,
+    grpc: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -34,31 +33,13 @@ impl ServeProcess {
         }
         // Under the working directory (a real disk) rather than /tmp, which may be a tmpfs.
         let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-        let mut child = tokio::process::Command::new(bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        // It prints where it serves on stdout.
-        let stdout = child.stdout.take().context("the server's stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let grpc = within("starting switchboard serve", async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some((_, addr)) = line.split_once("gRPC ") {
-                    return Ok(addr.trim().to_owned());
-                }
-            }
-            bail!("switchboard serve exited before serving")
-        })
-        .await?;
-        // Keep draining its log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(ServeProcess { _child: child, grpc, _dir: dir })
+        let spec = switchboard_campaign::ServerSpec::new(
+            bin.to_owned(),
+            dir.path().join("data"),
+            dir.path().join("server.log"),
+        )?;
+        let server = spec.start().await?;
+        Ok(ServeProcess { _server: server, grpc: spec.grpc, _dir: dir })
     }
 }
 
