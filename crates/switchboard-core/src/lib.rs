@@ -6,7 +6,9 @@
 //!   `traceparent` and `partitionkey`) plus data bytes, validated in one place;
 //! - [`TopicName`] and [`SubscriptionName`]: names that are safe as directory names and URL
 //!   segments;
-//! - [`Clock`]: the only way engine code learns the time, so tests can move it by hand.
+//! - [`Clock`]: the only way engine code learns the time, so tests can move it by hand;
+//! - [`contract`]: what a service programs against on any backend (deliveries, subscriptions,
+//!   capabilities, errors), and [`backend`]: what a backend implements to join it.
 //!
 //! ```
 //! use switchboard_core::{Message, TopicName};
@@ -19,6 +21,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod backend;
 mod clock;
 pub mod contract;
 mod message;

@@ -89,6 +89,20 @@ macro_rules! name_type {
                 Ok($ty(name))
             }
 
+            /// A name written in the source: like `new`, but a literal that breaks the rules
+            /// is a bug, so it panics instead of returning an error (as
+            /// `http::HeaderName::from_static` does).
+            ///
+            /// # Panics
+            /// When `name` breaks a naming rule; the message says which.
+            #[track_caller]
+            pub fn from_static(name: &'static str) -> Self {
+                match $ty::new(name) {
+                    Ok(n) => n,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+
             /// The name as a string.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -183,6 +197,14 @@ mod tests {
         for bad in [".", "..", ".hidden", "-flag"] {
             assert!(matches!(TopicName::new(bad), Err(NameError::BadStart { .. })), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_static_name_is_checked_like_any_other() {
+        assert_eq!(TopicName::from_static("orders"), TopicName::new("orders").expect("valid"));
+        let panic = std::panic::catch_unwind(|| SubscriptionName::from_static("a b")).expect_err("invalid");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains("subscription name \"a b\" contains ' '"), "{message}");
     }
 
     #[test]

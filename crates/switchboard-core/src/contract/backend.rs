@@ -6,6 +6,7 @@ use super::{BusError, Capabilities, Subscription, SubscriptionSpec, Subscription
 
 /// Settings of a topic created by the SDK. Backends map what they can and ignore the rest
 /// (documented per backend).
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicSpec {
     /// Partitions (backends without partitions use 1).
@@ -18,12 +19,31 @@ impl Default for TopicSpec {
     }
 }
 
+impl TopicSpec {
+    /// Sets the partitions.
+    #[must_use]
+    pub fn with_partitions(mut self, partitions: u32) -> TopicSpec {
+        self.partitions = partitions;
+        self
+    }
+}
+
 /// Options of one publish call.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublishOptions {
     /// Hold the messages back from queue subscriptions until this time (needs
-    /// [`Capabilities::delayed_delivery`]).
+    /// [`Capability::DelayedDelivery`](super::Capability::DelayedDelivery)).
     pub deliver_at: Option<Timestamp>,
+}
+
+impl PublishOptions {
+    /// Holds the messages back from queue subscriptions until `at`.
+    #[must_use]
+    pub fn with_deliver_at(mut self, at: Timestamp) -> PublishOptions {
+        self.deliver_at = Some(at);
+        self
+    }
 }
 
 /// Puts messages on topics.
@@ -32,7 +52,7 @@ pub trait Publisher: Send + Sync + 'static {
     /// Publishes `messages` to `topic` in order, creating the topic with defaults if it does
     /// not exist. Returns once the broker has confirmed every message (under its durability
     /// setting). A message whose id was published within the dedup window is stored once
-    /// where [`Capabilities::dedup`] holds.
+    /// where [`Capability::Dedup`](super::Capability::Dedup) holds.
     ///
     /// # Errors
     /// [`BusError::InvalidMessage`] before anything is sent; a retryable error when the
@@ -67,7 +87,7 @@ pub trait Subscriber: Send + Sync + 'static {
     /// Backlog, in-flight and lag of a subscription.
     ///
     /// # Errors
-    /// [`BusError::Unsupported`] without [`Capabilities::stats`];
+    /// [`BusError::Unsupported`] without [`Capability::Stats`](super::Capability::Stats);
     /// [`BusError::NotFound`] for an unknown subscription.
     async fn stats(
         &self,

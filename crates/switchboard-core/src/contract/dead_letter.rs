@@ -26,6 +26,7 @@ pub mod dead_letter_ext {
 }
 
 /// Why a message ended up in a dead-letter topic.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeadLetterReason {
     /// Its last delivery was nacked and it had used up `max_deliveries`.
@@ -62,9 +63,10 @@ pub fn default_dead_letter_topic(
 /// The longest `dlerror` kept, in characters.
 pub const MAX_DEAD_LETTER_ERROR_CHARS: usize = 1024;
 
-/// Where a dead letter came from and why.
+/// Where a dead letter came from and why: the one writer of the `dl*` metadata, used by the
+/// broker, every backend that dead-letters client-side, and the SDK's router.
 #[derive(Clone, Copy, Debug)]
-pub struct DeadLetter<'a> {
+pub struct DeadLetterStamp<'a> {
     /// Why it was dead-lettered.
     pub reason: DeadLetterReason,
     /// The topic it came from.
@@ -83,7 +85,7 @@ pub struct DeadLetter<'a> {
     pub handler: Option<&'a str>,
 }
 
-impl DeadLetter<'_> {
+impl DeadLetterStamp<'_> {
     /// Writes the metadata onto `message` as `dl*` extensions, replacing any from an earlier
     /// dead-lettering. The error keeps at most [`MAX_DEAD_LETTER_ERROR_CHARS`] characters
     /// with control characters made spaces, so the metadata is valid whatever a consumer
@@ -123,7 +125,7 @@ mod tests {
         let (topic, sub) = (TopicName::new("t").expect("name"), SubscriptionName::new("s").expect("name"));
         let mut m = Message::new("/s", "t", "x").with_extension(dead_letter_ext::HANDLER, "old");
         let error = format!("a\nb\tc{}", "é".repeat(5000));
-        DeadLetter {
+        DeadLetterStamp {
             reason: DeadLetterReason::Nacked,
             topic: &topic,
             subscription: &sub,

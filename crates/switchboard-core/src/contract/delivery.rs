@@ -7,6 +7,7 @@ use crate::{Message, SubscriptionName, Timestamp, TopicName};
 use super::BusError;
 
 /// Where a delivery came from and how often it was delivered.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeliveryInfo {
     /// The topic it was published to.
@@ -24,11 +25,34 @@ pub struct DeliveryInfo {
     pub published_at: Option<Timestamp>,
 }
 
+impl DeliveryInfo {
+    /// The first delivery (attempt 1) of the message at `offset` of `partition`, with no
+    /// publish time; set the rest with the `with_*` methods.
+    pub fn new(topic: TopicName, subscription: SubscriptionName, partition: u32, offset: u64) -> DeliveryInfo {
+        DeliveryInfo { topic, subscription, partition, offset, attempt: 1, published_at: None }
+    }
+
+    /// Sets the attempt number (1 for the first delivery).
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> DeliveryInfo {
+        self.attempt = attempt;
+        self
+    }
+
+    /// Sets when the broker stored the message.
+    #[must_use]
+    pub fn with_published_at(mut self, at: Option<Timestamp>) -> DeliveryInfo {
+        self.published_at = at;
+        self
+    }
+}
+
 /// How a nack asks for the message back.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Nack {
     /// Redeliver after this long (zero: at once). Needs
-    /// [`Capabilities::nack_delay`](super::Capabilities::nack_delay) when non-zero.
+    /// [`Capability::NackDelay`](super::Capability::NackDelay) when non-zero.
     pub delay: Duration,
     /// Why processing failed; kept as `dlerror` if the message is dead-lettered.
     pub error: Option<String>,
@@ -55,8 +79,8 @@ impl Nack {
 
 /// The backend's side of a delivery: how it is acked, nacked or extended.
 ///
-/// Implemented by backends, called only through [`Delivery`], which guarantees that exactly
-/// one of `ack`, `nack` or `abandon` is called, once.
+/// Implemented by backends (see [`crate::backend`]), called only through [`Delivery`], which
+/// guarantees that exactly one of `ack`, `nack` or `abandon` is called, once.
 #[async_trait::async_trait]
 pub trait Settle: Send + Sync + 'static {
     /// The message is done (queue: removed for this subscription; stream: its offset
@@ -89,8 +113,8 @@ impl std::fmt::Debug for Delivery {
 }
 
 impl Delivery {
-    /// Built by backends.
-    pub fn new(message: Message, info: DeliveryInfo, settle: Box<dyn Settle>) -> Delivery {
+    /// Built by backends, through [`crate::backend::delivery`].
+    pub(crate) fn new(message: Message, info: DeliveryInfo, settle: Box<dyn Settle>) -> Delivery {
         Delivery { message, info, settled: Settled { settle: Some(settle) } }
     }
 
@@ -123,7 +147,7 @@ impl Delivery {
     ///
     /// # Errors
     /// [`BusError::Unsupported`] for a delay on a backend without
-    /// [`nack_delay`](super::Capabilities::nack_delay); otherwise as [`Delivery::ack`].
+    /// [`nack_delay`](super::Capability::NackDelay); otherwise as [`Delivery::ack`].
     pub async fn nack(self, nack: Nack) -> Result<(), BusError> {
         self.settled.nack(nack).await
     }
@@ -132,7 +156,7 @@ impl Delivery {
     ///
     /// # Errors
     /// [`BusError::Unsupported`] without
-    /// [`lease_extension`](super::Capabilities::lease_extension), or as [`Delivery::ack`].
+    /// [`lease_extension`](super::Capability::LeaseExtension), or as [`Delivery::ack`].
     pub async fn extend(&self, by: Duration) -> Result<(), BusError> {
         self.settled.extend(by).await
     }

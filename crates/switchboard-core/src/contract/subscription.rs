@@ -1,6 +1,13 @@
 //! Subscribing: the spec of a subscription and the handle that yields its deliveries.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use crate::SubscriptionName;
 use crate::TopicName;
@@ -8,6 +15,7 @@ use crate::TopicName;
 use super::{BusError, Delivery};
 
 /// How the messages of a topic reach the members of one subscription.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Competing consumers: each message goes to one member; acked messages are gone for
@@ -18,10 +26,11 @@ pub enum Mode {
 }
 
 /// Where a new subscription starts. An existing subscription resumes where it left off.
+#[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
     /// The oldest retained message (needs
-    /// [`Capabilities::replay_from_start`](super::Capabilities::replay_from_start)).
+    /// [`Capability::ReplayFromStart`](super::Capability::ReplayFromStart)).
     Earliest,
     /// Messages published after the subscription is created.
     Latest,
@@ -29,6 +38,10 @@ pub enum Start {
 
 /// A named subscription on a topic and its settings. Opening a subscription that exists
 /// joins it (as another competing consumer, or group member); its settings must match.
+///
+/// Built with [`SubscriptionSpec::queue`] or [`SubscriptionSpec::stream`] and the `with_*`
+/// methods; fields are public to read, and new settings arrive as new `with_*` methods.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionSpec {
     /// The subscription's name, unique per topic.
@@ -44,7 +57,7 @@ pub struct SubscriptionSpec {
     /// Queue mode: where dead letters go; `None`: `<topic>.<subscription>.dlq`.
     pub dead_letter_topic: Option<TopicName>,
     /// Queue mode: at most one message per partition key in flight (needs
-    /// [`Capabilities::per_key_order`](super::Capabilities::per_key_order)).
+    /// [`Capability::PerKeyOrder`](super::Capability::PerKeyOrder)).
     pub ordered_by_key: bool,
     /// Deliveries this member holds unsettled at most (back-pressure).
     pub prefetch: u32,
@@ -78,42 +91,42 @@ impl SubscriptionSpec {
 
     /// Sets where a new subscription starts.
     #[must_use]
-    pub fn start(mut self, start: Start) -> Self {
+    pub fn with_start(mut self, start: Start) -> Self {
         self.start = start;
         self
     }
 
     /// Sets the lease.
     #[must_use]
-    pub fn lease(mut self, lease: Duration) -> Self {
+    pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
     }
 
     /// Sets the deliveries before dead-lettering.
     #[must_use]
-    pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
+    pub fn with_max_deliveries(mut self, max: Option<u32>) -> Self {
         self.max_deliveries = max;
         self
     }
 
     /// Sets the dead-letter topic.
     #[must_use]
-    pub fn dead_letter_topic(mut self, topic: TopicName) -> Self {
+    pub fn with_dead_letter_topic(mut self, topic: TopicName) -> Self {
         self.dead_letter_topic = Some(topic);
         self
     }
 
     /// Keeps one message per key in flight.
     #[must_use]
-    pub fn ordered_by_key(mut self, on: bool) -> Self {
+    pub fn with_ordered_by_key(mut self, on: bool) -> Self {
         self.ordered_by_key = on;
         self
     }
 
     /// Sets the prefetch (unsettled deliveries per member).
     #[must_use]
-    pub fn prefetch(mut self, n: u32) -> Self {
+    pub fn with_prefetch(mut self, n: u32) -> Self {
         self.prefetch = n;
         self
     }
@@ -165,6 +178,7 @@ impl SubscriptionSpec {
 }
 
 /// Counts for a subscription, as far as the backend reports them.
+#[non_exhaustive]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SubscriptionStats {
     /// Messages not yet acked (queue) or committed (stream).
@@ -177,7 +191,21 @@ pub struct SubscriptionStats {
     pub dead_lettered: Option<u64>,
 }
 
-/// The backend's side of an open subscription.
+impl SubscriptionStats {
+    /// Backlog, in-flight and lag; no dead-letter count.
+    pub fn new(backlog: u64, in_flight: u64, lag: u64) -> SubscriptionStats {
+        SubscriptionStats { backlog, in_flight, lag, dead_lettered: None }
+    }
+
+    /// Sets the count of messages moved to the dead-letter topic.
+    #[must_use]
+    pub fn with_dead_lettered(mut self, dead_lettered: Option<u64>) -> SubscriptionStats {
+        self.dead_lettered = dead_lettered;
+        self
+    }
+}
+
+/// The backend's side of an open subscription (see [`crate::backend`]).
 #[async_trait::async_trait]
 pub trait DeliverySource: Send + 'static {
     /// The next delivery; waits while none is available. `None` once closed.
@@ -187,11 +215,64 @@ pub trait DeliverySource: Send + 'static {
     async fn close(&mut self) -> Result<(), BusError>;
 }
 
-/// An open subscription: call [`next`](Subscription::next) for deliveries.
+/// What a receive in progress hands back: the source, and the delivery (`None`: the receive
+/// was cancelled by [`Subscription::close`]).
+type Receiving = Pin<Box<dyn Future<Output = (Box<dyn DeliverySource>, Option<Option<Result<Delivery, BusError>>>)> + Send>>;
+
+enum Source {
+    Idle(Box<dyn DeliverySource>),
+    /// A receive in progress owns the source until it finishes, so a `Stream` poll that
+    /// returns `Pending` loses nothing and the next poll continues the same receive.
+    Receiving(Receiving),
+    Closed,
+}
+
+/// Asks a receive in progress to give the source back (for `close`).
+#[derive(Default)]
+struct Cancel {
+    requested: AtomicBool,
+    waker: AtomicWaker,
+}
+
+/// One receive from `source`, ending early once `cancel` is requested. Ending early is safe
+/// because [`DeliverySource::next`] is cancel-safe: a dropped receive loses no message.
+async fn receive(
+    mut source: Box<dyn DeliverySource>,
+    cancel: Arc<Cancel>,
+) -> (Box<dyn DeliverySource>, Option<Option<Result<Delivery, BusError>>>) {
+    let item = {
+        let mut next = source.next();
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(item) = next.as_mut().poll(cx) {
+                return Poll::Ready(Some(item));
+            }
+            cancel.waker.register(cx.waker());
+            if cancel.requested.load(Ordering::Acquire) { Poll::Ready(None) } else { Poll::Pending }
+        })
+        .await
+    };
+    (source, item)
+}
+
+/// An open subscription: call [`next`](Subscription::next), or use it as a
+/// [`Stream`](futures::Stream) of deliveries.
+///
+/// ```
+/// # async fn run(mut sub: switchboard_core::contract::Subscription) -> Result<(), switchboard_core::contract::BusError> {
+/// use futures::StreamExt;
+///
+/// let mut batch = (&mut sub).take(10);
+/// while let Some(delivery) = batch.next().await {
+///     delivery?.ack().await?;
+/// }
+/// sub.close().await
+/// # }
+/// ```
 pub struct Subscription {
     topic: TopicName,
     spec: SubscriptionSpec,
-    source: Box<dyn DeliverySource>,
+    source: Source,
+    cancel: Arc<Cancel>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -201,9 +282,9 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// Built by backends.
-    pub fn new(topic: TopicName, spec: SubscriptionSpec, source: Box<dyn DeliverySource>) -> Subscription {
-        Subscription { topic, spec, source }
+    /// Built by backends, through [`crate::backend::subscription`].
+    pub(crate) fn new(topic: TopicName, spec: SubscriptionSpec, source: Box<dyn DeliverySource>) -> Subscription {
+        Subscription { topic, spec, source: Source::Idle(source), cancel: Arc::default() }
     }
 
     /// The topic.
@@ -217,16 +298,60 @@ impl Subscription {
     }
 
     /// The next delivery, waiting while none is available; `None` once closed. Cancel-safe:
-    /// dropping the future loses no message.
+    /// dropping the future loses no message (the receive continues on the next call).
     pub async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
-        self.source.next().await
+        std::future::poll_fn(|cx| self.poll_receive(cx)).await
     }
 
-    /// Stops receiving.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery, BusError>>> {
+        loop {
+            match std::mem::replace(&mut self.source, Source::Closed) {
+                Source::Idle(source) => {
+                    self.source = Source::Receiving(Box::pin(receive(source, self.cancel.clone())));
+                }
+                Source::Receiving(mut receiving) => match receiving.as_mut().poll(cx) {
+                    Poll::Ready((source, item)) => {
+                        self.source = Source::Idle(source);
+                        // Only `close` cancels, and it consumes the subscription first.
+                        if let Some(item) = item {
+                            return Poll::Ready(item);
+                        }
+                    }
+                    Poll::Pending => {
+                        self.source = Source::Receiving(receiving);
+                        return Poll::Pending;
+                    }
+                },
+                Source::Closed => return Poll::Ready(None),
+            }
+        }
+    }
+
+    /// Stops receiving. A receive in progress is ended first (a delivery it already got is
+    /// handed back), so the backend's own close always runs.
     ///
     /// # Errors
     /// A backend error while detaching; unsettled deliveries are redelivered regardless.
     pub async fn close(mut self) -> Result<(), BusError> {
-        self.source.close().await
+        let mut source = match std::mem::replace(&mut self.source, Source::Closed) {
+            Source::Idle(source) => source,
+            Source::Receiving(receiving) => {
+                self.cancel.requested.store(true, Ordering::Release);
+                self.cancel.waker.wake();
+                let (source, item) = receiving.await;
+                drop(item);
+                source
+            }
+            Source::Closed => return Ok(()),
+        };
+        source.close().await
+    }
+}
+
+impl futures::Stream for Subscription {
+    type Item = Result<Delivery, BusError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_receive(cx)
     }
 }
