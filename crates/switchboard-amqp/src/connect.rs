@@ -35,7 +35,7 @@ use tokio::sync::{Mutex, watch};
 
 use crate::offsets::Commits;
 
-/// The backend's name in errors and [`Backend::name`](switchboard_core::contract::Backend::name).
+/// The backend's name in errors and [`Backend::name`](switchboard_core::backend::Backend::name).
 pub(crate) const BACKEND: &str = "amqp";
 
 /// How long opening a connection may take.

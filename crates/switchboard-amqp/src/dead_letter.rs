@@ -24,7 +24,8 @@ use std::sync::Arc;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use switchboard_core::Message;
-use switchboard_core::contract::{BusError, DeadLetter, DeadLetterReason, PublishOptions};
+use switchboard_core::contract::{BusError, DeadLetterReason, PublishOptions};
+use switchboard_core::backend::DeadLetterStamp;
 
 use crate::connect::settle_bounded;
 use crate::headers;

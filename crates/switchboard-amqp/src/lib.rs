@@ -34,7 +34,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), switchboard_core::contract::BusError> {
 //! use switchboard_amqp::AmqpBackend;
-//! use switchboard_core::contract::Backend;
+//! use switchboard_core::backend::Backend;
 //! let bus = AmqpBackend::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
 //! assert_eq!(bus.name(), "amqp");
 //! # Ok(()) }
@@ -42,10 +42,8 @@
 
 use std::sync::Arc;
 
-use switchboard_core::contract::{
-    Backend, BusError, Capabilities, PublishOptions, Publisher, Subscriber, Subscription, SubscriptionSpec,
-    SubscriptionStats, TopicSpec,
-};
+use switchboard_core::contract::{BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 
 mod admin;

@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use lapin::Acker;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use switchboard_core::contract::{BusError, DeadLetterReason, Nack, Settle};
+use switchboard_core::contract::{BusError, DeadLetterReason, Nack};
+use switchboard_core::backend::Settle;
 use switchboard_core::{Message, Timestamp};
 use tokio::sync::Notify;
 use tokio::time::Instant;

@@ -39,10 +39,8 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
 use lapin::options::{BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Acker, Channel, Consumer};
-use switchboard_core::contract::{
-    BusError, CommitPoint, Delivery, DeliveryInfo, DeliverySource, Mode, Start, Subscription,
-    SubscriptionSpec,
-};
+use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, Mode, Start, Subscription, SubscriptionSpec};
+use switchboard_core::backend::{CommitPoint, DeliverySource};
 use switchboard_core::{Message, Timestamp, TopicName};
 use tokio::sync::{mpsc, watch};
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use switchboard_core::contract::DeadLetter;
+use switchboard_core::backend::DeadLetterStamp;
 use switchboard_core::{Message, SharedClock, SubscriptionName, SystemClock, TopicName};
 use switchboard_storage::{FileStorage, Retention, Storage};
 
@@ -765,7 +765,7 @@ impl Broker {
                 };
                 let dlq = self.topic(&dlq_name)?;
                 let mut message = stored.message;
-                DeadLetter {
+                DeadLetterStamp {
                     reason: dl.reason,
                     topic: &t.name,
                     subscription: &s.name,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_core::contract::Backend;
+use switchboard_core::backend::Backend;
 
 /// How long the suite waits, and the short lease it uses where lease expiry is tested. No case
 /// fails on speed: `wait` bounds what must happen, `quiet` is how long the suite watches for

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use switchboard_core::contract::{
-    Backend, BusError, Capabilities, Delivery, Nack, Start, Subscription, SubscriptionSpec, TopicSpec,
-};
+use switchboard_core::contract::{BusError, Capabilities, Delivery, Nack, Start, Subscription, SubscriptionSpec, TopicSpec};
+use switchboard_core::backend::Backend;
 use switchboard_core::{Message, SubscriptionName, TopicName};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;

@@ -6,10 +6,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use switchboard_core::contract::{
-    Backend, BusError, Capabilities, PublishOptions, Publisher, Subscriber, Subscription, SubscriptionSpec,
-    SubscriptionStats, TopicSpec,
-};
+use switchboard_core::contract::{BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 use tokio::sync::{RwLock, watch};
 

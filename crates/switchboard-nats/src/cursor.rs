@@ -39,7 +39,8 @@ use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, LastRawMessageErrorKind, StorageType};
 use async_nats::jetstream::{ErrorCode, stream::PurgeErrorKind};
-use switchboard_core::contract::{BusError, CommitPoint, Start};
+use switchboard_core::contract::{BusError, Start};
+use switchboard_core::backend::CommitPoint;
 use switchboard_core::{SubscriptionName, TopicName};
 use tokio::sync::watch;
 

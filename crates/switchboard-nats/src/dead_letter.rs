@@ -19,7 +19,8 @@
 //! and retried on its next delivery, so a message is never lost between the two.
 
 use switchboard_core::Message;
-use switchboard_core::contract::{BusError, DeadLetter, DeadLetterReason};
+use switchboard_core::contract::{BusError, DeadLetterReason};
+use switchboard_core::backend::DeadLetterStamp;
 
 use crate::errors::backend_msg;
 use crate::pull::SubShared;

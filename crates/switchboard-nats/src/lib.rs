@@ -1,14 +1,15 @@
 //! # switchboard-nats
 //!
 //! The NATS JetStream backend of the Switchboard SDK: [`NatsBackend`] implements the
-//! backend contract ([`Backend`](switchboard_core::contract::Backend), thus
-//! [`Publisher`](switchboard_core::contract::Publisher) and
-//! [`Subscriber`](switchboard_core::contract::Subscriber)) on a NATS server with JetStream
+//! backend contract ([`Backend`](switchboard_core::backend::Backend), thus
+//! [`Publisher`](switchboard_core::backend::Publisher) and
+//! [`Subscriber`](switchboard_core::backend::Subscriber)) on a NATS server with JetStream
 //! (2.9 or later; only 2.9 features are used).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchboard_core::contract::BusError> {
-//! use switchboard_core::contract::{Backend, PublishOptions, Publisher};
+//! use switchboard_core::contract::PublishOptions;
+//! use switchboard_core::backend::{Backend, Publisher};
 //! use switchboard_core::{Message, TopicName};
 //!
 //! let bus = switchboard_nats::NatsBackend::connect("nats://127.0.0.1:4222").await?;

@@ -33,9 +33,8 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use switchboard_core::contract::{
-    BusError, DeadLetterReason, Delivery, DeliveryInfo, DeliverySource, SubscriptionSpec,
-};
+use switchboard_core::contract::{BusError, DeadLetterReason, Delivery, DeliveryInfo, SubscriptionSpec};
+use switchboard_core::backend::DeliverySource;
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;

@@ -38,9 +38,8 @@ use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{ErrorCode, stream};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use switchboard_core::contract::{
-    BusError, Delivery, DeliveryInfo, DeliverySource, Nack, Settle, Start, Subscription, SubscriptionSpec,
-};
+use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, Nack, Start, Subscription, SubscriptionSpec};
+use switchboard_core::backend::{DeliverySource, Settle};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;

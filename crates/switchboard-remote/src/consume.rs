@@ -18,7 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, DeliverySource, Mode};
+use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, Mode};
+use switchboard_core::backend::DeliverySource;
 use switchboard_core::{SubscriptionName, TopicName};
 use switchboard_proto::switchboard::v1 as api;
 use tokio::sync::{mpsc, watch};

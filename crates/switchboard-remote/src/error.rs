@@ -3,7 +3,7 @@
 use switchboard_core::contract::BusError;
 use tonic::{Code, Status};
 
-/// The backend's name in errors and [`Backend::name`](switchboard_core::contract::Backend::name).
+/// The backend's name in errors and [`Backend::name`](switchboard_core::backend::Backend::name).
 pub(crate) const BACKEND: &str = "switchboard";
 
 fn backend(message: String, retryable: bool, status: Status) -> BusError {

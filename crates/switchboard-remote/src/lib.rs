@@ -20,7 +20,8 @@
 //!   leave at once instead of holding the shutdown back for its grace period.
 //!
 //! ```no_run
-//! use switchboard_core::contract::{Publisher, PublishOptions, Subscriber, SubscriptionSpec};
+//! use switchboard_core::contract::{PublishOptions, SubscriptionSpec};
+//! use switchboard_core::backend::{Publisher, Subscriber};
 //! use switchboard_core::{Message, SubscriptionName, TopicName};
 //! use switchboard_remote::RemoteBackend;
 //!

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::from_outcome;
 use api::consume_request::Request as In;
 use api::consume_response::{Outcome, Settled};
-use switchboard_core::contract::CommitPoint;
+use switchboard_core::backend::CommitPoint;
 
 /// What exists only while the stream is open.
 struct Open {

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_core::contract::{BusError, Mode, Nack, Settle};
+use switchboard_core::contract::{BusError, Mode, Nack};
+use switchboard_core::backend::Settle;
 use switchboard_proto::switchboard::v1::consume_request::{self as req, Request as In};
 
 use crate::session::Session;

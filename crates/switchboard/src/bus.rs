@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use switchboard_core::contract::{
-    Backend, BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats,
-    TopicSpec,
-};
+use switchboard_core::contract::{BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
+use switchboard_core::backend::Backend;
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 
 /// A connection to a messaging backend, chosen by URL. Cheap to clone; clones share the
 /// connection.
+///
+/// Topics and subscriptions are named by [`TopicName`] and [`SubscriptionName`] everywhere
+/// in the SDK, checked once where they are made (`TopicName::new(s)?` for a name from
+/// outside, `TopicName::from_static("orders")` for one in the source).
 #[derive(Clone)]
 pub struct Bus {
     backend: Arc<dyn Backend>,
@@ -19,10 +21,6 @@ impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus").field("backend", &self.backend.name()).finish()
     }
-}
-
-fn topic(name: &str) -> Result<TopicName, BusError> {
-    Ok(TopicName::new(name)?)
 }
 
 impl Bus {
@@ -54,32 +52,28 @@ impl Bus {
     /// Publishes one message and waits for the broker's confirmation.
     ///
     /// # Errors
-    /// See [`Publisher::publish`](switchboard_core::contract::Publisher::publish).
-    pub async fn publish(&self, topic_name: &str, message: Message) -> Result<(), BusError> {
-        self.send(&topic(topic_name)?, vec![message], &PublishOptions::default()).await
+    /// See [`Publisher::publish`](switchboard_core::backend::Publisher::publish).
+    pub async fn publish(&self, topic: &TopicName, message: Message) -> Result<(), BusError> {
+        self.send(topic, vec![message], &PublishOptions::default()).await
     }
 
     /// Publishes messages in order as one batch.
     ///
     /// # Errors
-    /// See [`Publisher::publish`](switchboard_core::contract::Publisher::publish).
-    pub async fn publish_all(&self, topic_name: &str, messages: Vec<Message>) -> Result<(), BusError> {
-        self.send(&topic(topic_name)?, messages, &PublishOptions::default()).await
+    /// See [`Publisher::publish`](switchboard_core::backend::Publisher::publish).
+    pub async fn publish_all(&self, topic: &TopicName, messages: Vec<Message>) -> Result<(), BusError> {
+        self.send(topic, messages, &PublishOptions::default()).await
     }
 
     /// Publishes a message that queue subscriptions receive at `deliver_at`.
     ///
     /// # Errors
     /// [`BusError::Unsupported`] without
-    /// [`Capabilities::delayed_delivery`]; otherwise as [`Bus::publish`].
-    pub async fn publish_at(
-        &self,
-        topic_name: &str,
-        message: Message,
-        deliver_at: Timestamp,
-    ) -> Result<(), BusError> {
-        let options = PublishOptions { deliver_at: Some(deliver_at) };
-        self.send(&topic(topic_name)?, vec![message], &options).await
+    /// [`Capability::DelayedDelivery`](switchboard_core::contract::Capability::DelayedDelivery);
+    /// otherwise as [`Bus::publish`].
+    pub async fn publish_at(&self, topic: &TopicName, message: Message, deliver_at: Timestamp) -> Result<(), BusError> {
+        let options = PublishOptions::default().with_deliver_at(deliver_at);
+        self.send(topic, vec![message], &options).await
     }
 
     /// Publishes under a producer span (`send <topic>`) whose context each message carries
@@ -106,28 +100,28 @@ impl Bus {
     ///
     /// # Errors
     /// A bad name or spec, or a backend error.
-    pub async fn create_topic(&self, topic_name: &str, partitions: u32) -> Result<(), BusError> {
-        self.backend.ensure_topic(&topic(topic_name)?, &TopicSpec { partitions }).await
+    pub async fn create_topic(&self, topic: &TopicName, partitions: u32) -> Result<(), BusError> {
+        self.backend.ensure_topic(topic, &TopicSpec::default().with_partitions(partitions)).await
     }
 
     /// Opens a subscription (creating it, and the topic, if needed).
     ///
     /// # Errors
-    /// See [`Subscriber::subscribe`](switchboard_core::contract::Subscriber::subscribe).
-    pub async fn subscribe(
-        &self,
-        topic_name: &str,
-        spec: SubscriptionSpec,
-    ) -> Result<Subscription, BusError> {
-        self.backend.subscribe(&topic(topic_name)?, spec).await
+    /// See [`Subscriber::subscribe`](switchboard_core::backend::Subscriber::subscribe).
+    pub async fn subscribe(&self, topic: &TopicName, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
+        self.backend.subscribe(topic, spec).await
     }
 
     /// Backlog, in-flight and lag of a subscription.
     ///
     /// # Errors
-    /// See [`Subscriber::stats`](switchboard_core::contract::Subscriber::stats).
-    pub async fn stats(&self, topic_name: &str, subscription: &str) -> Result<SubscriptionStats, BusError> {
-        self.backend.stats(&topic(topic_name)?, &SubscriptionName::new(subscription)?).await
+    /// See [`Subscriber::stats`](switchboard_core::backend::Subscriber::stats).
+    pub async fn stats(
+        &self,
+        topic: &TopicName,
+        subscription: &SubscriptionName,
+    ) -> Result<SubscriptionStats, BusError> {
+        self.backend.stats(topic, subscription).await
     }
 
     /// Waits for every publish in progress to be confirmed.

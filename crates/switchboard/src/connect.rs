@@ -3,21 +3,14 @@
 
 use std::sync::Arc;
 
-use switchboard_core::contract::{Backend, BusError};
+use switchboard_core::contract::BusError;
+use switchboard_core::backend::Backend;
 
 /// The schemes `Bus::connect` understands, for error messages.
 const SCHEMES: &str =
     "embedded:, embedded:<dir>, switchboard://, switchboards://, amqp://, amqps://, nats://";
 
-/// Opens the backend a URL names:
-///
-/// | URL | backend | feature |
-/// |---|---|---|
-/// | `embedded:` or `embedded:memory` | the process-wide in-memory broker | `embedded` |
-/// | `embedded:<dir>`, `embedded:///abs/dir` | the durable broker in `<dir>` (fsync before ack) | `embedded` |
-/// | `switchboard://host:port`, `switchboards://…` | `switchboard serve` over gRPC (TLS) | `remote` |
-/// | `amqp://user:pass@host:port/vhost` | RabbitMQ | `amqp` |
-/// | `nats://host:port` | NATS JetStream | `nats` |
+/// Opens the backend a URL names (the table is in the crate docs).
 pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Backend>, BusError> {
     let url = url.trim();
     let Some((scheme, rest)) = url.split_once(':') else {

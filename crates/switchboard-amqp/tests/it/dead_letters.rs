@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use switchboard_core::TopicName;
-use switchboard_core::contract::{Nack, Subscriber, SubscriptionSpec, dead_letter_ext as ext};
+use switchboard_core::contract::{Nack, SubscriptionSpec, dead_letter_ext as ext};
+use switchboard_core::backend::Subscriber;
 
 use crate::*;
 

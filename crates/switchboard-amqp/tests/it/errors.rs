@@ -1,8 +1,7 @@
 //! Connection errors: invalid URLs, unreachable brokers, closed backends.
 
-use switchboard_core::contract::{
-    Backend, BusError, PublishOptions, Publisher, Subscriber, SubscriptionSpec,
-};
+use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 
 use crate::*;
 

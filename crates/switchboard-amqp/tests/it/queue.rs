@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use switchboard_core::contract::{Backend, BusError, Nack, Subscriber, SubscriptionSpec};
+use switchboard_core::contract::{BusError, Nack, SubscriptionSpec};
+use switchboard_core::backend::{Backend, Subscriber};
 
 use crate::*;
 

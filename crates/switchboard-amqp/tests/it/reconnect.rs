@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard_core::TopicName;
-use switchboard_core::contract::{
-    BusError, PublishOptions, Publisher, Subscriber, SubscriptionSpec, dead_letter_ext,
-};
+use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec, dead_letter_ext};
+use switchboard_core::backend::{Publisher, Subscriber};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 

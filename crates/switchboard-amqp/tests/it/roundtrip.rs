@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use switchboard_core::contract::{
-    Backend, BusError, PublishOptions, Publisher, Subscriber, SubscriptionSpec, TopicSpec,
-};
+use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec, TopicSpec};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_core::{Message, Timestamp};
 
 use crate::*;

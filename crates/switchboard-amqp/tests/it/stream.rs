@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use switchboard_core::contract::Subscription;
 
-use switchboard_core::contract::{Backend, BusError, Nack, Start, Subscriber, SubscriptionSpec, TopicSpec};
+use switchboard_core::contract::{BusError, Nack, Start, SubscriptionSpec, TopicSpec};
+use switchboard_core::backend::{Backend, Subscriber};
 
 use crate::*;
 

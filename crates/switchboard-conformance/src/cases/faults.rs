@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use switchboard_core::TopicName;
-use switchboard_core::contract::{Backend, Mode, Start, SubscriptionSpec};
+use switchboard_core::contract::{Mode, Start, SubscriptionSpec};
+use switchboard_core::backend::Backend;
 use tokio::time::{Instant, timeout};
 
 use crate::util::{

@@ -5,10 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
-use switchboard_core::contract::{
-    BusError, DeadLetterReason, Delivery, Mode, Nack, PublishOptions, Start, SubscriptionSpec,
-    dead_letter_ext,
-};
+use switchboard_core::contract::{BusError, DeadLetterReason, Delivery, Mode, Nack, PublishOptions, Start, SubscriptionSpec, dead_letter_ext};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::time::Instant;
 

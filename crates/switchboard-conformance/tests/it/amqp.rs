@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use switchboard_amqp::AmqpBackend;
 use switchboard_conformance::Harness;
-use switchboard_core::contract::Backend;
+use switchboard_core::backend::Backend;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use switchboard::embedded::EmbeddedBackend;
 use switchboard_conformance::Harness;
-use switchboard_core::contract::Backend;
+use switchboard_core::backend::Backend;
 use tokio::sync::Mutex;
 
 struct EmbeddedHarness {

@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_conformance::{Harness, Outcome, Timing, cases};
-use switchboard_core::contract::{
-    Backend, BusError, Capabilities, Delivery, DeliverySource, Nack, PublishOptions, Publisher, Settle,
-    Settled, Subscriber, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec,
-};
+use switchboard_core::contract::{BusError, Capabilities, Delivery, Nack, PublishOptions, Settled, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
+use switchboard_core::backend::{Backend, DeliverySource, Publisher, Settle, Subscriber};
 use switchboard_core::{Message, SubscriptionName, TopicName, new_message_id};
 use tokio::sync::Mutex;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use switchboard_conformance::Harness;
-use switchboard_core::contract::Backend;
+use switchboard_core::backend::Backend;
 use switchboard_nats::NatsBackend;
 use tokio::sync::Mutex;
 

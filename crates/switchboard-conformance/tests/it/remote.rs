@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use switchboard_conformance::Harness;
-use switchboard_core::contract::Backend;
+use switchboard_core::backend::Backend;
 use switchboard_remote::RemoteBackend;
 use switchboard_server::{Server, ServerConfig};
 use tokio::sync::Mutex;

@@ -30,5 +30,5 @@ pub use backend::{PublishOptions, TopicSpec};
 pub use capabilities::{Capabilities, Capability};
 pub use dead_letter::{DeadLetterReason, dead_letter_ext, default_dead_letter_topic};
 pub use delivery::{Delivery, DeliveryInfo, Nack, Settled};
-pub use error::{BusError, LeaseLostCause, Resource};
+pub use error::{BoxError, BusError, LeaseLostCause, Resource};
 pub use subscription::{Mode, Start, Subscription, SubscriptionSpec, SubscriptionStats};

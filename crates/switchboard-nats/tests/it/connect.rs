@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
-use switchboard_core::contract::{Backend, BusError, PublishOptions, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, PublishOptions};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_nats::NatsBackend;
 
 use crate::*;

@@ -1,9 +1,8 @@
 use std::time::Duration;
 
 use switchboard_core::TopicName;
-use switchboard_core::contract::{
-    Nack, PublishOptions, Publisher, Subscriber, SubscriptionSpec, dead_letter_ext as ext,
-};
+use switchboard_core::contract::{Nack, PublishOptions, SubscriptionSpec, dead_letter_ext as ext};
+use switchboard_core::backend::{Publisher, Subscriber};
 
 use crate::*;
 

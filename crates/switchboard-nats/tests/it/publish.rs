@@ -1,6 +1,7 @@
 use std::time::Duration;
 
-use switchboard_core::contract::{Backend, BusError, PublishOptions, Publisher, Subscriber, TopicSpec};
+use switchboard_core::contract::{BusError, PublishOptions, TopicSpec};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_core::{Message, Timestamp};
 
 use crate::*;

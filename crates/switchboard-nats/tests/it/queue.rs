@@ -1,7 +1,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use switchboard_core::contract::{Backend, BusError, Nack, PublishOptions, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, Nack, PublishOptions};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 
 use crate::*;
 

@@ -1,8 +1,7 @@
 use std::time::Duration;
 
-use switchboard_core::contract::{
-    Backend, BusError, Nack, PublishOptions, Publisher, Start, Subscriber, SubscriptionSpec,
-};
+use switchboard_core::contract::{BusError, Nack, PublishOptions, Start, SubscriptionSpec};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 
 use crate::*;
 

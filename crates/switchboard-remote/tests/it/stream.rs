@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use switchboard_core::contract::{Backend, Nack, Start, Subscriber, SubscriptionSpec, TopicSpec};
+use switchboard_core::contract::{Nack, Start, SubscriptionSpec, TopicSpec};
+use switchboard_core::backend::{Backend, Subscriber};
 
 use crate::util::{next, nothing_for, num, publish, start, sub, topic};
 
@@ -69,7 +70,7 @@ async fn partitions_commit_independently() {
     let t = topic("keyed");
     bus.ensure_topic(&t, &TopicSpec { partitions: 3 }).await.unwrap();
     let messages = (0..30).map(|n| crate::util::msg(n).with_key(format!("k{}", n % 7))).collect();
-    switchboard_core::contract::Publisher::publish(&bus, &t, messages, &Default::default()).await.unwrap();
+    switchboard_core::backend::Publisher::publish(&bus, &t, messages, &Default::default()).await.unwrap();
     let spec = SubscriptionSpec::stream(sub("all"));
     let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
     let mut seen = Vec::new();

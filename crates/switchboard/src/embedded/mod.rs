@@ -18,10 +18,8 @@ use switchboard_broker::{
     Broker, BrokerConfig, PublishOptions as BrokerPublishOptions, StartPosition, SubscriptionConfig,
     SubscriptionMode, TopicConfig,
 };
-use switchboard_core::contract::{
-    Backend, BusError, Capabilities, Mode, PublishOptions, Publisher, Start, Subscriber, Subscription,
-    SubscriptionSpec, SubscriptionStats, TopicSpec,
-};
+use switchboard_core::contract::{BusError, Capabilities, Capability, Mode, PublishOptions, Start, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
+use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_core::{Message, SubscriptionName, SystemClock, TopicName};
 use switchboard_storage::MemStorage;
 
@@ -138,11 +136,11 @@ fn subscription_config(spec: &SubscriptionSpec) -> SubscriptionConfig {
     SubscriptionConfig {
         mode: match spec.mode {
             Mode::Queue => SubscriptionMode::Queue,
-            Mode::Stream => SubscriptionMode::Stream,
+            _ => SubscriptionMode::Stream,
         },
         start: match spec.start {
             Start::Earliest => StartPosition::Earliest,
-            Start::Latest => StartPosition::Latest,
+            _ => StartPosition::Latest,
         },
         lease_ms: u64::try_from(spec.lease.as_millis()).unwrap_or(u64::MAX),
         max_deliveries: spec.max_deliveries,
@@ -198,21 +196,21 @@ impl Subscriber for EmbeddedBackend {
             .create_subscription(topic, &spec.name, subscription_config(&spec))
             .await
             .map_err(to_bus)?;
-        let source: Box<dyn switchboard_core::contract::DeliverySource> = match spec.mode {
+        let source: Box<dyn switchboard_core::backend::DeliverySource> = match spec.mode {
             Mode::Queue => Box::new(queue::QueueSource::new(
                 self.broker.clone(),
                 topic.clone(),
                 spec.name.clone(),
                 spec.prefetch,
             )?),
-            Mode::Stream => Box::new(stream::StreamSource::new(
+            _ => Box::new(stream::StreamSource::new(
                 self.broker.clone(),
                 topic.clone(),
                 spec.name.clone(),
                 spec.prefetch,
             )?),
         };
-        Ok(Subscription::new(topic.clone(), spec, source))
+        Ok(switchboard_core::backend::subscription(topic.clone(), spec, source))
     }
 
     async fn stats(
@@ -221,12 +219,7 @@ impl Subscriber for EmbeddedBackend {
         subscription: &SubscriptionName,
     ) -> Result<SubscriptionStats, BusError> {
         let s = self.broker.stats(topic, subscription).map_err(to_bus)?;
-        Ok(SubscriptionStats {
-            backlog: s.backlog,
-            in_flight: s.in_flight,
-            lag: s.lag,
-            dead_lettered: Some(s.dead_lettered),
-        })
+        Ok(SubscriptionStats::new(s.backlog, s.in_flight, s.lag).with_dead_lettered(Some(s.dead_lettered)))
     }
 }
 
@@ -237,7 +230,7 @@ impl Backend for EmbeddedBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { persistence: self.persistent, ..Capabilities::ALL }
+        if self.persistent { Capabilities::ALL } else { Capabilities::ALL.without(Capability::Persistence) }
     }
 
     async fn ensure_topic(&self, topic: &TopicName, spec: &TopicSpec) -> Result<(), BusError> {

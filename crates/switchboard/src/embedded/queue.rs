@@ -4,7 +4,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use switchboard_broker::{Broker, QueueConsumer, Receipt};
-use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, DeliverySource, Nack, Settle};
+use switchboard_core::backend::{self, DeliverySource, Settle};
+use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, Nack};
 use switchboard_core::{SubscriptionName, TopicName};
 
 use super::errors::to_bus;
@@ -46,21 +47,16 @@ impl QueueSource {
     }
 
     fn wrap(&self, d: switchboard_broker::Delivery) -> Result<Delivery, BusError> {
-        let info = DeliveryInfo {
-            topic: d.topic,
-            subscription: d.subscription,
-            partition: d.partition,
-            offset: d.offset,
-            attempt: d.attempt,
-            published_at: Some(d.published_at),
-        };
+        let info = DeliveryInfo::new(d.topic, d.subscription, d.partition, d.offset)
+            .with_attempt(d.attempt)
+            .with_published_at(Some(d.published_at));
         let receipt = d.receipt.ok_or_else(|| BusError::Backend {
             backend: super::errors::BACKEND,
             message: "a queue delivery came without a receipt".into(),
             retryable: false,
             source: None,
         })?;
-        Ok(Delivery::new(d.message, info, Box::new(QueueSettle { target: self.target.clone(), receipt })))
+        Ok(backend::delivery(d.message, info, Box::new(QueueSettle { target: self.target.clone(), receipt })))
     }
 
     /// Hands buffered, not yet handed-out deliveries straight back.

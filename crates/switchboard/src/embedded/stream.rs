@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use switchboard_broker::{Broker, StreamConsumer};
-use switchboard_core::contract::{
-    BusError, CommitPoint, Delivery, DeliveryInfo, DeliverySource, Nack, Settle,
-};
+use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, LeaseLostCause, Nack};
+use switchboard_core::backend::{self, CommitPoint, DeliverySource, Settle};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::sync::Notify;
 
@@ -83,16 +82,11 @@ impl StreamSource {
 }
 
 fn wrap(member: &Arc<Member>, r: Ready) -> Delivery {
-    let info = DeliveryInfo {
-        topic: member.topic.clone(),
-        subscription: member.subscription.clone(),
-        partition: r.partition,
-        offset: r.offset,
-        attempt: r.attempt,
-        published_at: Some(r.published_at),
-    };
+    let info = DeliveryInfo::new(member.topic.clone(), member.subscription.clone(), r.partition, r.offset)
+        .with_attempt(r.attempt)
+        .with_published_at(Some(r.published_at));
     let settle = StreamSettle { member: member.clone(), partition: r.partition, offset: r.offset };
-    Delivery::new(r.message, info, Box::new(settle))
+    backend::delivery(r.message, info, Box::new(settle))
 }
 
 #[async_trait::async_trait]
@@ -206,7 +200,7 @@ impl Settle for StreamSettle {
                     let consumer = self.member.consumer.lock().clone();
                     match consumer {
                         Some(c) => c.commit(self.partition, point).await.map_err(to_bus),
-                        None => Err(BusError::LeaseLost("the subscription was closed".into())),
+                        None => Err(BusError::lease_lost(LeaseLostCause::SubscriptionClosed, "the offset is not committed")),
                     }
                 }
                 None => Ok(()),

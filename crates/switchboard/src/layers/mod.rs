@@ -1,5 +1,16 @@
-//! The router's middleware, each a tower [`Layer`](tower::Layer) over handler services, and
-//! [`Middleware`]: the standard stack in the order that makes each layer see what it must.
+//! The router's middleware, each a tower [`Layer`] over handler services, and
+//! [`Middleware`]: the standard stack in the order that makes each layer see what it must,
+//! itself a [`Layer`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use switchboard::{Handled, Incoming, Middleware};
+//! use tower::Layer;
+//!
+//! let handler = tower::service_fn(|_: Incoming| async { Handled::Ok(vec![]) });
+//! let service = Middleware::default().with_timeout(Some(Duration::from_secs(5))).layer(handler);
+//! # let _ = service;
+//! ```
 
 mod catch_panic;
 mod circuit_breaker;
@@ -18,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 
 pub use catch_panic::{CatchPanic, CatchPanicLayer};
 pub use circuit_breaker::{Breaker, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer};
@@ -35,10 +46,11 @@ pub use retry::{Retry, RetryLayer, RetryPolicy};
 pub use timeout::{Timeout, TimeoutLayer};
 pub use tracing::{Trace, TraceLayer};
 
-use crate::Bus;
 use crate::router::{HandlerError, Incoming, Outgoing, RouteService};
 
-/// The settings of the standard middleware stack; `None` leaves a layer out.
+/// The settings of the standard middleware stack; `None` leaves a layer out. Set them with
+/// the `with_*` methods; as a [`Layer`] it wraps a handler in the whole stack.
+#[non_exhaustive]
 #[derive(Clone)]
 pub struct Middleware {
     /// Deadline per handler call (per attempt).
@@ -84,28 +96,74 @@ impl Default for Middleware {
 }
 
 impl Middleware {
-    /// Wraps `handler` in the stack, outermost first:
-    ///
-    /// 1. tracing: the consumer span covers everything below, retries included;
-    /// 2. metrics: one observation per delivery, with its final outcome;
-    /// 3. correlation ids on the output;
-    /// 4. dead-lettering: sees a rejection only after retries could not help;
-    /// 5. inbox: a duplicate is skipped before it takes a concurrency slot or a trial call;
-    /// 6. per-key ordered concurrency: one call per key at a time, retries included;
-    /// 7. circuit breaker: counts a delivery's failure once, after its retries;
-    /// 8. retry with backoff and jitter;
-    /// 9. timeout, per attempt;
-    /// 10. panic recovery, innermost, so every layer above sees a panic as an error.
-    pub fn wrap<S>(&self, bus: &Bus, handler: S) -> RouteService
-    where
-        S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-    {
+    /// Sets the deadline per handler call (per attempt).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Middleware {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the in-process retries.
+    #[must_use]
+    pub fn with_retry(mut self, retry: Option<RetryPolicy>) -> Middleware {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the circuit breaker.
+    #[must_use]
+    pub fn with_circuit_breaker(mut self, breaker: Option<CircuitBreakerConfig>) -> Middleware {
+        self.circuit_breaker = breaker;
+        self
+    }
+
+    /// Sets the handler calls at once that keep per-key order.
+    #[must_use]
+    pub fn with_key_ordered_concurrency(mut self, limit: Option<usize>) -> Middleware {
+        self.key_ordered_concurrency = limit;
+        self
+    }
+
+    /// Sets the idempotent-consumer inbox.
+    #[must_use]
+    pub fn with_inbox(mut self, inbox: Option<Arc<dyn InboxStore>>) -> Middleware {
+        self.inbox = inbox;
+        self
+    }
+
+    /// Turns dead-lettering of rejected messages on or off.
+    #[must_use]
+    pub fn with_dead_letter(mut self, on: bool) -> Middleware {
+        self.dead_letter = on;
+        self
+    }
+}
+
+/// Wraps a handler in the stack, outermost first:
+///
+/// 1. tracing: the consumer span covers everything below, retries included;
+/// 2. metrics: one observation per delivery, with its final outcome;
+/// 3. correlation ids on the output;
+/// 4. dead-lettering: sees a rejection only after retries could not help;
+/// 5. inbox: a duplicate is skipped before it takes a concurrency slot or a trial call;
+/// 6. per-key ordered concurrency: one call per key at a time, retries included;
+/// 7. circuit breaker: counts a delivery's failure once, after its retries;
+/// 8. retry with backoff and jitter;
+/// 9. timeout, per attempt;
+/// 10. panic recovery, innermost, so every layer above sees a panic as an error.
+impl<S> Layer<S> for Middleware
+where
+    S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+{
+    type Service = RouteService;
+
+    fn layer(&self, handler: S) -> RouteService {
         let stack = ServiceBuilder::new()
-            .layer(TraceLayer::new(bus.backend().name()))
+            .layer(TraceLayer::new())
             .layer(MetricsLayer)
             .layer(CorrelationLayer)
-            .option_layer(self.dead_letter.then(|| DeadLetterLayer::new(bus.clone())))
+            .option_layer(self.dead_letter.then(DeadLetterLayer::new))
             .option_layer(self.inbox.clone().map(InboxLayer::new))
             .option_layer(self.key_ordered_concurrency.map(KeyOrderLayer::new))
             .option_layer(self.circuit_breaker.map(CircuitBreakerLayer::new))

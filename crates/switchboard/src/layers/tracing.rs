@@ -15,23 +15,22 @@ use tracing::Instrument;
 use crate::router::{Handled, HandlerError, Incoming, Outgoing};
 use crate::trace::{TRACER_NAME, extract, inject};
 
-/// Starts a consumer span around every handler call.
-#[derive(Clone, Copy, Debug)]
-pub struct TraceLayer {
-    system: &'static str,
-}
+/// Starts a consumer span around every handler call; `messaging.system` is the backend the
+/// delivery came through ([`Incoming::system`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceLayer;
 
 impl TraceLayer {
-    /// Spans say `messaging.system = system` (the backend's name, e.g. `bus.backend().name()`).
-    pub fn new(system: &'static str) -> TraceLayer {
-        TraceLayer { system }
+    /// The layer.
+    pub fn new() -> TraceLayer {
+        TraceLayer
     }
 }
 
 impl<S> Layer<S> for TraceLayer {
     type Service = Trace<S>;
     fn layer(&self, inner: S) -> Trace<S> {
-        Trace { inner, system: self.system }
+        Trace { inner }
     }
 }
 
@@ -39,7 +38,6 @@ impl<S> Layer<S> for TraceLayer {
 #[derive(Clone, Debug)]
 pub struct Trace<S> {
     inner: S,
-    system: &'static str,
 }
 
 impl<S> Service<Incoming> for Trace<S>
@@ -63,7 +61,7 @@ where
             .span_builder(format!("process {}", info.topic))
             .with_kind(SpanKind::Consumer)
             .with_attributes([
-                KeyValue::new("messaging.system", self.system),
+                KeyValue::new("messaging.system", req.system),
                 KeyValue::new("messaging.operation.type", "process"),
                 KeyValue::new("messaging.operation.name", "process"),
                 KeyValue::new("messaging.destination.name", info.topic.to_string()),

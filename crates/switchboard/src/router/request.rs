@@ -4,9 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_core::contract::{BoxError, BusError, DeliveryInfo};
-use switchboard_core::{Message, NameError, TopicName};
+use switchboard_core::{Message, TopicName};
 
 /// A delivery as a handler sees it: the message, where it came from, which attempt this is.
+///
+/// The router builds it; tests of a handler or a layer build one with [`Incoming::new`].
+#[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Incoming {
     /// The message as published.
@@ -19,9 +22,45 @@ pub struct Incoming {
     pub max_deliveries: Option<u32>,
     /// Where a rejected (poison) message goes.
     pub dead_letter_topic: TopicName,
+    /// The backend it came through (`embedded`, `amqp`, …), the `messaging.system` of spans.
+    pub system: &'static str,
 }
 
 impl Incoming {
+    /// A delivery of `message` for handler `handler`, with no delivery limit, dead letters
+    /// to `<topic>.<subscription>.dlq` and `messaging.system = embedded`; the `with_*`
+    /// methods set the rest.
+    ///
+    /// # Panics
+    /// When the default dead-letter topic name would be too long (topic and subscription
+    /// names near the length limit): set one with [`Incoming::with_dead_letter_topic`].
+    pub fn new(message: Message, info: DeliveryInfo, handler: impl Into<Arc<str>>) -> Incoming {
+        let dead_letter_topic = switchboard_core::contract::default_dead_letter_topic(&info.topic, &info.subscription)
+            .unwrap_or_else(|e| panic!("{e}; set a dead-letter topic"));
+        Incoming { message, info, handler: handler.into(), max_deliveries: None, dead_letter_topic, system: "embedded" }
+    }
+
+    /// Sets the subscription's delivery limit.
+    #[must_use]
+    pub fn with_max_deliveries(mut self, max: Option<u32>) -> Incoming {
+        self.max_deliveries = max;
+        self
+    }
+
+    /// Sets where a rejected message goes.
+    #[must_use]
+    pub fn with_dead_letter_topic(mut self, topic: TopicName) -> Incoming {
+        self.dead_letter_topic = topic;
+        self
+    }
+
+    /// Sets the backend's name.
+    #[must_use]
+    pub fn with_system(mut self, system: &'static str) -> Incoming {
+        self.system = system;
+        self
+    }
+
     /// True when a failure of this attempt dead-letters the message instead of retrying.
     pub fn is_last_attempt(&self) -> bool {
         self.max_deliveries.is_some_and(|max| self.info.attempt >= max)
@@ -39,15 +78,13 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// A message for `topic`.
-    ///
-    /// # Errors
-    /// An invalid topic name.
-    pub fn new(topic: &str, message: Message) -> Result<Outgoing, NameError> {
-        Ok(Outgoing { topic: TopicName::new(topic)?, message })
+    pub fn new(topic: TopicName, message: Message) -> Outgoing {
+        Outgoing { topic, message }
     }
 }
 
 /// Why a handler did not finish a message; decides between retry and dead letter.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// A failure that may pass (a dependency is down): retried with backoff.
@@ -85,6 +122,14 @@ impl HandlerError {
     /// True for errors retrying cannot fix.
     pub fn is_permanent(&self) -> bool {
         matches!(self, HandlerError::Permanent(_))
+    }
+
+    /// Which errors an in-process retry may fix: transient failures and timeouts. Not
+    /// rejections (a poison message stays poison), not panics (likely a bug that repeats),
+    /// not an open circuit (retrying is what it prevents), not a failed publish of the
+    /// output (the router's redelivery retries that, with the input).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, HandlerError::Transient(_) | HandlerError::Timeout(_))
     }
 
     /// A short label for metrics.

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use switchboard_core::TopicName;
-use switchboard_core::contract::{BusError, Delivery, Nack, PublishOptions, Subscription, SubscriptionSpec};
+use switchboard_core::contract::{
+    BusError, Capability, Delivery, Nack, PublishOptions, Subscription, SubscriptionSpec, default_dead_letter_topic,
+};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::util::BoxCloneSyncService;
@@ -23,9 +25,32 @@ struct Route {
     name: Arc<str>,
     topic: TopicName,
     spec: SubscriptionSpec,
-    dead_letter_topic: TopicName,
     service: RouteService,
     concurrency: usize,
+}
+
+impl Route {
+    /// Where the route's rejected messages go: where the subscription's dead letters go; a
+    /// subscription without one (a stream, or no delivery limit) still gets the default name.
+    fn dead_letter_topic(&self) -> Result<TopicName, BusError> {
+        self.spec.validate()?;
+        let topic = match self.spec.dead_letter_topic_for(&self.topic)?.or(self.spec.dead_letter_topic.clone()) {
+            Some(t) => t,
+            None => default_dead_letter_topic(&self.topic, &self.spec.name).map_err(|e| {
+                BusError::InvalidArgument(format!(
+                    "route {}: no dead-letter topic name fits ({e}); set dead_letter_topic",
+                    self.name
+                ))
+            })?,
+        };
+        if topic == self.topic {
+            return Err(BusError::InvalidArgument(format!(
+                "route {}: a topic cannot be its own dead-letter topic",
+                self.name
+            )));
+        }
+        Ok(topic)
+    }
 }
 
 /// Binds subscriptions to handlers. Build with [`Router::route`], run with
@@ -56,17 +81,10 @@ impl Router {
     }
 
     /// Adds a route named `name`: deliveries of subscription `spec` on `topic` go to
-    /// `service`, at most `spec.prefetch` at a time.
-    ///
-    /// # Errors
-    /// An invalid topic name or spec.
-    pub fn route<S>(
-        self,
-        name: &str,
-        topic: &str,
-        spec: SubscriptionSpec,
-        service: S,
-    ) -> Result<Router, BusError>
+    /// `service`, at most `spec.prefetch` at a time. The spec is checked by
+    /// [`Router::start`], so routes chain without a `?` each.
+    #[must_use]
+    pub fn route<S>(self, name: &str, topic: TopicName, spec: SubscriptionSpec, service: S) -> Router
     where
         S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
@@ -77,78 +95,66 @@ impl Router {
 
     /// As [`Router::route`], with at most `concurrency` handler calls at once (at most the
     /// prefetch matters: a handler cannot run without a delivery).
-    ///
-    /// # Errors
-    /// An invalid topic name or spec.
+    #[must_use]
     pub fn route_with_concurrency<S>(
         mut self,
         name: &str,
-        topic: &str,
+        topic: TopicName,
         spec: SubscriptionSpec,
         concurrency: usize,
         service: S,
-    ) -> Result<Router, BusError>
+    ) -> Router
     where
         S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
     {
-        spec.validate()?;
-        let topic = TopicName::new(topic)?;
-        // Rejected messages go where the subscription's dead letters go; a subscription
-        // without one (a stream, or no delivery limit) still gets the default name.
-        let dead_letter_topic = match spec.dead_letter_topic_for(&topic)?.or(spec.dead_letter_topic.clone()) {
-            Some(t) => t,
-            None => {
-                switchboard_core::contract::default_dead_letter_topic(&topic, &spec.name).map_err(|e| {
-                    BusError::InvalidArgument(format!(
-                        "no dead-letter topic name fits ({e}); set dead_letter_topic"
-                    ))
-                })?
-            }
-        };
-        if dead_letter_topic == topic {
-            return Err(BusError::InvalidArgument("a topic cannot be its own dead-letter topic".into()));
-        }
         self.routes.push(Route {
             name: name.into(),
             topic,
             spec,
-            dead_letter_topic,
             service: BoxCloneSyncService::new(service),
             concurrency: concurrency.max(1),
         });
-        Ok(self)
+        self
     }
 
     /// Sets the backoff of redeliveries after a failed handler call (by delivery attempt).
     #[must_use]
-    pub fn redelivery_backoff(mut self, backoff: Backoff) -> Router {
+    pub fn with_redelivery_backoff(mut self, backoff: Backoff) -> Router {
         self.redelivery = backoff;
         self
     }
 
     /// Sets how long [`RunningRouter::shutdown`] waits for handlers in flight.
     #[must_use]
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Router {
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Router {
         self.shutdown_timeout = timeout;
         self
     }
 
-    /// Opens every route's subscription and starts processing.
+    /// Checks every route, opens its subscription and starts processing.
     ///
     /// # Errors
-    /// A subscription cannot be opened (nothing is left running then).
+    /// [`BusError::InvalidArgument`] for a route whose spec is invalid or whose dead-letter
+    /// topic cannot be named, before any subscription is opened; or a subscription cannot be
+    /// opened (nothing is left running then).
     pub async fn start(self) -> Result<RunningRouter, BusError> {
+        let dead_letter_topics = self.routes.iter().map(Route::dead_letter_topic).collect::<Result<Vec<_>, _>>()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut subscriptions = Vec::with_capacity(self.routes.len());
         for route in &self.routes {
-            subscriptions.push(self.bus.subscribe(route.topic.as_str(), route.spec.clone()).await?);
+            subscriptions.push(self.bus.subscribe(&route.topic, route.spec.clone()).await?);
         }
         let mut tasks = JoinSet::new();
-        let nack_delay = self.bus.capabilities().nack_delay;
-        for (route, sub) in self.routes.into_iter().zip(subscriptions) {
-            let worker =
-                RouteWorker { route, bus: self.bus.clone(), redelivery: self.redelivery, nack_delay };
+        let nack_delay = self.bus.capabilities().contains(Capability::NackDelay);
+        for ((route, sub), dead_letter_topic) in self.routes.into_iter().zip(subscriptions).zip(dead_letter_topics) {
+            let worker = RouteWorker {
+                route,
+                dead_letter_topic,
+                bus: self.bus.clone(),
+                redelivery: self.redelivery,
+                nack_delay,
+            };
             tasks.spawn(worker.run(sub, stop_rx.clone()));
         }
         Ok(RunningRouter { stop: stop_tx, tasks, bus: self.bus, shutdown_timeout: self.shutdown_timeout })
@@ -202,6 +208,7 @@ impl RunningRouter {
 
 struct RouteWorker {
     route: Route,
+    dead_letter_topic: TopicName,
     bus: Bus,
     redelivery: Backoff,
     nack_delay: bool,
@@ -263,7 +270,8 @@ impl RouteWorker {
             info,
             handler: self.route.name.clone(),
             max_deliveries: self.route.spec.max_deliveries,
-            dead_letter_topic: self.route.dead_letter_topic.clone(),
+            dead_letter_topic: self.dead_letter_topic.clone(),
+            system: self.bus.backend().name(),
         };
         (Box::pin(service.call(incoming)), Settling { settled, attempt })
     }
