@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use switchboard_core::contract::{BusError, Capabilities, Delivery, Nack, Start, Subscription, SubscriptionSpec, TopicSpec};
+use switchboard_core::contract::{BusError, Capabilities, Capability, Delivery, Nack, Start, Subscription, SubscriptionSpec, TopicSpec};
 use switchboard_core::backend::Backend;
 use switchboard_core::{Message, SubscriptionName, TopicName};
 use tokio::sync::{mpsc, watch};
@@ -19,7 +19,7 @@ use crate::{Harness, Outcome, Timing};
 
 /// Returns `Ok(Outcome::Skipped)` from the case unless the backend has every named capability.
 macro_rules! require {
-    ($ctx:expr, $($flag:literal),+ $(,)?) => {
+    ($ctx:expr, $($flag:expr),+ $(,)?) => {
         if let Some(skip) = $ctx.needs(&[$($flag),+]) {
             return Ok(skip);
         }
@@ -48,10 +48,8 @@ impl Ctx {
     }
 
     /// `Some(skip)` naming the missing capabilities, if any.
-    pub(crate) fn needs(&self, want: &[&str]) -> Option<Outcome> {
-        let flags = self.caps.flags();
-        let missing: Vec<&str> =
-            want.iter().copied().filter(|w| !flags.iter().any(|(name, on)| name == w && *on)).collect();
+    pub(crate) fn needs(&self, want: &[Capability]) -> Option<Outcome> {
+        let missing: Vec<&str> = want.iter().filter(|c| !self.caps.contains(**c)).map(|c| c.name()).collect();
         if missing.is_empty() {
             None
         } else {
@@ -71,19 +69,19 @@ impl Ctx {
 
     /// A queue subscription spec that starts at messages published after it is created.
     pub(crate) fn queue(&self, suffix: &str) -> Result<SubscriptionSpec> {
-        Ok(SubscriptionSpec::queue(self.sub(suffix)?).start(Start::Latest))
+        Ok(SubscriptionSpec::queue(self.sub(suffix)?).with_start(Start::Latest))
     }
 
     /// A stream subscription spec that starts at messages published after it is created.
     pub(crate) fn stream(&self, suffix: &str) -> Result<SubscriptionSpec> {
-        Ok(SubscriptionSpec::stream(self.sub(suffix)?).start(Start::Latest))
+        Ok(SubscriptionSpec::stream(self.sub(suffix)?).with_start(Start::Latest))
     }
 
     /// A queue spec if the backend has queues, else a stream spec, else `None`.
     pub(crate) fn any_mode(&self, suffix: &str) -> Result<Option<SubscriptionSpec>> {
-        Ok(if self.caps.queue {
+        Ok(if self.caps.contains(Capability::Queue) {
             Some(self.queue(suffix)?)
-        } else if self.caps.stream {
+        } else if self.caps.contains(Capability::Stream) {
             Some(self.stream(suffix)?)
         } else {
             None
@@ -105,7 +103,7 @@ impl Ctx {
 
     pub(crate) async fn ensure_partitions(&self, topic: &TopicName, partitions: u32) -> Result<()> {
         within(self.t.wait, format_args!("ensure_topic {topic}"), async {
-            self.bus.ensure_topic(topic, &TopicSpec { partitions }).await
+            self.bus.ensure_topic(topic, &TopicSpec::default().with_partitions(partitions)).await
         })
         .await
     }

@@ -102,12 +102,14 @@ impl Subscriber for RemoteBackend {
         match self.shared.client().create_subscription(request).await {
             Ok(_) => {}
             Err(s) if s.code() == Code::AlreadyExists => {
-                return Err(BusError::Conflict(format!(
-                    "subscription {} on {topic} exists with other settings (mode, start, lease, max deliveries, \
-                     dead-letter topic, ordering or prefetch): {}",
-                    spec.name,
-                    s.message()
-                )));
+                return Err(BusError::subscription_conflict(
+                    topic,
+                    &spec.name,
+                    format!(
+                        "mode, start, lease, max deliveries, dead-letter topic, ordering or prefetch ({})",
+                        s.message()
+                    ),
+                ));
             }
             // A consume-only token may not create subscriptions; it may still join one that
             // exists, which opening the stream checks.
@@ -122,7 +124,7 @@ impl Subscriber for RemoteBackend {
             prefetch: spec.prefetch,
         };
         let source = consumer.start().await?;
-        Ok(Subscription::new(topic.clone(), spec, Box::new(source)))
+        Ok(switchboard_core::backend::subscription(topic.clone(), spec, Box::new(source)))
     }
 
     async fn stats(

@@ -216,14 +216,9 @@ impl Consumer {
             session.delivered(d.partition, d.offset);
         }
         let message = convert::message_from_event(d.event.unwrap_or_default());
-        let info = DeliveryInfo {
-            topic: self.topic.clone(),
-            subscription: self.subscription.clone(),
-            partition: d.partition,
-            offset: d.offset,
-            attempt: d.attempt.max(1),
-            published_at: d.published_at.map(convert::timestamp_from_proto),
-        };
+        let info = DeliveryInfo::new(self.topic.clone(), self.subscription.clone(), d.partition, d.offset)
+            .with_attempt(d.attempt.max(1))
+            .with_published_at(d.published_at.map(convert::timestamp_from_proto));
         let settle = RemoteSettle {
             session: session.clone(),
             receipt: d.receipt,
@@ -253,7 +248,7 @@ impl DeliverySource for RemoteSource {
             match self.rx.recv().await? {
                 Item::Delivery(p) if p.settle.session.alive() => {
                     let Pending { message, info, settle } = *p;
-                    return Some(Ok(Delivery::new(message, info, Box::new(settle))));
+                    return Some(Ok(switchboard_core::backend::delivery(message, info, Box::new(settle))));
                 }
                 // From a broken stream: its lease is gone and it will be delivered again.
                 Item::Delivery(_) => {}

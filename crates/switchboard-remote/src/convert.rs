@@ -176,12 +176,7 @@ pub(crate) fn subscription_config(spec: &SubscriptionSpec) -> api::SubscriptionC
 /// The server's counts in the contract's shape.
 pub(crate) fn stats_from_proto(s: api::SubscriptionStats) -> SubscriptionStats {
     let queue = s.mode == api::SubscriptionMode::Queue as i32;
-    SubscriptionStats {
-        backlog: s.backlog,
-        in_flight: s.in_flight,
-        lag: s.lag,
-        dead_lettered: queue.then_some(s.dead_lettered),
-    }
+    SubscriptionStats::new(s.backlog, s.in_flight, s.lag).with_dead_lettered(queue.then_some(s.dead_lettered))
 }
 
 #[cfg(test)]

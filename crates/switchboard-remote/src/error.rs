@@ -1,6 +1,6 @@
 //! gRPC statuses as [`BusError`]s: the wire's numeric codes stop here.
 
-use switchboard_core::contract::BusError;
+use switchboard_core::contract::{BusError, LeaseLostCause, Resource};
 use tonic::{Code, Status};
 
 /// The backend's name in errors and [`Backend::name`](switchboard_core::backend::Backend::name).
@@ -8,6 +8,11 @@ pub(crate) const BACKEND: &str = "switchboard";
 
 fn backend(message: String, retryable: bool, status: Status) -> BusError {
     BusError::Backend { backend: BACKEND, message, retryable, source: Some(Box::new(status)) }
+}
+
+/// What a NOT_FOUND or ALREADY_EXISTS status is about.
+fn resource_of(status: &Status) -> Resource {
+    Resource::Native { kind: "object", name: status.message().to_owned() }
 }
 
 /// Maps a status from a call to `endpoint`.
@@ -18,8 +23,8 @@ pub(crate) fn from_status(status: Status, endpoint: &str) -> BusError {
     let msg = status.message().to_owned();
     match status.code() {
         Code::InvalidArgument | Code::OutOfRange => BusError::InvalidArgument(msg),
-        Code::NotFound => BusError::NotFound(msg),
-        Code::AlreadyExists => BusError::Conflict(msg),
+        Code::NotFound => BusError::NotFound { resource: resource_of(&status) },
+        Code::AlreadyExists => BusError::Conflict { resource: resource_of(&status), reason: msg },
         Code::Unauthenticated => backend(
             format!(
                 "the server refused the token ({msg}); set a valid one with ?token=… or SWITCHBOARD_TOKEN"
@@ -64,7 +69,8 @@ pub(crate) fn from_status(status: Status, endpoint: &str) -> BusError {
 /// receipt or an expired lease means another delivery owns the message now.
 pub(crate) fn from_outcome(code: i32, message: String, endpoint: &str) -> BusError {
     match Code::from_i32(code) {
-        Code::NotFound | Code::FailedPrecondition => BusError::LeaseLost(message),
+        Code::NotFound => BusError::lease_lost(LeaseLostCause::Unknown, message),
+        Code::FailedPrecondition => BusError::lease_lost(LeaseLostCause::Expired, message),
         code => from_status(Status::new(code, message), endpoint),
     }
 }
@@ -91,15 +97,15 @@ mod tests {
     fn codes_map_to_the_contract() {
         let e = |code, m: &str| from_status(Status::new(code, m), "h:1");
         assert!(matches!(e(Code::InvalidArgument, "x"), BusError::InvalidArgument(_)));
-        assert!(matches!(e(Code::NotFound, "x"), BusError::NotFound(_)));
-        assert!(matches!(e(Code::AlreadyExists, "x"), BusError::Conflict(_)));
+        assert!(matches!(e(Code::NotFound, "x"), BusError::NotFound { .. }));
+        assert!(matches!(e(Code::AlreadyExists, "x"), BusError::Conflict { .. }));
         assert!(e(Code::Unavailable, "shutting down").is_retryable());
         assert!(e(Code::Internal, "storage failure: write failed").is_retryable());
         assert!(e(Code::ResourceExhausted, "no space left on device").is_retryable());
         assert!(!e(Code::ResourceExhausted, "message is 9 bytes; the limit is 1 bytes").is_retryable());
         assert!(!e(Code::Unauthenticated, "unknown token").is_retryable());
         assert!(e(Code::Unauthenticated, "unknown token").to_string().contains("SWITCHBOARD_TOKEN"));
-        assert!(matches!(from_outcome(9, "expired".into(), "h:1"), BusError::LeaseLost(_)));
+        assert!(matches!(from_outcome(9, "expired".into(), "h:1"), BusError::LeaseLost { cause: LeaseLostCause::Expired, .. }));
         assert!(heals(Code::Unavailable) && !heals(Code::NotFound));
     }
 }

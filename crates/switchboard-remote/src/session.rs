@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use switchboard_core::contract::{BusError, Mode};
+use switchboard_core::contract::{BusError, LeaseLostCause, Mode};
 use switchboard_proto::switchboard::v1 as api;
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,10 +48,9 @@ pub(crate) struct Session {
 }
 
 fn lost() -> BusError {
-    BusError::LeaseLost(
-        "the consume stream it came from broke (the server restarted or the connection dropped); \
-         the message will be delivered again"
-            .into(),
+    BusError::lease_lost(
+        LeaseLostCause::ConnectionLost,
+        "the server restarted or the connection dropped; the message will be delivered again",
     )
 }
 

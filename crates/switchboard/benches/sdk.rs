@@ -90,7 +90,7 @@ fn overhead(c: &mut Criterion) {
                 let topic = format!("sdk-{r}");
                 let name = TopicName::new(topic.clone()).expect("name");
                 broker.create_topic(&name, no_fsync()).await.expect("topic");
-                let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).prefetch(64);
+                let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).with_prefetch(64);
                 let mut sub = bus.subscribe(&topic, spec).await.expect("subscribe");
                 let start = Instant::now();
                 for _ in 0..iters {
@@ -146,7 +146,7 @@ fn router(c: &mut Criterion) {
                         ..Middleware::default()
                     };
                     let spec =
-                        SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).prefetch(256);
+                        SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).with_prefetch(256);
                     let start = Instant::now();
                     let running = Router::new(bus.clone())
                         .route("bench", &topic, spec, stack.wrap(&bus, handler))

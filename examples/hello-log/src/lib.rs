@@ -20,7 +20,7 @@ pub struct Report {
 /// One service: reads `count` orders from the start of `topic` and acks (commits) each.
 async fn replay(url: &str, topic: &str, service: &str, count: usize) -> anyhow::Result<Vec<u32>> {
     let bus = Bus::connect(url).await.with_context(|| format!("connecting {service}"))?;
-    let spec = SubscriptionSpec::stream(SubscriptionName::new(service)?).start(Start::Earliest);
+    let spec = SubscriptionSpec::stream(SubscriptionName::new(service)?).with_start(Start::Earliest);
     let mut sub = bus.subscribe(topic, spec).await?;
     let mut seen = Vec::with_capacity(count);
     while seen.len() < count {

@@ -51,7 +51,7 @@ pub async fn run(url: &str, topic: &str, workers: usize, jobs: u32) -> anyhow::R
                 Handled::Ok(vec![])
             }
         });
-        let spec = SubscriptionSpec::queue(SubscriptionName::new("workers")?).prefetch(4);
+        let spec = SubscriptionSpec::queue(SubscriptionName::new("workers")?).with_prefetch(4);
         let router = Router::new(bus.clone())
             .route("work", topic, spec, Middleware::default().wrap(&bus, handler))?
             .start()

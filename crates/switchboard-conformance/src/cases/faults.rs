@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use switchboard_core::TopicName;
-use switchboard_core::contract::{Mode, Start, SubscriptionSpec};
+use switchboard_core::contract::{Capability, Mode, Start, SubscriptionSpec};
 use switchboard_core::backend::Backend;
 use tokio::time::{Instant, timeout};
 
@@ -23,9 +23,9 @@ use crate::{Harness, Outcome, Timing};
 /// unsettled ones come back (attempt ≥ 2), no acked message comes back.
 pub async fn no_loss_across_subscriber_restarts(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "no_loss_across_subscriber_restarts").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
-    let spec = ctx.queue("q")?.lease(ctx.t.short_lease * 2).max_deliveries(None).prefetch(12);
+    let spec = ctx.queue("q")?.with_lease(ctx.t.short_lease * 2).with_max_deliveries(None).with_prefetch(12);
     let first = ctx.subscribe(&topic, spec.clone()).await?;
     const N: u32 = 60;
     ctx.publish(&topic, ctx.msgs(0..N)).await?;
@@ -87,9 +87,9 @@ fn missing(acked: &BTreeSet<u32>, n: u32) -> Vec<u32> {
 /// members receive everything not yet acked; nothing acked comes back.
 pub async fn concurrent_close(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "concurrent_close").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
-    let spec = ctx.queue("q")?.lease(ctx.t.short_lease * 2).max_deliveries(None).prefetch(4);
+    let spec = ctx.queue("q")?.with_lease(ctx.t.short_lease * 2).with_max_deliveries(None).with_prefetch(4);
     let mut subs = Vec::new();
     for _ in 0..6 {
         let conn = ctx.connect().await?;
@@ -150,10 +150,10 @@ pub async fn concurrent_close(h: Arc<dyn Harness>) -> Result<Outcome> {
 pub async fn cancelled_next_loses_nothing(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "cancelled_next_loses_nothing").await?;
     let mut modes = Vec::new();
-    if ctx.caps.queue {
+    if ctx.caps.contains(Capability::Queue) {
         modes.push(ctx.queue("q")?);
     }
-    if ctx.caps.stream {
+    if ctx.caps.contains(Capability::Stream) {
         modes.push(ctx.stream("s")?);
     }
     if modes.is_empty() {
@@ -237,9 +237,9 @@ async fn cancel_round(ctx: &Ctx, topic: &TopicName, spec: SubscriptionSpec) -> R
 /// stream subscription from `Earliest` (where supported) gets everything in order.
 pub async fn broker_restart_no_loss(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "broker_restart_no_loss").await?;
-    require!(ctx, "queue", "persistence");
+    require!(ctx, Capability::Queue, Capability::Persistence);
     let topic = ctx.topic("t")?;
-    let spec = ctx.queue("q")?.max_deliveries(None);
+    let spec = ctx.queue("q")?.with_max_deliveries(None);
     let mut sub = ctx.subscribe(&topic, spec.clone()).await?;
     const N1: u32 = 30;
     const N: u32 = 60;
@@ -290,12 +290,12 @@ pub async fn broker_restart_no_loss(h: Arc<dyn Harness>) -> Result<Outcome> {
         let seq = seq_of(d.message())?;
         ensure!(!acked.contains(&seq), "message {seq}, acked before the restart, was delivered again");
         let first_time = after.insert(seq);
-        ensure!(first_time || !ctx.caps.dedup, "message {seq} delivered twice after the restart");
+        ensure!(first_time || !ctx.caps.contains(Capability::Dedup), "message {seq} delivered twice after the restart");
         d.ack().await?;
     }
     expect_nothing(&mut sub, ctx.t.quiet, "everything received after the restart").await?;
-    if ctx.caps.stream && ctx.caps.replay_from_start {
-        let mut log = subscribe_on(&conn, ctx.t, &topic, ctx.stream("log")?.start(Start::Earliest)).await?;
+    if ctx.caps.contains(Capability::Stream) && ctx.caps.contains(Capability::ReplayFromStart) {
+        let mut log = subscribe_on(&conn, ctx.t, &topic, ctx.stream("log")?.with_start(Start::Earliest)).await?;
         let mut seen = Vec::new();
         while seen.iter().collect::<BTreeSet<_>>().len() < N as usize {
             let d =
@@ -304,7 +304,7 @@ pub async fn broker_restart_no_loss(h: Arc<dyn Harness>) -> Result<Outcome> {
             d.ack().await?;
         }
         ensure!(seen.windows(2).all(|w| w[0] <= w[1]), "stream order after restart: {seen:?}");
-        if ctx.caps.dedup {
+        if ctx.caps.contains(Capability::Dedup) {
             ensure!(seen.len() == N as usize, "with dedup, a retried publish was stored twice: {seen:?}");
         }
     }

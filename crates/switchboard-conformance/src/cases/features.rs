@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, ensure};
-use switchboard_core::contract::{BusError, DeadLetterReason, Delivery, Mode, Nack, PublishOptions, Start, SubscriptionSpec, dead_letter_ext};
+use switchboard_core::contract::{BusError, Capability, DeadLetterReason, Delivery, Mode, Nack, PublishOptions, Start, SubscriptionSpec, dead_letter_ext};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::time::Instant;
 
@@ -65,9 +65,9 @@ fn check_dead_letter(
 /// again; with an explicit dead-letter topic and `max_deliveries` 1 one nack is enough.
 pub async fn dead_letter_metadata(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "dead_letter_metadata").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
-    let spec = ctx.queue("q")?.max_deliveries(Some(2));
+    let spec = ctx.queue("q")?.with_max_deliveries(Some(2));
     let dlq = spec
         .dead_letter_topic_for(&topic)?
         .context("a queue spec with max_deliveries has a dead-letter topic")?;
@@ -88,7 +88,7 @@ pub async fn dead_letter_metadata(h: Arc<dyn Harness>) -> Result<Outcome> {
 
     let custom = ctx.topic("custom-dlq")?;
     let mut custom_sub = ctx.subscribe(&custom, ctx.queue("cdl")?).await?;
-    let spec1 = ctx.queue("q1")?.max_deliveries(Some(1)).dead_letter_topic(custom.clone());
+    let spec1 = ctx.queue("q1")?.with_max_deliveries(Some(1)).with_dead_letter_topic(custom.clone());
     ensure!(
         spec1.dead_letter_topic_for(&topic)? == Some(custom.clone()),
         "dead_letter_topic_for ignores the setting"
@@ -111,9 +111,9 @@ pub async fn dead_letter_metadata(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// and is not delivered again.
 pub async fn dead_letter_after_lease_expiry(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "dead_letter_after_lease_expiry").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
-    let spec = ctx.queue("q")?.max_deliveries(Some(1)).lease(ctx.t.short_lease);
+    let spec = ctx.queue("q")?.with_max_deliveries(Some(1)).with_lease(ctx.t.short_lease);
     let dlq = spec.dead_letter_topic_for(&topic)?.context("dead-letter topic")?;
     let mut dl_sub = ctx.subscribe(&dlq, ctx.queue("dl")?).await?;
     let mut sub = ctx.subscribe(&topic, spec.clone()).await?;
@@ -125,7 +125,7 @@ pub async fn dead_letter_after_lease_expiry(h: Arc<dyn Harness>) -> Result<Outco
     check_dead_letter(&dl, &original, &topic, &spec.name, DeadLetterReason::LeaseExpired, 1, None)?;
     dl.ack().await?;
     expect_err(stalled.ack().await, "ack after the message was dead-lettered", "LeaseLost", |e| {
-        matches!(e, BusError::LeaseLost(_))
+        matches!(e, BusError::LeaseLost { .. })
     })?;
     expect_nothing(&mut sub, ctx.t.quiet, "the message was dead-lettered").await?;
     Ok(Outcome::Passed)
@@ -140,11 +140,11 @@ fn now() -> Timestamp {
 /// lateness is reported, not asserted.
 pub async fn delayed_delivery(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "delayed_delivery").await?;
-    require!(ctx, "queue", "delayed_delivery");
+    require!(ctx, Capability::Queue, Capability::DelayedDelivery);
     let topic = ctx.topic("t")?;
     let mut sub = ctx.subscribe(&topic, ctx.queue("q")?).await?;
     let at = now().saturating_add(Duration::from_millis(500));
-    let options = PublishOptions { deliver_at: Some(at) };
+    let options = PublishOptions::default().with_deliver_at(at);
     within(ctx.t.wait, "delayed publish", ctx.bus.publish(&topic, ctx.msgs([1, 2]), &options)).await?;
     ctx.publish(&topic, vec![ctx.msg(0)]).await?;
     let d = recv(&mut sub, ctx.t.wait).await?;
@@ -182,7 +182,7 @@ pub async fn delayed_delivery(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// a message published after the nack is delivered in the meantime.
 pub async fn nack_delay(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "nack_delay").await?;
-    require!(ctx, "queue", "nack_delay");
+    require!(ctx, Capability::Queue, Capability::NackDelay);
     let topic = ctx.topic("t")?;
     let mut sub = ctx.subscribe(&topic, ctx.queue("q")?).await?;
     ctx.publish(&topic, vec![ctx.msg(0)]).await?;
@@ -209,7 +209,7 @@ pub async fn nack_delay(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// different message normally.
 pub async fn dedup(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "dedup").await?;
-    require!(ctx, "dedup");
+    require!(ctx, Capability::Dedup);
     let Some(spec) = ctx.any_mode("s")? else { return Ok(Outcome::skipped("needs queue or stream")) };
     let topic = ctx.topic("t")?;
     let mut sub = ctx.subscribe(&topic, spec).await?;
@@ -240,9 +240,9 @@ pub async fn dedup(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// subscription is `NotFound`. Polled, since stats may lag.
 pub async fn stats_backlog(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "stats_backlog").await?;
-    require!(ctx, "queue", "stats");
+    require!(ctx, Capability::Queue, Capability::Stats);
     let topic = ctx.topic("t")?;
-    let spec = ctx.queue("q")?.prefetch(2);
+    let spec = ctx.queue("q")?.with_prefetch(2);
     let mut sub = ctx.subscribe(&topic, spec.clone()).await?;
     let name = spec.name.clone();
     let (bus, wait) = (ctx.bus.clone(), ctx.t.wait);
@@ -265,7 +265,7 @@ pub async fn stats_backlog(h: Arc<dyn Harness>) -> Result<Outcome> {
     poll_until(wait, "everything acked", stats, |s| s.backlog == 0 && s.in_flight == 0).await?;
     let unknown = ctx.sub("nobody")?;
     expect_err(ctx.bus.stats(&topic, &unknown).await, "stats of an unknown subscription", "NotFound", |e| {
-        matches!(e, BusError::NotFound(_))
+        matches!(e, BusError::NotFound { .. })
     })?;
     Ok(Outcome::Passed)
 }
@@ -311,11 +311,11 @@ pub async fn invalid_input_errors(h: Arc<dyn Harness>) -> Result<Outcome> {
 
     let base = ctx.any_mode("bad")?.context("mode")?;
     let mut specs: Vec<(&str, SubscriptionSpec)> =
-        vec![("prefetch 0", base.clone().prefetch(0)), ("lease 0", base.clone().lease(Duration::ZERO))];
-    if ctx.caps.queue {
-        specs.push(("max_deliveries 0", ctx.queue("bad")?.max_deliveries(Some(0))));
+        vec![("prefetch 0", base.clone().with_prefetch(0)), ("lease 0", base.clone().with_lease(Duration::ZERO))];
+    if ctx.caps.contains(Capability::Queue) {
+        specs.push(("max_deliveries 0", ctx.queue("bad")?.with_max_deliveries(Some(0))));
     }
-    if ctx.caps.stream {
+    if ctx.caps.contains(Capability::Stream) {
         let mut s = ctx.stream("bad")?;
         s.ordered_by_key = true;
         specs.push(("ordered_by_key on a stream", s));
@@ -326,13 +326,13 @@ pub async fn invalid_input_errors(h: Arc<dyn Harness>) -> Result<Outcome> {
             .context("subscribe hung")?;
         expect_err(r, &format!("subscribing with {what}"), "InvalidArgument", invalid_argument)?;
     }
-    if ctx.caps.queue && ctx.caps.stream {
+    if ctx.caps.contains(Capability::Queue) && ctx.caps.contains(Capability::Stream) {
         let other = if spec.mode == Mode::Queue { ctx.stream("s")? } else { ctx.queue("s")? };
         let r = tokio::time::timeout(ctx.t.wait, ctx.bus.subscribe(&topic, other))
             .await
             .context("subscribe hung")?;
         expect_err(r, "reopening a subscription in the other mode", "Conflict", |e| {
-            matches!(e, BusError::Conflict(_))
+            matches!(e, BusError::Conflict { .. })
         })?;
     }
     ctx.publish(&topic, vec![ctx.msg(0)]).await.context("a valid publish after the rejected ones")?;
@@ -361,25 +361,25 @@ pub async fn unsupported_features(h: Arc<dyn Harness>) -> Result<Outcome> {
             .context("subscribe hung")?;
         expect_err(r, what, "Unsupported", unsupported)
     };
-    if !c.queue {
+    if !c.contains(Capability::Queue) {
         subscribe_err("a queue subscription", ctx.queue("uq")?).await?;
         probed.push("queue");
     }
-    if !c.stream {
+    if !c.contains(Capability::Stream) {
         subscribe_err("a stream subscription", ctx.stream("us")?).await?;
         probed.push("stream");
     }
-    if !c.replay_from_start
+    if !c.contains(Capability::ReplayFromStart)
         && let Some(spec) = ctx.any_mode("ue")?
     {
-        subscribe_err("a subscription starting at Earliest", spec.start(Start::Earliest)).await?;
+        subscribe_err("a subscription starting at Earliest", spec.with_start(Start::Earliest)).await?;
         probed.push("replay_from_start");
     }
-    if !c.per_key_order && c.queue {
-        subscribe_err("ordered_by_key", ctx.queue("uk")?.ordered_by_key(true)).await?;
+    if !c.contains(Capability::PerKeyOrder) && c.contains(Capability::Queue) {
+        subscribe_err("ordered_by_key", ctx.queue("uk")?.with_ordered_by_key(true)).await?;
         probed.push("per_key_order");
     }
-    if !c.stats {
+    if !c.contains(Capability::Stats) {
         let spec = ctx.any_mode("ust")?;
         if let Some(spec) = spec {
             let _sub = ctx.subscribe(&topic, spec.clone()).await?;
@@ -390,11 +390,11 @@ pub async fn unsupported_features(h: Arc<dyn Harness>) -> Result<Outcome> {
             probed.push("stats");
         }
     }
-    if !c.delayed_delivery
+    if !c.contains(Capability::DelayedDelivery)
         && let Some(spec) = ctx.any_mode("ud")?
     {
         let mut sub = ctx.subscribe(&topic, spec).await?;
-        let options = PublishOptions { deliver_at: Some(now().saturating_add(Duration::from_millis(200))) };
+        let options = PublishOptions::default().with_deliver_at(now().saturating_add(Duration::from_millis(200)));
         let r = tokio::time::timeout(ctx.t.wait, ctx.bus.publish(&topic, vec![ctx.msg(1)], &options))
             .await
             .context("publish hung")?;
@@ -402,15 +402,15 @@ pub async fn unsupported_features(h: Arc<dyn Harness>) -> Result<Outcome> {
         expect_nothing(&mut sub, ctx.t.quiet * 2, "a refused delayed publish must send nothing").await?;
         probed.push("delayed_delivery");
     }
-    if c.queue && (!c.nack_delay || !c.lease_extension) {
+    if c.contains(Capability::Queue) && (!c.contains(Capability::NackDelay) || !c.contains(Capability::LeaseExtension)) {
         let mut sub = ctx.subscribe(&topic, ctx.queue("un")?).await?;
         ctx.publish(&topic, vec![ctx.msg(2)]).await?;
         let d = recv(&mut sub, ctx.t.wait).await?;
-        if !c.lease_extension {
+        if !c.contains(Capability::LeaseExtension) {
             expect_err(d.extend(Duration::from_secs(5)).await, "extend", "Unsupported", unsupported)?;
             probed.push("lease_extension");
         }
-        if !c.nack_delay {
+        if !c.contains(Capability::NackDelay) {
             expect_err(
                 d.nack(Nack::after(Duration::from_secs(1))).await,
                 "nack with delay",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use switchboard_core::contract::{BusError, Nack};
+use switchboard_core::contract::{BusError, Capability, Nack};
 use tokio::time::Instant;
 
 use crate::util::{
@@ -18,9 +18,9 @@ use crate::{Harness, Outcome};
 /// to exactly one member, and all are delivered.
 pub async fn competing_consumers(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "competing_consumers").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
-    let spec = ctx.queue("workers")?.prefetch(4);
+    let spec = ctx.queue("workers")?.with_prefetch(4);
     let mut subs = Vec::new();
     let mut conns = Vec::new();
     for _ in 0..4 {
@@ -50,10 +50,10 @@ pub async fn competing_consumers(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// order, a nacked message coming back before the next one of its key.
 pub async fn order_per_key(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "order_per_key").await?;
-    require!(ctx, "queue", "per_key_order");
+    require!(ctx, Capability::Queue, Capability::PerKeyOrder);
     let topic = ctx.topic("t")?;
     ctx.ensure_partitions(&topic, 4).await?;
-    let spec = ctx.queue("ordered")?.ordered_by_key(true).prefetch(8);
+    let spec = ctx.queue("ordered")?.with_ordered_by_key(true).with_prefetch(8);
     let mut subs = Vec::new();
     for _ in 0..3 {
         let conn = ctx.connect().await?;
@@ -118,7 +118,7 @@ pub async fn order_per_key(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// acked, do not come back.
 pub async fn resend_after_nack(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "resend_after_nack").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let mut sub = ctx.subscribe(&topic, ctx.queue("q")?).await?;
     let sent = ctx.msgs(0..3);
@@ -148,9 +148,9 @@ pub async fn resend_after_nack(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// only when one is settled; everything is delivered once it keeps settling.
 pub async fn back_pressure_prefetch(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "back_pressure_prefetch").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
-    let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.prefetch(3)).await?;
+    let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.with_prefetch(3)).await?;
     const N: u32 = 12;
     ctx.publish(&topic, ctx.msgs(0..N)).await?;
     let mut held = recv_n(&mut sub, 3, ctx.t.wait).await?;
@@ -191,9 +191,9 @@ pub async fn back_pressure_prefetch(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// too: all messages end up acked exactly once, each at exactly the expected attempt.
 pub async fn continue_after_errors(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "continue_after_errors").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
-    let spec = ctx.queue("q")?.max_deliveries(Some(5));
+    let spec = ctx.queue("q")?.with_max_deliveries(Some(5));
     let mut subs = Vec::new();
     for _ in 0..3 {
         subs.push(ctx.subscribe(&topic, spec.clone()).await?);
@@ -239,7 +239,7 @@ pub async fn continue_after_errors(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// subscription: each subscription gets every message exactly once, split among its members.
 pub async fn consumer_groups(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "consumer_groups").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let mut groups = Vec::new();
     for (name, members) in [("billing", 2), ("shipping", 3)] {
@@ -251,7 +251,7 @@ pub async fn consumer_groups(h: Arc<dyn Harness>) -> Result<Outcome> {
         }
         groups.push((name, spawn_members(subs, ack_all(), Duration::from_millis(1))));
     }
-    if ctx.caps.stream {
+    if ctx.caps.contains(Capability::Stream) {
         let sub = ctx.subscribe(&topic, ctx.stream("audit")?).await?;
         groups.push(("audit", spawn_members(vec![sub], ack_all(), Duration::ZERO)));
     }
@@ -278,10 +278,10 @@ pub async fn consumer_groups(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// and the redelivery's ack succeeds.
 pub async fn lease_expiry_redelivers(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "lease_expiry_redelivers").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let lease = ctx.t.short_lease;
-    let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.lease(lease).max_deliveries(None)).await?;
+    let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.with_lease(lease).with_max_deliveries(None)).await?;
     let published = Instant::now();
     ctx.publish(&topic, ctx.msgs(0..2)).await?;
     let mut stalled = BTreeMap::new();
@@ -310,7 +310,7 @@ pub async fn lease_expiry_redelivers(h: Arc<dyn Harness>) -> Result<Outcome> {
     ensure!(again.keys().eq(stalled.keys()), "redelivered {:?}, stalled {:?}", again.keys(), stalled.keys());
     for (seq, settle) in stalled {
         expect_err(settle.ack().await, &format!("late ack of message {seq}"), "LeaseLost", |e| {
-            matches!(e, BusError::LeaseLost(_))
+            matches!(e, BusError::LeaseLost { .. })
         })?;
     }
     for (seq, d) in again {
@@ -324,10 +324,10 @@ pub async fn lease_expiry_redelivers(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// three times the original lease, and the final ack succeeds.
 pub async fn lease_extension(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "lease_extension").await?;
-    require!(ctx, "queue", "lease_extension");
+    require!(ctx, Capability::Queue, Capability::LeaseExtension);
     let topic = ctx.topic("t")?;
     let lease = ctx.t.short_lease;
-    let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.lease(lease).max_deliveries(None)).await?;
+    let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.with_lease(lease).with_max_deliveries(None)).await?;
     ctx.publish(&topic, ctx.msgs(0..1)).await?;
     let d = recv(&mut sub, ctx.t.wait).await?;
     let extender = async {
@@ -350,10 +350,10 @@ pub async fn lease_extension(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// `into_parts`, is delivered again with attempt 2.
 pub async fn drop_unsettled_delivery(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "drop_unsettled_delivery").await?;
-    require!(ctx, "queue");
+    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let mut sub =
-        ctx.subscribe(&topic, ctx.queue("q")?.lease(ctx.t.short_lease).max_deliveries(None)).await?;
+        ctx.subscribe(&topic, ctx.queue("q")?.with_lease(ctx.t.short_lease).with_max_deliveries(None)).await?;
     ctx.publish(&topic, ctx.msgs(0..2)).await?;
     let mut first = recv_n(&mut sub, 2, ctx.t.wait).await?;
     let split = first.pop().context("two deliveries")?;

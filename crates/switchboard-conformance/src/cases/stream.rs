@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use switchboard_core::contract::Start;
+use switchboard_core::contract::{Capability, Start};
 
 use crate::util::{
     Ctx, Got, ack_all, exactly_once, expect_nothing, publish_on, recv, recv_n, require, seq_of,
@@ -46,7 +46,7 @@ fn check_stream_order(got: &[Got], partitions: u32) -> Result<()> {
 /// and in publish order.
 pub async fn stream_order(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "stream_order").await?;
-    require!(ctx, "stream");
+    require!(ctx, Capability::Stream);
     let topic = ctx.topic("t")?;
     ctx.ensure_partitions(&topic, 3).await?;
     let sub = ctx.subscribe(&topic, ctx.stream("log")?).await?;
@@ -80,7 +80,7 @@ pub async fn stream_order(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// reopened, it resumes exactly at 10 and then reads on in order.
 pub async fn stream_resume_after_restart(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "stream_resume_after_restart").await?;
-    require!(ctx, "stream");
+    require!(ctx, Capability::Stream);
     let topic = ctx.topic("t")?;
     let spec = ctx.stream("log")?;
     let mut sub = ctx.subscribe(&topic, spec.clone()).await?;
@@ -117,10 +117,10 @@ pub async fn stream_resume_after_restart(h: Arc<dyn Harness>) -> Result<Outcome>
 /// a new queue subscription starting at `Earliest` (where queues exist) gets them too.
 pub async fn replay_old_messages(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "replay_old_messages").await?;
-    require!(ctx, "stream", "replay_from_start");
+    require!(ctx, Capability::Stream, Capability::ReplayFromStart);
     let topic = ctx.topic("t")?;
     ctx.publish(&topic, ctx.msgs(0..25)).await?;
-    let mut first = ctx.subscribe(&topic, ctx.stream("late")?.start(Start::Earliest)).await?;
+    let mut first = ctx.subscribe(&topic, ctx.stream("late")?.with_start(Start::Earliest)).await?;
     for want in 0..25 {
         let d = recv(&mut first, ctx.t.wait).await.with_context(|| format!("replaying message {want}"))?;
         ensure!(
@@ -137,7 +137,7 @@ pub async fn replay_old_messages(h: Arc<dyn Harness>) -> Result<Outcome> {
         d.ack().await?;
     }
     expect_nothing(&mut first, ctx.t.quiet, "read to the end").await?;
-    let mut second = ctx.subscribe(&topic, ctx.stream("later")?.start(Start::Earliest)).await?;
+    let mut second = ctx.subscribe(&topic, ctx.stream("later")?.with_start(Start::Earliest)).await?;
     for want in 0..30 {
         let d = recv(&mut second, ctx.t.wait).await?;
         ensure!(
@@ -147,8 +147,8 @@ pub async fn replay_old_messages(h: Arc<dyn Harness>) -> Result<Outcome> {
         );
         d.ack().await?;
     }
-    if ctx.caps.queue && ctx.caps.queue_replay {
-        let mut q = ctx.subscribe(&topic, ctx.queue("queue")?.start(Start::Earliest)).await?;
+    if ctx.caps.contains(Capability::Queue) && ctx.caps.contains(Capability::QueueReplay) {
+        let mut q = ctx.subscribe(&topic, ctx.queue("queue")?.with_start(Start::Earliest)).await?;
         let mut seen = BTreeSet::new();
         for d in recv_n(&mut q, 30, ctx.t.wait).await.context("queue subscription starting at Earliest")? {
             ensure!(
@@ -169,7 +169,7 @@ pub async fn replay_old_messages(h: Arc<dyn Harness>) -> Result<Outcome> {
 /// holds per partition.
 pub async fn stream_group_members_split(h: Arc<dyn Harness>) -> Result<Outcome> {
     let ctx = Ctx::new(h, "stream_group_members_split").await?;
-    require!(ctx, "stream", "stream_groups");
+    require!(ctx, Capability::Stream, Capability::StreamGroups);
     let topic = ctx.topic("t")?;
     ctx.ensure_partitions(&topic, 4).await?;
     let spec = ctx.stream("group")?;

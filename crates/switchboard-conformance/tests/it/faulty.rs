@@ -111,7 +111,7 @@ impl Backend for FaultyBackend {
     fn capabilities(&self) -> Capabilities {
         let mut caps = self.inner.capabilities();
         if self.fault == Fault::IgnoresUnsupported {
-            caps.delayed_delivery = false;
+            caps.contains(Capability::DelayedDelivery) = false;
         }
         caps
     }

@@ -15,7 +15,10 @@ use crate::TopicName;
 use super::{BusError, Delivery};
 
 /// How the messages of a topic reach the members of one subscription.
-#[non_exhaustive]
+///
+/// Exhaustive on purpose, unlike the contract's other enums: every backend must handle
+/// every mode, so a new mode should fail to compile in each backend rather than fall into a
+/// wildcard arm that treats it as an old one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Competing consumers: each message goes to one member; acked messages are gone for
@@ -26,7 +29,8 @@ pub enum Mode {
 }
 
 /// Where a new subscription starts. An existing subscription resumes where it left off.
-#[non_exhaustive]
+///
+/// Exhaustive for the same reason as [`Mode`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
     /// The oldest retained message (needs

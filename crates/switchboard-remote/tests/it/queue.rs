@@ -57,13 +57,13 @@ async fn an_expired_lease_redelivers_and_the_old_delivery_is_lost() {
     let srv = start().await;
     let bus = srv.connect().await;
     let t = topic("leases");
-    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q")).lease(LEASE)).await.unwrap();
+    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q")).with_lease(LEASE)).await.unwrap();
     publish(&bus, &t, [1]).await;
     let held = next(&mut s).await;
     let again = next(&mut s).await;
     assert_eq!((num(&again), again.info().attempt), (1, 2));
     let e = held.ack().await.unwrap_err();
-    assert!(matches!(e, BusError::LeaseLost(_)), "{e:?}");
+    assert!(matches!(e, BusError::LeaseLost { .. }), "{e:?}");
     again.ack().await.unwrap();
 }
 
@@ -72,7 +72,7 @@ async fn extend_keeps_the_lease() {
     let srv = start().await;
     let bus = srv.connect().await;
     let t = topic("slow");
-    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q")).lease(LEASE)).await.unwrap();
+    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q")).with_lease(LEASE)).await.unwrap();
     publish(&bus, &t, [1]).await;
     let d = next(&mut s).await;
     for _ in 0..3 {
@@ -102,7 +102,7 @@ async fn used_up_deliveries_are_dead_lettered_with_metadata() {
     let srv = start().await;
     let bus = srv.connect().await;
     let t = topic("payments");
-    let spec = SubscriptionSpec::queue(sub("charge")).max_deliveries(Some(2));
+    let spec = SubscriptionSpec::queue(sub("charge")).with_max_deliveries(Some(2));
     let mut s = bus.subscribe(&t, spec).await.unwrap();
     publish(&bus, &t, [1]).await;
     for attempt in 1..=2 {
@@ -133,7 +133,7 @@ async fn no_more_than_prefetch_deliveries_are_unsettled() {
     let srv = start().await;
     let bus = srv.connect().await;
     let t = topic("flood");
-    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q")).prefetch(3)).await.unwrap();
+    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q")).with_prefetch(3)).await.unwrap();
     publish(&bus, &t, 0..20).await;
 
     let mut seen = Vec::new();

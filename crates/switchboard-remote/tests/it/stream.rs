@@ -56,7 +56,7 @@ async fn replay_commit_and_resume() {
 
     // Another subscription starting at the latest message sees only new ones.
     let mut tail =
-        bus.subscribe(&t, SubscriptionSpec::stream(sub("tail")).start(Start::Latest)).await.unwrap();
+        bus.subscribe(&t, SubscriptionSpec::stream(sub("tail")).with_start(Start::Latest)).await.unwrap();
     nothing_for(&mut tail, Duration::from_millis(200)).await;
     publish(&bus, &t, [7]).await;
     assert_eq!(num(&next(&mut tail).await), 7);

@@ -136,11 +136,11 @@ fn subscription_config(spec: &SubscriptionSpec) -> SubscriptionConfig {
     SubscriptionConfig {
         mode: match spec.mode {
             Mode::Queue => SubscriptionMode::Queue,
-            _ => SubscriptionMode::Stream,
+            Mode::Stream => SubscriptionMode::Stream,
         },
         start: match spec.start {
             Start::Earliest => StartPosition::Earliest,
-            _ => StartPosition::Latest,
+            Start::Latest => StartPosition::Latest,
         },
         lease_ms: u64::try_from(spec.lease.as_millis()).unwrap_or(u64::MAX),
         max_deliveries: spec.max_deliveries,
@@ -203,7 +203,7 @@ impl Subscriber for EmbeddedBackend {
                 spec.name.clone(),
                 spec.prefetch,
             )?),
-            _ => Box::new(stream::StreamSource::new(
+            Mode::Stream => Box::new(stream::StreamSource::new(
                 self.broker.clone(),
                 topic.clone(),
                 spec.name.clone(),

@@ -18,7 +18,7 @@ fn quick() -> Middleware {
 }
 
 fn spec(name: &str) -> SubscriptionSpec {
-    SubscriptionSpec::queue(sub(name)).max_deliveries(Some(3)).prefetch(8)
+    SubscriptionSpec::queue(sub(name)).with_max_deliveries(Some(3)).with_prefetch(8)
 }
 
 async fn backlog(bus: &Bus, topic: &str, s: &str) -> u64 {
@@ -199,7 +199,7 @@ async fn a_stream_route_dead_letters_rejections_to_its_configured_topic() {
     let handler =
         tower::service_fn(|_: Incoming| async move { Handled::Err(HandlerError::permanent("bad")) });
     let spec = SubscriptionSpec::stream(sub("audit"))
-        .dead_letter_topic(switchboard::TopicName::new("audit-rejects").expect("name"));
+        .with_dead_letter_topic(switchboard::TopicName::new("audit-rejects").expect("name"));
     let router = Router::new(bus.clone())
         .route("audit", "events", spec, quick().wrap(&bus, handler))
         .expect("route")
@@ -217,7 +217,7 @@ async fn a_stream_route_dead_letters_rejections_to_its_configured_topic() {
         "loop",
         "events",
         SubscriptionSpec::stream(sub("x"))
-            .dead_letter_topic(switchboard::TopicName::new("events").expect("name")),
+            .with_dead_letter_topic(switchboard::TopicName::new("events").expect("name")),
         tower::service_fn(|_: Incoming| async { Handled::Ok(vec![]) }),
     );
     assert!(
