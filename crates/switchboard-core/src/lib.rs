@@ -27,6 +27,7 @@ pub mod contract;
 mod message;
 mod names;
 mod rfc3339;
+mod traceparent;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use message::{
@@ -34,3 +35,7 @@ pub use message::{
     MessageError, SPEC_VERSION, is_extension_name, is_rfc3339, new_message_id,
 };
 pub use names::{MAX_NAME_LEN, NameError, SubscriptionName, TopicName};
+pub use traceparent::TraceParent;
+
+/// The OpenTelemetry instrumentation scope of every span Switchboard's crates start.
+pub const TRACER_NAME: &str = "switchboard";

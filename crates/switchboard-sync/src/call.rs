@@ -8,8 +8,8 @@ use std::time::Duration;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, global};
-use switchboard::layers::Breaker;
-use switchboard::trace::TRACER_NAME;
+use switchboard_core::TRACER_NAME;
+use switchboard_policy::Breaker;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 

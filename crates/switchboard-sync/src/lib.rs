@@ -8,9 +8,10 @@
 //!
 //! ## Tour
 //!
-//! - [`CallPolicy`]: the settings for one dependency, built from the SDK's
-//!   [`RetryPolicy`](switchboard::layers::RetryPolicy), [`Backoff`](switchboard::backoff::Backoff)
-//!   and [`Breaker`](switchboard::layers::Breaker), plus a retry budget.
+//! - [`CallPolicy`]: the settings for one dependency, built from the policies the SDK's
+//!   handler middleware uses too: [`RetryPolicy`](switchboard_policy::RetryPolicy),
+//!   [`Backoff`](switchboard_policy::Backoff) and [`Breaker`](switchboard_policy::Breaker)
+//!   (in `switchboard-policy`, which does not pull in the SDK), plus a retry budget.
 //! - [`CallPolicy::call`]: runs any fallible async operation under the policy, with a client
 //!   span per attempt; [`Retryable`] says which errors a retry may fix, [`CallError`] why a
 //!   call failed.
@@ -26,14 +27,14 @@
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! use switchboard::layers::CircuitBreakerConfig;
+//! use switchboard_policy::BreakerConfig;
 //! use switchboard_sync::{CallError, CallPolicy, HttpClient, HttpError};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! // One policy per dependency: clones share its retry budget and breaker.
 //! let policy = CallPolicy::default()
 //!     .with_timeout(Duration::from_millis(500))
-//!     .with_breaker(CircuitBreakerConfig::default());
+//!     .with_breaker(BreakerConfig::default());
 //!
 //! // gRPC: hand the channel to a generated client, and run each call under the policy.
 //! let channel = switchboard_sync::grpc_channel("http://inventory:50051", &policy)?;

@@ -4,16 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard::backoff::Backoff;
-use switchboard::layers::{Breaker, CircuitBreakerConfig, RetryPolicy};
+use switchboard_policy::{Backoff, Breaker, BreakerConfig, RetryPolicy};
 use tower::retry::budget::TpsBudget;
 
 /// Timeout, retries, retry budget and circuit breaker for the calls to one dependency.
 ///
 /// The same building blocks as the SDK's handler middleware ([`RetryPolicy`], [`Backoff`],
-/// [`Breaker`]), so a service's synchronous and asynchronous edges are tuned alike; a
-/// [`Breaker`] can even be shared with the handler layer guarding the same dependency
-/// ([`CircuitBreakerLayer::breaker`](switchboard::layers::CircuitBreakerLayer::breaker)).
+/// [`Breaker`], from `switchboard-policy`), so a service's synchronous and asynchronous
+/// edges are tuned alike; a [`Breaker`] can even be shared with the handler layer guarding
+/// the same dependency (`switchboard::layers::CircuitBreakerLayer::breaker`).
 ///
 /// Clones share the budget and the breaker: make one policy per dependency and clone it to
 /// the places that call that dependency, not across dependencies.
@@ -97,7 +96,7 @@ impl CallPolicy {
     }
 
     /// Adds a new circuit breaker.
-    pub fn with_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+    pub fn with_breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = Some(Arc::new(Breaker::new(config)));
         self
     }

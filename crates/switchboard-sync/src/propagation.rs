@@ -12,9 +12,11 @@
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
+use std::str::FromStr;
+
 use opentelemetry::Context;
-use opentelemetry::trace::TraceContextExt;
-use switchboard::trace::{format_traceparent, parse_traceparent};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use switchboard_core::TraceParent;
 
 use crate::deadline;
 
@@ -124,6 +126,30 @@ pub fn inject_request_timeout(headers: &mut HeaderMap) {
     if let Some(remaining) = deadline::remaining() {
         headers.insert(REQUEST_TIMEOUT_HEADER, HeaderValue::from(remaining.as_millis() as u64));
     }
+}
+
+/// The span context of a `traceparent`/`tracestate` pair, as a remote parent.
+fn parse_traceparent(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
+    let tp = TraceParent::parse(traceparent)?;
+    let state = tracestate.and_then(|s| TraceState::from_str(s).ok()).unwrap_or_default();
+    // Only the sampled bit means something to the OpenTelemetry API.
+    let flags = TraceFlags::new(tp.flags & TraceParent::SAMPLED);
+    Some(SpanContext::new(
+        TraceId::from_bytes(tp.trace_id),
+        SpanId::from_bytes(tp.span_id),
+        flags,
+        true,
+        state,
+    ))
+}
+
+fn format_traceparent(sc: &SpanContext) -> String {
+    let tp = TraceParent {
+        trace_id: sc.trace_id().to_bytes(),
+        span_id: sc.span_id().to_bytes(),
+        flags: sc.trace_flags().to_u8(),
+    };
+    tp.to_string()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{KeyValue, global};
-use switchboard::trace::TRACER_NAME;
+use switchboard_core::TRACER_NAME;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 

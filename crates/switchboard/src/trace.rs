@@ -9,40 +9,36 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
 };
 use opentelemetry::{Context, KeyValue, global};
-use switchboard_core::{EXT_TRACEPARENT, EXT_TRACESTATE, Message, TopicName};
+use switchboard_core::{EXT_TRACEPARENT, EXT_TRACESTATE, Message, TopicName, TraceParent};
 
 /// The instrumentation scope of every span the SDK starts.
-pub const TRACER_NAME: &str = "switchboard";
+pub use switchboard_core::TRACER_NAME;
 
-/// Parses a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), with an optional
-/// `tracestate`. Invalid or all-zero ids give `None` (a new trace is started instead).
+/// Parses a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, see [`TraceParent::parse`]),
+/// with an optional `tracestate`. Invalid or all-zero ids give `None` (a new trace is
+/// started instead).
 pub fn parse_traceparent(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
-    let mut parts = traceparent.trim().split('-');
-    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
-        return None;
-    }
-    // Version 00 has exactly four fields; later versions may append more.
-    if version == "00" && parts.next().is_some() {
-        return None;
-    }
-    let is_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !(is_hex(version) && is_hex(trace) && is_hex(span) && is_hex(flags)) {
-        return None;
-    }
-    let trace_id = TraceId::from_hex(trace).ok()?;
-    let span_id = SpanId::from_hex(span).ok()?;
-    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
-        return None;
-    }
-    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let tp = TraceParent::parse(traceparent)?;
     let state = tracestate.and_then(|s| TraceState::from_str(s).ok()).unwrap_or_default();
-    Some(SpanContext::new(trace_id, span_id, TraceFlags::new(flags & 1), true, state))
+    // Only the sampled bit means something to the OpenTelemetry API.
+    let flags = TraceFlags::new(tp.flags & TraceParent::SAMPLED);
+    Some(SpanContext::new(
+        TraceId::from_bytes(tp.trace_id),
+        SpanId::from_bytes(tp.span_id),
+        flags,
+        true,
+        state,
+    ))
 }
 
 /// Formats a span context as a `traceparent` value.
 pub fn format_traceparent(sc: &SpanContext) -> String {
-    format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8())
+    TraceParent {
+        trace_id: sc.trace_id().to_bytes(),
+        span_id: sc.span_id().to_bytes(),
+        flags: sc.trace_flags().to_u8(),
+    }
+    .to_string()
 }
 
 /// The remote parent a message carries, as a context to start the consumer span in.

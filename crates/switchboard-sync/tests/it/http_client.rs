@@ -10,8 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use opentelemetry::context::FutureExt as _;
-use switchboard::backoff::Backoff;
-use switchboard::layers::RetryPolicy;
+use switchboard_policy::{Backoff, RetryPolicy};
 use switchboard_sync::{CallError, CallPolicy, HttpClient, HttpError, REQUEST_TIMEOUT_HEADER, with_deadline};
 use tokio::time::Instant;
 

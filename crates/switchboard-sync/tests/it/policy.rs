@@ -6,8 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use switchboard::backoff::Backoff;
-use switchboard::layers::{CircuitBreakerConfig, RetryPolicy};
+use switchboard_policy::{Backoff, BreakerConfig, RetryPolicy};
 use switchboard_sync::{
     AttemptError, CallError, CallPolicy, Operation, Retryable, TpsBudget, remaining, with_deadline,
 };
@@ -165,7 +164,7 @@ async fn an_empty_budget_stops_retries() {
 #[tokio::test(start_paused = true)]
 async fn repeated_failures_open_the_breaker_and_calls_fail_fast() {
     let open_for = Duration::from_secs(5);
-    let policy = policy(0).with_breaker(CircuitBreakerConfig { failure_threshold: 2, open_for });
+    let policy = policy(0).with_breaker(BreakerConfig { failure_threshold: 2, open_for });
     let calls = AtomicU32::new(0);
     for _ in 0..2 {
         assert!(matches!(run(&policy, &calls, 100, true).await, Err(CallError::Failed { .. })));
@@ -176,7 +175,7 @@ async fn repeated_failures_open_the_breaker_and_calls_fail_fast() {
     assert_eq!(calls.load(Ordering::SeqCst), 2, "an open breaker does not call");
 
     // Caller mistakes do not count against the dependency.
-    let fresh = policy.clone().with_breaker(CircuitBreakerConfig { failure_threshold: 1, open_for });
+    let fresh = policy.clone().with_breaker(BreakerConfig { failure_threshold: 1, open_for });
     let _ = run(&fresh, &calls, 100, false).await;
     assert!(!fresh.breaker.as_ref().expect("breaker").is_open());
 }

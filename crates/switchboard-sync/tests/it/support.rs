@@ -3,16 +3,17 @@
 use std::net::SocketAddr;
 
 use opentelemetry::Context;
-use opentelemetry::trace::TraceContextExt;
-use switchboard::trace::parse_traceparent;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
 /// The trace id of [`parent`].
 pub(crate) const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 /// A remote parent span, as if this test were serving a traced request.
 pub(crate) fn parent() -> Context {
-    let tp = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
-    Context::new().with_remote_span_context(parse_traceparent(&tp, None).expect("valid traceparent"))
+    let trace_id = TraceId::from_hex(TRACE_ID).expect("hex");
+    let span_id = SpanId::from_hex("00f067aa0ba902b7").expect("hex");
+    let sc = SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, true, TraceState::default());
+    Context::new().with_remote_span_context(sc)
 }
 
 /// Serves `router` on a fresh loopback port until the test's runtime ends.

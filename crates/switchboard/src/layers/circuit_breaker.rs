@@ -7,100 +7,15 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
 use tower::{Layer, Service};
 
+pub use switchboard_policy::Breaker;
+/// The breaker's settings, under the SDK's name for them.
+pub use switchboard_policy::BreakerConfig as CircuitBreakerConfig;
+
 use crate::router::{Handled, HandlerError, Incoming, Outgoing};
-
-/// When the breaker opens and for how long.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CircuitBreakerConfig {
-    /// Consecutive failures that open the circuit.
-    pub failure_threshold: u32,
-    /// How long it stays open before a trial call.
-    pub open_for: Duration,
-}
-
-impl Default for CircuitBreakerConfig {
-    fn default() -> Self {
-        CircuitBreakerConfig { failure_threshold: 5, open_for: Duration::from_secs(10) }
-    }
-}
-
-#[derive(Debug)]
-enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { trial_running: bool },
-}
-
-/// The state of one breaker, shared by every clone of the service (and observable).
-#[derive(Debug)]
-pub struct Breaker {
-    config: CircuitBreakerConfig,
-    state: Mutex<State>,
-}
-
-impl Breaker {
-    /// A closed breaker.
-    pub fn new(config: CircuitBreakerConfig) -> Breaker {
-        Breaker { config, state: Mutex::new(State::Closed { failures: 0 }) }
-    }
-
-    /// True while calls are refused.
-    pub fn is_open(&self) -> bool {
-        matches!(*self.state.lock(), State::Open { until } if Instant::now() < until)
-    }
-
-    /// Admits a call, or says how long until the next trial. Every admitted call must be
-    /// followed by [`Breaker::record`].
-    ///
-    /// # Errors
-    /// The circuit is open: the time until a trial call is allowed.
-    pub fn admit(&self) -> Result<(), Duration> {
-        let mut state = self.state.lock();
-        match &mut *state {
-            State::Closed { .. } => Ok(()),
-            State::Open { until } => {
-                let now = Instant::now();
-                if now < *until {
-                    return Err(*until - now);
-                }
-                *state = State::HalfOpen { trial_running: true };
-                Ok(())
-            }
-            State::HalfOpen { trial_running } => {
-                if *trial_running {
-                    Err(self.config.open_for.min(Duration::from_secs(1)))
-                } else {
-                    *trial_running = true;
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    /// Records the outcome of an admitted call.
-    pub fn record(&self, success: bool) {
-        let mut state = self.state.lock();
-        let failures = match &*state {
-            State::Closed { failures } => *failures,
-            State::HalfOpen { .. } => self.config.failure_threshold.saturating_sub(1),
-            State::Open { .. } => return,
-        };
-        *state = if success {
-            State::Closed { failures: 0 }
-        } else if failures + 1 >= self.config.failure_threshold {
-            tracing::warn!(open_for = ?self.config.open_for, "Circuit breaker opened after repeated failures.");
-            State::Open { until: Instant::now() + self.config.open_for }
-        } else {
-            State::Closed { failures: failures + 1 }
-        };
-    }
-}
 
 /// Wraps a service in a [`Breaker`].
 #[derive(Clone, Debug)]
@@ -151,37 +66,80 @@ where
         if let Err(wait) = self.breaker.admit() {
             return Box::pin(async move { Err(HandlerError::CircuitOpen(wait)) });
         }
-        let breaker = self.breaker.clone();
+        let admitted = Admitted(Some(self.breaker.clone()));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let result = fut.await;
             // A poison message says nothing about the dependency's health.
-            match &result {
-                Err(e) if e.is_permanent() => breaker.record(true),
-                r => breaker.record(r.is_ok()),
-            }
+            admitted.record(match &result {
+                Err(e) if e.is_permanent() => true,
+                r => r.is_ok(),
+            });
             result
         })
     }
 }
 
+/// A call the breaker let through. A half-open breaker refuses everything until its trial
+/// call is recorded, so a call dropped midway (the router shutting down, a caller giving up)
+/// records a success: a cancellation says nothing against the dependency.
+struct Admitted(Option<Arc<Breaker>>);
+
+impl Admitted {
+    fn record(mut self, healthy: bool) {
+        if let Some(b) = self.0.take() {
+            b.record(healthy);
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            b.record(true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use futures::FutureExt as _;
+    use switchboard_core::contract::DeliveryInfo;
+    use switchboard_core::{Message, SubscriptionName, TopicName};
+    use tower::service_fn;
+
     use super::*;
 
+    fn incoming() -> Incoming {
+        Incoming {
+            message: Message::new("/t", "t", "x"),
+            info: DeliveryInfo {
+                topic: TopicName::new("t").expect("name"),
+                subscription: SubscriptionName::new("s").expect("name"),
+                partition: 0,
+                offset: 0,
+                attempt: 1,
+                published_at: None,
+            },
+            handler: "h".into(),
+            max_deliveries: None,
+            dead_letter_topic: TopicName::new("t.s.dlq").expect("name"),
+        }
+    }
+
     #[test]
-    fn opens_after_threshold_then_half_opens_for_one_trial() {
-        let b =
-            Breaker::new(CircuitBreakerConfig { failure_threshold: 2, open_for: Duration::from_millis(30) });
-        assert!(b.admit().is_ok());
-        b.record(false);
-        assert!(b.admit().is_ok());
-        b.record(false);
-        assert!(b.is_open() && b.admit().is_err());
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(b.admit().is_ok(), "trial admitted");
-        assert!(b.admit().is_err(), "only one trial at a time");
-        b.record(true);
-        assert!(b.admit().is_ok() && !b.is_open());
+    fn a_trial_call_dropped_midway_does_not_leave_the_circuit_half_open() {
+        let layer =
+            CircuitBreakerLayer::new(CircuitBreakerConfig { failure_threshold: 1, open_for: Duration::ZERO });
+        let breaker = layer.breaker();
+        breaker.admit().expect("closed");
+        breaker.record(false);
+        // The open period is over: the next call is the trial. It never finishes.
+        let mut svc = layer.layer(service_fn(|_: Incoming| futures::future::pending::<Handled>()));
+        let trial = svc.call(incoming());
+        assert!(trial.now_or_never().is_none(), "the trial is pending, then dropped");
+        assert!(breaker.admit().is_ok(), "the dropped trial was recorded");
     }
 }

@@ -7,31 +7,15 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::backoff::Backoff;
+pub use switchboard_policy::RetryPolicy;
+
 use crate::router::{Handled, HandlerError, Incoming, Outgoing};
 
-/// How often and how patiently to retry.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RetryPolicy {
-    /// Retries after the first call (0: no retry).
-    pub max_retries: u32,
-    /// Delay between attempts.
-    pub backoff: Backoff,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy { max_retries: 3, backoff: Backoff::default() }
-    }
-}
-
-impl RetryPolicy {
-    /// Which errors a retry may fix: transient failures and timeouts. Not rejections (a
-    /// poison message stays poison), not panics (likely a bug that repeats), not an open
-    /// circuit (retrying is what it prevents).
-    pub fn retries(&self, e: &HandlerError) -> bool {
-        matches!(e, HandlerError::Transient(_) | HandlerError::Timeout(_))
-    }
+/// Which errors a retry may fix: transient failures and timeouts. Not rejections (a poison
+/// message stays poison), not panics (likely a bug that repeats), not an open circuit
+/// (retrying is what it prevents).
+fn retryable(e: &HandlerError) -> bool {
+    matches!(e, HandlerError::Transient(_) | HandlerError::Timeout(_))
 }
 
 /// Retries the inner service by [`RetryPolicy`].
@@ -83,7 +67,7 @@ where
             let mut result = first.await;
             let mut retry = 0;
             while let Err(e) = &result {
-                if retry >= policy.max_retries || !policy.retries(e) {
+                if retry >= policy.max_retries || !retryable(e) {
                     break;
                 }
                 retry += 1;

@@ -16,7 +16,7 @@ use tower::{Service, ServiceExt};
 
 use super::request::{HandlerError, Incoming, Outgoing};
 use crate::Bus;
-use crate::backoff::Backoff;
+use switchboard_policy::Backoff;
 
 /// A route's service after boxing: what [`Router::route`] accepts once wrapped.
 pub type RouteService = BoxCloneSyncService<Incoming, Vec<Outgoing>, HandlerError>;
