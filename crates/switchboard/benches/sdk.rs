@@ -19,6 +19,7 @@ use switchboard::embedded::EmbeddedBackend;
 use switchboard::layers::{MemoryInbox, Middleware};
 use switchboard::router::{Handled, Incoming, Router};
 use switchboard::{Bus, Message, SubscriptionName, SubscriptionSpec, TopicName};
+use tower::Layer;
 use switchboard_broker::{Broker, BrokerConfig, SubscriptionConfig, TopicConfig};
 use switchboard_core::SystemClock;
 use switchboard_storage::MemStorage;
@@ -87,9 +88,8 @@ fn overhead(c: &mut Criterion) {
             let (bus, broker) = (bus.clone(), broker.clone());
             let r = round.fetch_add(1, Ordering::Relaxed);
             async move {
-                let topic = format!("sdk-{r}");
-                let name = TopicName::new(topic.clone()).expect("name");
-                broker.create_topic(&name, no_fsync()).await.expect("topic");
+                let topic = TopicName::new(format!("sdk-{r}")).expect("name");
+                broker.create_topic(&topic, no_fsync()).await.expect("topic");
                 let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).with_prefetch(64);
                 let mut sub = bus.subscribe(&topic, spec).await.expect("subscribe");
                 let start = Instant::now();
@@ -125,9 +125,8 @@ fn router(c: &mut Criterion) {
             async move {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
-                    let topic = format!("router-{r}-{i}");
-                    let name = TopicName::new(topic.clone()).expect("name");
-                    broker.create_topic(&name, no_fsync()).await.expect("topic");
+                    let topic = TopicName::new(format!("router-{r}-{i}")).expect("name");
+                    broker.create_topic(&topic, no_fsync()).await.expect("topic");
                     let messages: Vec<Message> = (0..BATCH)
                         .map(|n| Message::new("/b", "t", payload()).with_key(format!("k{}", n % 64)))
                         .collect();
@@ -140,17 +139,14 @@ fn router(c: &mut Criterion) {
                         d.fetch_add(1, Ordering::Relaxed);
                         async { Handled::Ok(vec![]) }
                     });
-                    let stack = Middleware {
-                        key_ordered_concurrency: Some(32),
-                        inbox: Some(Arc::new(MemoryInbox::new(Duration::from_secs(60), 100_000))),
-                        ..Middleware::default()
-                    };
+                    let stack = Middleware::default()
+                        .with_key_ordered_concurrency(Some(32))
+                        .with_inbox(Some(Arc::new(MemoryInbox::new(Duration::from_secs(60), 100_000))));
                     let spec =
                         SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).with_prefetch(256);
                     let start = Instant::now();
                     let running = Router::new(bus.clone())
-                        .route("bench", &topic, spec, stack.wrap(&bus, handler))
-                        .expect("route")
+                        .route("bench", topic.clone(), spec, stack.layer(handler))
                         .start()
                         .await
                         .expect("start");

@@ -76,7 +76,6 @@
 //! - [`backend`]: what a backend implements (the traits, the settle and delivery-source
 //!   halves, the shared commit and dead-letter rules); a service never needs it.
 
-pub mod backoff;
 mod bus;
 mod connect;
 #[cfg(feature = "embedded")]

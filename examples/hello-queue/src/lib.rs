@@ -53,7 +53,7 @@ pub async fn run(url: &str, topic: &str, workers: usize, jobs: u32) -> anyhow::R
         });
         let spec = SubscriptionSpec::queue(SubscriptionName::new("workers")?).with_prefetch(4);
         let router = Router::new(bus.clone())
-            .route("work", topic, spec, Middleware::default().wrap(&bus, handler))?
+            .route("work", topic, spec, Middleware::default().layer(handler))?
             .start()
             .await?;
         running.push((router, bus));

@@ -113,20 +113,8 @@ mod tests {
     use super::*;
 
     fn incoming() -> Incoming {
-        Incoming {
-            message: Message::new("/t", "t", "x"),
-            info: DeliveryInfo {
-                topic: TopicName::new("t").expect("name"),
-                subscription: SubscriptionName::new("s").expect("name"),
-                partition: 0,
-                offset: 0,
-                attempt: 1,
-                published_at: None,
-            },
-            handler: "h".into(),
-            max_deliveries: None,
-            dead_letter_topic: TopicName::new("t.s.dlq").expect("name"),
-        }
+        let info = DeliveryInfo::new(TopicName::from_static("t"), SubscriptionName::from_static("s"), 0, 0);
+        Incoming::new(Message::new("/t", "t", "x"), info, "h")
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub use inbox_sql::PostgresInbox;
 pub use inbox_sql::SqliteInbox;
 pub use key_order::{KeyOrder, KeyOrderLayer};
 pub use metrics::{Metrics, MetricsLayer};
-pub use retry::{Retry, RetryLayer, RetryPolicy};
+pub use retry::{Backoff, Retry, RetryLayer, RetryPolicy};
 pub use timeout::{Timeout, TimeoutLayer};
 pub use tracing::{Trace, TraceLayer};
 

@@ -7,16 +7,9 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use tower::{Layer, Service, ServiceExt};
 
-pub use switchboard_policy::RetryPolicy;
+pub use switchboard_policy::{Backoff, RetryPolicy};
 
 use crate::router::{Handled, HandlerError, Incoming, Outgoing};
-
-/// Which errors a retry may fix: transient failures and timeouts. Not rejections (a poison
-/// message stays poison), not panics (likely a bug that repeats), not an open circuit
-/// (retrying is what it prevents).
-fn retryable(e: &HandlerError) -> bool {
-    matches!(e, HandlerError::Transient(_) | HandlerError::Timeout(_))
-}
 
 /// Retries the inner service by [`RetryPolicy`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,7 +60,7 @@ where
             let mut result = first.await;
             let mut retry = 0;
             while let Err(e) = &result {
-                if retry >= policy.max_retries || !retryable(e) {
+                if retry >= policy.max_retries || !e.is_retryable() {
                     break;
                 }
                 retry += 1;

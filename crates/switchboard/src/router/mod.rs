@@ -9,18 +9,16 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), switchboard::BusError> {
-//! use switchboard::router::{Handled, Incoming, Outgoing, Router};
-//! use switchboard::{Bus, SubscriptionName, SubscriptionSpec};
+//! use switchboard::{Bus, Handled, Incoming, Message, Outgoing, Router};
+//! use switchboard::{SubscriptionName, SubscriptionSpec, TopicName};
 //!
 //! let bus = Bus::connect("embedded:").await?;
 //! let handler = tower::service_fn(|msg: Incoming| async move {
-//!     let shipped = switchboard::Message::new("/shipping", "order.shipped", msg.message.data.clone());
-//!     Handled::Ok(vec![Outgoing::new("shipments", shipped).expect("valid topic")])
+//!     let shipped = Message::new("/shipping", "order.shipped", msg.message.data.clone());
+//!     Handled::Ok(vec![Outgoing::new(TopicName::from_static("shipments"), shipped)])
 //! });
-//! let router = Router::new(bus)
-//!     .route("ship-orders", "orders", SubscriptionSpec::queue(SubscriptionName::new("shipping")?), handler)?
-//!     .start()
-//!     .await?;
+//! let spec = SubscriptionSpec::queue(SubscriptionName::from_static("shipping"));
+//! let router = Router::new(bus).route("ship-orders", TopicName::from_static("orders"), spec, handler).start().await?;
 //! // … later, on SIGTERM:
 //! router.shutdown().await?;
 //! # Ok(()) }

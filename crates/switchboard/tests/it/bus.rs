@@ -1,6 +1,6 @@
 use switchboard::{Bus, BusError, Message, SubscriptionSpec};
 
-use crate::util::{bus, next, sub};
+use crate::util::{bus, next, sub, topic};
 
 #[tokio::test]
 async fn invalid_urls_and_missing_backends_are_clear_errors() {
@@ -16,8 +16,8 @@ async fn invalid_urls_and_missing_backends_are_clear_errors() {
 async fn connections_to_one_directory_share_one_broker() {
     let (a, dir) = bus().await;
     let b = Bus::connect(&format!("embedded:{}", dir.path().display())).await.expect("second connect");
-    a.publish("shared", Message::new("/t", "t", "x")).await.expect("publish");
-    let mut s = b.subscribe("shared", SubscriptionSpec::queue(sub("s"))).await.expect("subscribe");
+    a.publish(&topic("shared"), Message::new("/t", "t", "x")).await.expect("publish");
+    let mut s = b.subscribe(&topic("shared"), SubscriptionSpec::queue(sub("s"))).await.expect("subscribe");
     let d = next(&mut s).await;
     assert_eq!(&d.message().data[..], b"x");
     d.ack().await.expect("ack");
@@ -34,8 +34,8 @@ async fn publish_carries_the_callers_trace() {
     let cx = opentelemetry::Context::new().with_remote_span_context(parent);
     // Whether or not a tracer provider is installed (another test in this binary installs
     // one), the message must join the caller's trace.
-    bus.publish("traced", Message::new("/t", "t", "x")).with_context(cx).await.expect("publish");
-    let mut s = bus.subscribe("traced", SubscriptionSpec::stream(sub("s"))).await.expect("subscribe");
+    bus.publish(&topic("traced"), Message::new("/t", "t", "x")).with_context(cx).await.expect("publish");
+    let mut s = bus.subscribe(&topic("traced"), SubscriptionSpec::stream(sub("s"))).await.expect("subscribe");
     let d = next(&mut s).await;
     let tp = d.message().extensions.get("traceparent").expect("a traceparent");
     assert!(tp.starts_with(&format!("00-{trace_id}-")), "{tp}");
@@ -45,9 +45,9 @@ async fn publish_carries_the_callers_trace() {
 #[tokio::test]
 async fn invalid_names_are_refused_before_anything_is_sent() {
     let (bus, _dir) = bus().await;
-    let err = bus.publish("bad/name", Message::new("/t", "t", "x")).await.expect_err("invalid topic");
+    let err = BusError::from(switchboard::TopicName::new("bad/name").expect_err("invalid topic"));
     assert!(matches!(err, BusError::InvalidName(_)), "{err}");
     let bad = Message::new("/t", "t", "x").with_extension("Bad-Name", "v");
-    let err = bus.publish("ok", bad).await.expect_err("invalid extension");
+    let err = bus.publish(&topic("ok"), bad).await.expect_err("invalid extension");
     assert!(matches!(err, BusError::InvalidMessage(_)), "{err}");
 }

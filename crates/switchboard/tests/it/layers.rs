@@ -10,23 +10,13 @@ use switchboard::layers::{
 };
 use switchboard::router::{Handled, HandlerError, Incoming, Outgoing};
 use switchboard::{DeliveryInfo, Message, TopicName};
+
+use crate::util::topic;
 use tower::{Layer, Service, ServiceExt};
 
 fn incoming(message: Message) -> Incoming {
-    Incoming {
-        message,
-        info: DeliveryInfo {
-            topic: TopicName::new("t").expect("name"),
-            subscription: crate::util::sub("s"),
-            partition: 0,
-            offset: 0,
-            attempt: 1,
-            published_at: None,
-        },
-        handler: "h".into(),
-        max_deliveries: Some(3),
-        dead_letter_topic: TopicName::new("t.s.dlq").expect("name"),
-    }
+    let info = DeliveryInfo::new(TopicName::from_static("t"), crate::util::sub("s"), 0, 0);
+    Incoming::new(message, info, "h").with_max_deliveries(Some(3))
 }
 
 #[tokio::test]
@@ -101,7 +91,7 @@ async fn the_inbox_runs_a_message_id_once() {
     let c = calls.clone();
     let handler = tower::service_fn(move |_: Incoming| {
         c.fetch_add(1, Ordering::SeqCst);
-        async move { Handled::Ok(vec![Outgoing::new("out", Message::new("/t", "t", "y")).expect("topic")]) }
+        async move { Handled::Ok(vec![Outgoing::new(topic("out"), Message::new("/t", "t", "y"))]) }
     });
     let inbox = Arc::new(MemoryInbox::new(Duration::from_secs(60), 1000));
     let mut svc = InboxLayer::new(inbox).layer(handler);
@@ -127,9 +117,9 @@ async fn the_consumer_span_continues_the_messages_trace_and_its_output_carries_i
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     let handler = tower::service_fn(|_: Incoming| async {
-        Handled::Ok(vec![Outgoing::new("out", Message::new("/t", "t", "y")).expect("topic")])
+        Handled::Ok(vec![Outgoing::new(topic("out"), Message::new("/t", "t", "y"))])
     });
-    let mut svc = TraceLayer::new("embedded").layer(handler);
+    let mut svc = TraceLayer::new().layer(handler);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let m = Message::new("/t", "t", "x")
         .with_extension("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"));

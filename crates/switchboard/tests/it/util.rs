@@ -30,3 +30,7 @@ pub(crate) async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) 
 pub(crate) fn sub(name: &str) -> switchboard::SubscriptionName {
     switchboard::SubscriptionName::new(name).expect("valid name")
 }
+
+pub(crate) fn topic(name: &str) -> switchboard::TopicName {
+    switchboard::TopicName::new(name).expect("valid name")
+}

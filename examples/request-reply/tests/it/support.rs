@@ -9,7 +9,7 @@ use example_request_reply::proto::{Inventory, ReserveReply, ReserveRequest};
 use opentelemetry::Context;
 use opentelemetry::trace::{TraceContextExt, TraceId};
 use parking_lot::Mutex;
-use switchboard::backoff::Backoff;
+use switchboard::layers::Backoff;
 use switchboard::layers::RetryPolicy;
 use switchboard::trace::parse_traceparent;
 use switchboard_sync::CallPolicy;
