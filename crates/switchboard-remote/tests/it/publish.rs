@@ -51,9 +51,9 @@ async fn topics_and_errors() {
     let srv = start().await;
     let bus = srv.connect().await;
     let t = topic("parts");
-    bus.ensure_topic(&t, &TopicSpec { partitions: 4 }).await.unwrap();
+    bus.ensure_topic(&t, &TopicSpec::default().with_partitions(4)).await.unwrap();
     // Existing: left as it is, whatever the spec.
-    bus.ensure_topic(&t, &TopicSpec { partitions: 1 }).await.unwrap();
+    bus.ensure_topic(&t, &TopicSpec::default().with_partitions(1)).await.unwrap();
 
     // Bad messages fail before anything is sent.
     let bad = Message::new("/s", "t", "x").with_extension("Bad-Name", "x");
@@ -98,7 +98,7 @@ async fn deliver_at_holds_messages_back() {
     let t = topic("later");
     let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).await.unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let options = PublishOptions { deliver_at: Some(Timestamp(now + 600)) };
+    let options = PublishOptions::default().with_deliver_at(Timestamp(now + 600));
     let started = std::time::Instant::now();
     bus.publish(&t, vec![Message::new("/s", "t", "x")], &options).await.unwrap();
     let d = next(&mut s).await;

@@ -68,7 +68,7 @@ async fn partitions_commit_independently() {
     let srv = start().await;
     let bus = srv.connect().await;
     let t = topic("keyed");
-    bus.ensure_topic(&t, &TopicSpec { partitions: 3 }).await.unwrap();
+    bus.ensure_topic(&t, &TopicSpec::default().with_partitions(3)).await.unwrap();
     let messages = (0..30).map(|n| crate::util::msg(n).with_key(format!("k{}", n % 7))).collect();
     switchboard_core::backend::Publisher::publish(&bus, &t, messages, &Default::default()).await.unwrap();
     let spec = SubscriptionSpec::stream(sub("all"));
