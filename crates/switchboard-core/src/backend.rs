@@ -27,6 +27,10 @@ pub fn delivery(message: Message, info: DeliveryInfo, settle: Box<dyn Settle>) -
 }
 
 /// An open subscription whose deliveries come from `source`.
-pub fn subscription(topic: TopicName, spec: SubscriptionSpec, source: Box<dyn DeliverySource>) -> Subscription {
+pub fn subscription(
+    topic: TopicName,
+    spec: SubscriptionSpec,
+    source: Box<dyn DeliverySource>,
+) -> Subscription {
     Subscription::new(topic, spec, source)
 }

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use switchboard_core::contract::{BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{
+    BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec,
+};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 use switchboard_proto::switchboard::v1 as api;
 use tonic::Code;

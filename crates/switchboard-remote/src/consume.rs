@@ -7,7 +7,8 @@
 //! unsettled queue deliveries run out and their messages are delivered again, and a stream
 //! subscription resumes from its committed offsets. The task therefore treats any failure
 //! that may heal (the server restarting or shutting down, a dropped connection) by opening
-//! the stream again with exponential backoff (100 ms doubling to [`MAX_BACKOFF`]), and
+//! the stream again with jittered exponential backoff (`Reconnect`: 100 ms doubling to
+//! [`MAX_BACKOFF`]), and
 //! `next` simply waits meanwhile. Only errors that will not heal (the subscription was
 //! deleted, the token is refused) reach `next`, once, after which the subscription ends.
 //!
@@ -18,9 +19,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, Mode};
 use switchboard_core::backend::DeliverySource;
+use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, Mode};
 use switchboard_core::{SubscriptionName, TopicName};
+use switchboard_policy::Reconnect;
 use switchboard_proto::switchboard::v1 as api;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -35,9 +37,10 @@ use crate::settle::RemoteSettle;
 use api::consume_request::Request as In;
 use api::consume_response::Response as Out;
 
-/// The longest wait between attempts to reopen a broken stream.
+/// The longest wait between attempts to reopen a broken stream. The waits are jittered
+/// ([`Reconnect`]): after a server restart every subscription of every client reconnects,
+/// and without jitter they would all do it in the same instants.
 const MAX_BACKOFF: Duration = Duration::from_millis(1500);
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// How long opening a stream may take before it counts as broken.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -109,7 +112,7 @@ impl Consumer {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut closed = self.shared.closed.subscribe();
-        let mut backoff = MIN_BACKOFF;
+        let mut reconnect = Reconnect::up_to(MAX_BACKOFF);
         loop {
             let attempt = async {
                 let stream = match first.take() {
@@ -131,7 +134,7 @@ impl Consumer {
                 Ok(()) => return,
                 Err((opened, status)) => {
                     if opened {
-                        backoff = MIN_BACKOFF;
+                        reconnect.reset();
                     }
                     status
                 }
@@ -140,13 +143,13 @@ impl Consumer {
                 let _ = tx.send(Item::Failed(from_status(status, &self.shared.endpoint)));
                 return;
             }
-            tracing::info!(topic = %self.topic, subscription = %self.subscription, status = %status, retry_in_ms = backoff.as_millis() as u64, "Consume stream broke; reopening.");
+            let delay = reconnect.next_delay();
+            tracing::info!(topic = %self.topic, subscription = %self.subscription, status = %status, retry_in_ms = delay.as_millis() as u64, "Consume stream broke; reopening.");
             tokio::select! {
                 () = stopped(&mut stop) => return,
                 () = stopped(&mut closed) => return,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 

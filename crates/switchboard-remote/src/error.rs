@@ -105,7 +105,10 @@ mod tests {
         assert!(!e(Code::ResourceExhausted, "message is 9 bytes; the limit is 1 bytes").is_retryable());
         assert!(!e(Code::Unauthenticated, "unknown token").is_retryable());
         assert!(e(Code::Unauthenticated, "unknown token").to_string().contains("SWITCHBOARD_TOKEN"));
-        assert!(matches!(from_outcome(9, "expired".into(), "h:1"), BusError::LeaseLost { cause: LeaseLostCause::Expired, .. }));
+        assert!(matches!(
+            from_outcome(9, "expired".into(), "h:1"),
+            BusError::LeaseLost { cause: LeaseLostCause::Expired, .. }
+        ));
         assert!(heals(Code::Unavailable) && !heals(Code::NotFound));
     }
 }

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use switchboard_policy::Reconnect;
 use tokio::sync::watch;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -20,7 +21,8 @@ use crate::connection::stopped;
 
 /// The service whose health the server reports.
 const SERVICE: &str = "switchboard.v1.Switchboard";
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait before watching again; jittered (see [`Reconnect`]) so the watches of
+/// many clients do not all hit a restarted server at once.
 const MAX_BACKOFF: Duration = Duration::from_millis(1500);
 
 /// Starts the watch; the counter moves each time the server is seen shutting down. The task
@@ -28,7 +30,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(1500);
 pub(crate) fn watch_shutdowns(channel: Channel, mut closed: watch::Receiver<bool>) -> watch::Receiver<u64> {
     let (shutdowns, rx) = watch::channel(0u64);
     tokio::spawn(async move {
-        let mut backoff = MIN_BACKOFF;
+        let mut reconnect = Reconnect::up_to(MAX_BACKOFF);
         loop {
             let watched = async {
                 let request = HealthCheckRequest { service: SERVICE.to_owned() };
@@ -49,7 +51,7 @@ pub(crate) fn watch_shutdowns(channel: Channel, mut closed: watch::Receiver<bool
             };
             match outcome {
                 // Watched until a shutdown: the server is going; wait before looking again.
-                Ok(true) => backoff = MIN_BACKOFF,
+                Ok(true) => reconnect.reset(),
                 Ok(false) => {}
                 Err(s) if matches!(s.code(), Code::Unimplemented | Code::NotFound) => {
                     tracing::debug!(status = %s, "The server reports no health; restarts are noticed when streams break.");
@@ -58,10 +60,9 @@ pub(crate) fn watch_shutdowns(channel: Channel, mut closed: watch::Receiver<bool
                 Err(_) => {}
             }
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(reconnect.next_delay()) => {}
                 () = stopped(&mut closed) => return,
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     });
     rx

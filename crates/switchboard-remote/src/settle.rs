@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_core::contract::{BusError, LeaseLostCause, Mode, Nack};
 use switchboard_core::backend::Settle;
+use switchboard_core::contract::{BusError, LeaseLostCause, Mode, Nack};
 use switchboard_proto::switchboard::v1::consume_request::{self as req, Request as In};
 
 use crate::session::Session;
@@ -58,7 +58,10 @@ impl Settle for RemoteSettle {
                 self.session.credit_back();
                 Ok(())
             }
-            Mode::Stream => Err(BusError::lease_lost(LeaseLostCause::ConnectionLost, "the consume stream it came from broke")),
+            Mode::Stream => Err(BusError::lease_lost(
+                LeaseLostCause::ConnectionLost,
+                "the consume stream it came from broke",
+            )),
         }
     }
 

@@ -19,10 +19,10 @@ use switchboard::embedded::EmbeddedBackend;
 use switchboard::layers::{MemoryInbox, Middleware};
 use switchboard::router::{Handled, Incoming, Router};
 use switchboard::{Bus, Message, SubscriptionName, SubscriptionSpec, TopicName};
-use tower::Layer;
 use switchboard_broker::{Broker, BrokerConfig, SubscriptionConfig, TopicConfig};
 use switchboard_core::SystemClock;
 use switchboard_storage::MemStorage;
+use tower::Layer;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -90,7 +90,8 @@ fn overhead(c: &mut Criterion) {
             async move {
                 let topic = TopicName::new(format!("sdk-{r}")).expect("name");
                 broker.create_topic(&topic, no_fsync()).await.expect("topic");
-                let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).with_prefetch(64);
+                let spec =
+                    SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).with_prefetch(64);
                 let mut sub = bus.subscribe(&topic, spec).await.expect("subscribe");
                 let start = Instant::now();
                 for _ in 0..iters {

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use switchboard_core::contract::{BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
 use switchboard_core::backend::Backend;
+use switchboard_core::contract::{
+    BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec,
+};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 
 /// A connection to a messaging backend, chosen by URL. Cheap to clone; clones share the
@@ -71,7 +73,12 @@ impl Bus {
     /// [`BusError::Unsupported`] without
     /// [`Capability::DelayedDelivery`](switchboard_core::contract::Capability::DelayedDelivery);
     /// otherwise as [`Bus::publish`].
-    pub async fn publish_at(&self, topic: &TopicName, message: Message, deliver_at: Timestamp) -> Result<(), BusError> {
+    pub async fn publish_at(
+        &self,
+        topic: &TopicName,
+        message: Message,
+        deliver_at: Timestamp,
+    ) -> Result<(), BusError> {
         let options = PublishOptions::default().with_deliver_at(deliver_at);
         self.send(topic, vec![message], &options).await
     }
@@ -108,7 +115,11 @@ impl Bus {
     ///
     /// # Errors
     /// See [`Subscriber::subscribe`](switchboard_core::backend::Subscriber::subscribe).
-    pub async fn subscribe(&self, topic: &TopicName, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
+    pub async fn subscribe(
+        &self,
+        topic: &TopicName,
+        spec: SubscriptionSpec,
+    ) -> Result<Subscription, BusError> {
         self.backend.subscribe(topic, spec).await
     }
 

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use switchboard_core::contract::BusError;
 use switchboard_core::backend::Backend;
+use switchboard_core::contract::BusError;
 
 /// The schemes `Bus::connect` understands, for error messages.
 const SCHEMES: &str =

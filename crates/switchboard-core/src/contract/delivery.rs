@@ -28,7 +28,12 @@ pub struct DeliveryInfo {
 impl DeliveryInfo {
     /// The first delivery (attempt 1) of the message at `offset` of `partition`, with no
     /// publish time; set the rest with the `with_*` methods.
-    pub fn new(topic: TopicName, subscription: SubscriptionName, partition: u32, offset: u64) -> DeliveryInfo {
+    pub fn new(
+        topic: TopicName,
+        subscription: SubscriptionName,
+        partition: u32,
+        offset: u64,
+    ) -> DeliveryInfo {
         DeliveryInfo { topic, subscription, partition, offset, attempt: 1, published_at: None }
     }
 

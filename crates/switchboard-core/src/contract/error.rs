@@ -260,9 +260,11 @@ mod tests {
     fn only_transient_failures_are_retryable() {
         assert!(!BusError::Closed.is_retryable(), "a closed handle stays closed");
         assert!(!BusError::topic_not_found(&t("x")).is_retryable());
-        let transient = BusError::Backend { backend: "b", message: "m".into(), retryable: true, source: None };
+        let transient =
+            BusError::Backend { backend: "b", message: "m".into(), retryable: true, source: None };
         assert!(transient.is_retryable());
-        let refused = BusError::Unreachable { backend: "b", endpoint: "h:1".into(), source: "refused".into() };
+        let refused =
+            BusError::Unreachable { backend: "b", endpoint: "h:1".into(), source: "refused".into() };
         assert!(refused.is_retryable());
     }
 }

@@ -221,7 +221,9 @@ pub trait DeliverySource: Send + 'static {
 
 /// What a receive in progress hands back: the source, and the delivery (`None`: the receive
 /// was cancelled by [`Subscription::close`]).
-type Receiving = Pin<Box<dyn Future<Output = (Box<dyn DeliverySource>, Option<Option<Result<Delivery, BusError>>>)> + Send>>;
+type Receiving = Pin<
+    Box<dyn Future<Output = (Box<dyn DeliverySource>, Option<Option<Result<Delivery, BusError>>>)> + Send>,
+>;
 
 enum Source {
     Idle(Box<dyn DeliverySource>),
@@ -287,7 +289,11 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     /// Built by backends, through [`crate::backend::subscription`].
-    pub(crate) fn new(topic: TopicName, spec: SubscriptionSpec, source: Box<dyn DeliverySource>) -> Subscription {
+    pub(crate) fn new(
+        topic: TopicName,
+        spec: SubscriptionSpec,
+        source: Box<dyn DeliverySource>,
+    ) -> Subscription {
         Subscription { topic, spec, source: Source::Idle(source), cancel: Arc::default() }
     }
 

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use switchboard_core::Message;
-use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec};
 use switchboard_remote::RemoteBackend;
 use switchboard_server::{Action, Permission, ServerConfig, TlsConfig, TokenConfig};
 

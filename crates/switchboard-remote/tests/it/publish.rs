@@ -1,8 +1,8 @@
 //! Publishing: every attribute survives the trip, topics are created on first use, errors
 //! map to the contract.
 
-use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec, TopicSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec, TopicSpec};
 use switchboard_core::{Message, Timestamp};
 
 use crate::util::{next, start, sub, topic};

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use switchboard_core::contract::{BusError, DeadLetterReason, Nack, SubscriptionSpec, dead_letter_ext};
 use switchboard_core::backend::Subscriber;
+use switchboard_core::contract::{BusError, DeadLetterReason, Nack, SubscriptionSpec, dead_letter_ext};
 
 use crate::util::{next, nothing_for, num, publish, start, sub, topic};
 

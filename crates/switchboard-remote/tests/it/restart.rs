@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use switchboard_core::contract::{BusError, SubscriptionSpec};
 use switchboard_core::backend::{Backend, Subscriber};
+use switchboard_core::contract::{BusError, SubscriptionSpec};
 
 use crate::util::{WAIT, next, nothing_for, num, publish, start, sub, topic};
 

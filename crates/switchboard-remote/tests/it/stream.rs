@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use switchboard_core::contract::{Nack, Start, SubscriptionSpec, TopicSpec};
 use switchboard_core::backend::{Backend, Subscriber};
+use switchboard_core::contract::{Nack, Start, SubscriptionSpec, TopicSpec};
 
 use crate::util::{next, nothing_for, num, publish, start, sub, topic};
 

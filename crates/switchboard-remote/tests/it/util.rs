@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use switchboard_core::contract::{Delivery, PublishOptions, Subscription};
 use switchboard_core::backend::Publisher;
+use switchboard_core::contract::{Delivery, PublishOptions, Subscription};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 use switchboard_remote::RemoteBackend;
 use switchboard_server::{Server, ServerConfig};

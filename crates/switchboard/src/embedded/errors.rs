@@ -19,7 +19,9 @@ pub(crate) fn to_bus(e: BrokerError) -> BusError {
         BrokerError::SubscriptionNotFound { topic, subscription } => {
             BusError::subscription_not_found(&topic, &subscription)
         }
-        BrokerError::TopicExists(topic) => BusError::Conflict { resource: Resource::Topic(topic), reason: text },
+        BrokerError::TopicExists(topic) => {
+            BusError::Conflict { resource: Resource::Topic(topic), reason: text }
+        }
         BrokerError::SubscriptionExists { topic, subscription } => {
             BusError::subscription_conflict(&topic, &subscription, text)
         }

@@ -18,8 +18,11 @@ use switchboard_broker::{
     Broker, BrokerConfig, PublishOptions as BrokerPublishOptions, StartPosition, SubscriptionConfig,
     SubscriptionMode, TopicConfig,
 };
-use switchboard_core::contract::{BusError, Capabilities, Capability, Mode, PublishOptions, Start, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{
+    BusError, Capabilities, Capability, Mode, PublishOptions, Start, Subscription, SubscriptionSpec,
+    SubscriptionStats, TopicSpec,
+};
 use switchboard_core::{Message, SubscriptionName, SystemClock, TopicName};
 use switchboard_storage::MemStorage;
 

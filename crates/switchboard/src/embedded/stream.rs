@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use switchboard_broker::{Broker, StreamConsumer};
-use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, LeaseLostCause, Nack};
 use switchboard_core::backend::{self, CommitPoint, DeliverySource, Settle};
+use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, LeaseLostCause, Nack};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::sync::Notify;
 
@@ -200,7 +200,10 @@ impl Settle for StreamSettle {
                     let consumer = self.member.consumer.lock().clone();
                     match consumer {
                         Some(c) => c.commit(self.partition, point).await.map_err(to_bus),
-                        None => Err(BusError::lease_lost(LeaseLostCause::SubscriptionClosed, "the offset is not committed")),
+                        None => Err(BusError::lease_lost(
+                            LeaseLostCause::SubscriptionClosed,
+                            "the offset is not committed",
+                        )),
                     }
                 }
                 None => Ok(()),

@@ -35,9 +35,17 @@ impl Incoming {
     /// When the default dead-letter topic name would be too long (topic and subscription
     /// names near the length limit): set one with [`Incoming::with_dead_letter_topic`].
     pub fn new(message: Message, info: DeliveryInfo, handler: impl Into<Arc<str>>) -> Incoming {
-        let dead_letter_topic = switchboard_core::contract::default_dead_letter_topic(&info.topic, &info.subscription)
-            .unwrap_or_else(|e| panic!("{e}; set a dead-letter topic"));
-        Incoming { message, info, handler: handler.into(), max_deliveries: None, dead_letter_topic, system: "embedded" }
+        let dead_letter_topic =
+            switchboard_core::contract::default_dead_letter_topic(&info.topic, &info.subscription)
+                .unwrap_or_else(|e| panic!("{e}; set a dead-letter topic"));
+        Incoming {
+            message,
+            info,
+            handler: handler.into(),
+            max_deliveries: None,
+            dead_letter_topic,
+            system: "embedded",
+        }
     }
 
     /// Sets the subscription's delivery limit.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use switchboard_core::TopicName;
 use switchboard_core::contract::{
-    BusError, Capability, Delivery, Nack, PublishOptions, Subscription, SubscriptionSpec, default_dead_letter_topic,
+    BusError, Capability, Delivery, Nack, PublishOptions, Subscription, SubscriptionSpec,
+    default_dead_letter_topic,
 };
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -34,15 +35,16 @@ impl Route {
     /// subscription without one (a stream, or no delivery limit) still gets the default name.
     fn dead_letter_topic(&self) -> Result<TopicName, BusError> {
         self.spec.validate()?;
-        let topic = match self.spec.dead_letter_topic_for(&self.topic)?.or(self.spec.dead_letter_topic.clone()) {
-            Some(t) => t,
-            None => default_dead_letter_topic(&self.topic, &self.spec.name).map_err(|e| {
-                BusError::InvalidArgument(format!(
-                    "route {}: no dead-letter topic name fits ({e}); set dead_letter_topic",
-                    self.name
-                ))
-            })?,
-        };
+        let topic =
+            match self.spec.dead_letter_topic_for(&self.topic)?.or(self.spec.dead_letter_topic.clone()) {
+                Some(t) => t,
+                None => default_dead_letter_topic(&self.topic, &self.spec.name).map_err(|e| {
+                    BusError::InvalidArgument(format!(
+                        "route {}: no dead-letter topic name fits ({e}); set dead_letter_topic",
+                        self.name
+                    ))
+                })?,
+            };
         if topic == self.topic {
             return Err(BusError::InvalidArgument(format!(
                 "route {}: a topic cannot be its own dead-letter topic",
@@ -139,7 +141,8 @@ impl Router {
     /// topic cannot be named, before any subscription is opened; or a subscription cannot be
     /// opened (nothing is left running then).
     pub async fn start(self) -> Result<RunningRouter, BusError> {
-        let dead_letter_topics = self.routes.iter().map(Route::dead_letter_topic).collect::<Result<Vec<_>, _>>()?;
+        let dead_letter_topics =
+            self.routes.iter().map(Route::dead_letter_topic).collect::<Result<Vec<_>, _>>()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut subscriptions = Vec::with_capacity(self.routes.len());
         for route in &self.routes {
@@ -147,7 +150,9 @@ impl Router {
         }
         let mut tasks = JoinSet::new();
         let nack_delay = self.bus.capabilities().contains(Capability::NackDelay);
-        for ((route, sub), dead_letter_topic) in self.routes.into_iter().zip(subscriptions).zip(dead_letter_topics) {
+        for ((route, sub), dead_letter_topic) in
+            self.routes.into_iter().zip(subscriptions).zip(dead_letter_topics)
+        {
             let worker = RouteWorker {
                 route,
                 dead_letter_topic,

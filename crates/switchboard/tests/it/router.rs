@@ -11,7 +11,10 @@ use tower::Layer;
 use crate::util::{bus, eventually, next, sub, topic};
 
 fn quick() -> Middleware {
-    Middleware::default().with_timeout(Some(Duration::from_millis(300))).with_retry(None).with_circuit_breaker(None)
+    Middleware::default()
+        .with_timeout(Some(Duration::from_millis(300)))
+        .with_retry(None)
+        .with_circuit_breaker(None)
 }
 
 fn spec(name: &str) -> SubscriptionSpec {
@@ -205,8 +208,10 @@ async fn a_stream_route_dead_letters_rejections_to_its_configured_topic() {
         .start()
         .await
         .expect("start");
-    let mut rejects =
-        bus.subscribe(&topic("audit-rejects"), SubscriptionSpec::stream(sub("inspect"))).await.expect("subscribe");
+    let mut rejects = bus
+        .subscribe(&topic("audit-rejects"), SubscriptionSpec::stream(sub("inspect")))
+        .await
+        .expect("subscribe");
     bus.publish(&topic("events"), Message::new("/t", "t", "x")).await.expect("publish");
     let d = next(&mut rejects).await;
     assert_eq!(d.message().extensions[ext::HANDLER], "audit");
