@@ -1,6 +1,6 @@
 //! The log: a directory of segments behind one handle, [`Log`].
 //!
-//! This file owns the handle, the state shared by every path (the append lock's [`State`],
+//! This file owns the handle, the state shared by every path (the append lock's `State`,
 //! the segment list, the visible end) and opening. Each path lives in a file of its own,
 //! because each has its own invariants and they are easier to check one at a time:
 //!
