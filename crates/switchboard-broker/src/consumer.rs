@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use switchboard_core::{SharedClock, Timestamp};
 
-use crate::delivery::Delivery;
+use crate::delivery::BrokerDelivery;
 use crate::error::Result;
 use crate::queue::MemberId;
 use crate::receipt::Receipt;
@@ -23,7 +23,7 @@ pub(crate) async fn receive_waiting(
     max: usize,
     max_in_flight: usize,
     wait: Duration,
-) -> Result<Vec<Delivery>> {
+) -> Result<Vec<BrokerDelivery>> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let published = topic.appended.notified();
@@ -68,7 +68,7 @@ impl QueueConsumer {
     ///
     /// # Errors
     /// A storage failure while reading or journaling deliveries.
-    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<BrokerDelivery>> {
         receive_waiting(&self.clock, &self.topic, &self.sub, self.member, max, self.max_in_flight, wait).await
     }
 
@@ -144,7 +144,7 @@ impl StreamConsumer {
     ///
     /// # Errors
     /// A storage failure while reading.
-    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<BrokerDelivery>> {
         receive_waiting(&self.clock, &self.topic, &self.sub, self.member, max, usize::MAX, wait).await
     }
 

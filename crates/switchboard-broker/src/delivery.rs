@@ -5,9 +5,10 @@ use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use crate::config::SubscriptionMode;
 use crate::receipt::Receipt;
 
-/// One message handed to a consumer.
+/// One message handed to a consumer of the broker. (Named apart from the SDK contract's
+/// `switchboard_core::contract::Delivery`, which the embedded backend builds from it.)
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Delivery {
+pub struct BrokerDelivery {
     /// The topic it was published to.
     pub topic: TopicName,
     /// The subscription it was delivered through.

@@ -46,7 +46,7 @@ pub use config::{
     SubscriptionMode, TopicConfig,
 };
 pub use consumer::{QueueConsumer, StreamConsumer};
-pub use delivery::{Delivery, LogRecord, PartitionStats, SeekTo, SubscriptionStats};
+pub use delivery::{BrokerDelivery, LogRecord, PartitionStats, SeekTo, SubscriptionStats};
 pub use dir_lock::{DataDirLock, lock_data_dir};
 pub use error::{BrokerError, Result};
 pub use receipt::Receipt;

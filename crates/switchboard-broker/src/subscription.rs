@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::codec::{self, StoredMessage};
 use crate::config::{SubscriptionConfig, SubscriptionMode};
-use crate::delivery::{Delivery, PartitionStats, SeekTo, SubscriptionStats};
+use crate::delivery::{BrokerDelivery, PartitionStats, SeekTo, SubscriptionStats};
 use crate::error::{BrokerError, Result};
 use crate::journal::{self, Entry};
 use crate::queue::{Admit, DeadLetter, Incoming, MemberId, Pos, QueueState, Rules, SettleError};
@@ -173,7 +173,7 @@ impl Subscription {
         member: MemberId,
         max: usize,
         max_in_flight: usize,
-    ) -> Result<Vec<Delivery>> {
+    ) -> Result<Vec<BrokerDelivery>> {
         let now = self.clock.now();
         let mut out = Vec::new();
         let mut entries = Vec::new();
@@ -205,7 +205,7 @@ impl Subscription {
         member: MemberId,
         want: usize,
         now: Timestamp,
-        out: &mut Vec<Delivery>,
+        out: &mut Vec<BrokerDelivery>,
         entries: &mut Vec<Entry>,
     ) -> Result<()> {
         q.tick(now, self.max_deliveries());
@@ -292,14 +292,14 @@ impl Subscription {
         stored: StoredMessage,
         member: MemberId,
         now: Timestamp,
-        out: &mut Vec<Delivery>,
+        out: &mut Vec<BrokerDelivery>,
         entries: &mut Vec<Entry>,
     ) {
         let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
         let expires = now.saturating_add(Duration::from_millis(self.config.lease_ms));
         let attempt = q.lease(pos, member, lease, expires);
         entries.push(Entry::Delivered { partition: pos.0, offset: pos.1, attempt });
-        out.push(Delivery {
+        out.push(BrokerDelivery {
             topic: self.topic.clone(),
             subscription: self.name.clone(),
             partition: pos.0,
@@ -318,7 +318,7 @@ impl Subscription {
         topic: &Topic,
         member: MemberId,
         max: usize,
-        out: &mut Vec<Delivery>,
+        out: &mut Vec<BrokerDelivery>,
     ) -> Result<()> {
         let parts = s.assigned(member);
         if parts.is_empty() {
@@ -342,7 +342,7 @@ impl Subscription {
             for record in records {
                 match codec::decode(record.payload.clone()) {
                     // Redriven dead letters are meant for one queue subscription only.
-                    Ok(stored) if stored.target.is_none() => out.push(Delivery {
+                    Ok(stored) if stored.target.is_none() => out.push(BrokerDelivery {
                         topic: self.topic.clone(),
                         subscription: self.name.clone(),
                         partition: p,

@@ -24,12 +24,14 @@
 pub mod backend;
 mod clock;
 pub mod contract;
+mod hash;
 mod message;
 mod names;
 mod rfc3339;
 mod traceparent;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use hash::fnv1a_64;
 pub use message::{
     EXT_PARTITION_KEY, EXT_TRACEPARENT, EXT_TRACESTATE, MAX_ATTRIBUTE_LEN, MAX_EXTENSION_NAME_LEN, Message,
     MessageError, SPEC_VERSION, is_extension_name, is_rfc3339, new_message_id,

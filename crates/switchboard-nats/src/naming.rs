@@ -55,13 +55,9 @@ pub(crate) fn escape(name: &str) -> String {
         cut -= 1;
     }
     out.truncate(cut);
-    out.push_str(&format!("_H{:016x}", fnv1a(name.as_bytes())));
+    // FNV-1a: stable across Rust releases and processes, unlike `DefaultHasher`.
+    out.push_str(&format!("_H{:016x}", switchboard_core::fnv1a_64(name.as_bytes())));
     out
-}
-
-/// FNV-1a, 64 bits: stable across Rust releases, unlike `DefaultHasher`.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use switchboard_broker::{Broker, Delivery};
+use switchboard_broker::{Broker, BrokerDelivery};
 
 /// Which API a request came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -155,7 +155,7 @@ impl Metrics {
     }
 
     /// Records deliveries handed to a consumer.
-    pub fn delivered(&self, deliveries: &[Delivery]) {
+    pub fn delivered(&self, deliveries: &[BrokerDelivery]) {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         for d in deliveries {
             let l = SubLabels { topic: d.topic.to_string(), subscription: d.subscription.to_string() };

@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use switchboard_broker::{
-    Broker, BrokerConfig, BrokerError, Delivery, PublishOptions, SeekTo, SubscriptionConfig, TopicConfig,
+    Broker, BrokerConfig, BrokerDelivery, BrokerError, PublishOptions, SeekTo, SubscriptionConfig,
+    TopicConfig,
 };
 use switchboard_core::{Message, SystemClock};
 use switchboard_storage::FileStorage;
@@ -422,7 +423,7 @@ async fn check(dir: &Path, round: u64, acks: &Acknowledged) -> Checked {
     // it closes the broker) and look for acked ones among them.
     let mut c = broker.queue_consumer(&t, &q).unwrap();
     c.set_max_in_flight(usize::MAX);
-    let mut delivered: Vec<Delivery> = Vec::new();
+    let mut delivered: Vec<BrokerDelivery> = Vec::new();
     loop {
         let got = c.receive(1000, Duration::ZERO).await.unwrap();
         if got.is_empty() {

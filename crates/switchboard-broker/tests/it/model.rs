@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use switchboard_broker::{BrokerError, Delivery, Receipt, SeekTo, SubscriptionConfig, TopicConfig};
+use switchboard_broker::{BrokerDelivery, BrokerError, Receipt, SeekTo, SubscriptionConfig, TopicConfig};
 use switchboard_core::{Clock, Message, Timestamp};
 
 use crate::util::*;
@@ -87,7 +87,7 @@ impl Model {
     }
 
     /// Checks one queue delivery against the model.
-    fn check_delivery(&self, d: &Delivery, now: Timestamp) {
+    fn check_delivery(&self, d: &BrokerDelivery, now: Timestamp) {
         let id = &d.message.id;
         assert!(!self.acked.contains(id), "{id} delivered after its ack returned Ok");
         assert!(

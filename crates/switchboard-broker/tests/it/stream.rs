@@ -32,7 +32,7 @@ async fn publish_keyed(env: &Env, n: usize, keys: usize) {
     }
 }
 
-async fn read_all(c: &switchboard_broker::StreamConsumer) -> Vec<switchboard_broker::Delivery> {
+async fn read_all(c: &switchboard_broker::StreamConsumer) -> Vec<switchboard_broker::BrokerDelivery> {
     let mut all = Vec::new();
     loop {
         let got = c.receive(100, Duration::ZERO).await.unwrap();

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_broker::{Broker, BrokerConfig, Delivery, QueueConsumer, Receipt};
+use switchboard_broker::{Broker, BrokerConfig, BrokerDelivery, QueueConsumer, Receipt};
 use switchboard_core::{ManualClock, Message, SubscriptionName, TopicName};
 use switchboard_storage::MemStorage;
 
@@ -19,11 +19,11 @@ pub fn msg(i: usize) -> Message {
     Message::new("/test", "test.event", format!("message {i}")).with_id(format!("id-{i}"))
 }
 
-pub fn body(d: &Delivery) -> String {
+pub fn body(d: &BrokerDelivery) -> String {
     String::from_utf8(d.message.data.to_vec()).unwrap()
 }
 
-pub fn receipts(ds: &[Delivery]) -> Vec<Receipt> {
+pub fn receipts(ds: &[BrokerDelivery]) -> Vec<Receipt> {
     ds.iter().map(|d| d.receipt.unwrap()).collect()
 }
 
@@ -73,7 +73,7 @@ impl Env {
     }
 
     /// Receives everything available without waiting.
-    pub async fn drain(&self, c: &QueueConsumer) -> Vec<Delivery> {
+    pub async fn drain(&self, c: &QueueConsumer) -> Vec<BrokerDelivery> {
         let mut all = Vec::new();
         loop {
             let got = c.receive(1000, Duration::ZERO).await.unwrap();

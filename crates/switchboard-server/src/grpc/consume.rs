@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 
-use switchboard_broker::{Broker, BrokerError, Delivery, QueueConsumer, Receipt, StreamConsumer};
+use switchboard_broker::{Broker, BrokerDelivery, BrokerError, QueueConsumer, Receipt, StreamConsumer};
 use switchboard_core::{SubscriptionName, TopicName};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,7 +46,7 @@ const DELIVERY_OVERHEAD: usize = 128;
 
 type Tx = mpsc::Sender<Result<api::ConsumeResponse, Status>>;
 /// A `receive` in progress, borrowing the consumer.
-type Receiving<'a> = Pin<Box<dyn Future<Output = Result<Vec<Delivery>, BrokerError>> + Send + 'a>>;
+type Receiving<'a> = Pin<Box<dyn Future<Output = Result<Vec<BrokerDelivery>, BrokerError>> + Send + 'a>>;
 /// An ack or nack in progress: its request id and outcomes.
 type Settlement<'a> = Pin<Box<dyn Future<Output = (u64, Vec<Outcome>)> + Send + 'a>>;
 
@@ -203,7 +203,7 @@ async fn run(
 }
 
 /// Sends deliveries in responses of at most about [`MAX_RESPONSE_BYTES`].
-async fn send_deliveries(tx: &Tx, deliveries: Vec<Delivery>, credits: u32) -> bool {
+async fn send_deliveries(tx: &Tx, deliveries: Vec<BrokerDelivery>, credits: u32) -> bool {
     let mut batch = Vec::new();
     let mut size = 0;
     for d in deliveries {
@@ -249,7 +249,7 @@ impl Consumer {
         }
     }
 
-    async fn receive(&self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
+    async fn receive(&self, max: usize) -> Result<Vec<BrokerDelivery>, BrokerError> {
         match self {
             Consumer::Queue(q) => q.receive(max, POLL).await,
             Consumer::Stream(s) => s.receive(max, POLL).await,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use base64::Engine as _;
 use bytes::Bytes;
 use switchboard_broker::{
-    BrokerError, Delivery, Durability, FsyncPolicy, PartitionStats, PublishReceipt, RetentionConfig,
+    BrokerDelivery, BrokerError, Durability, FsyncPolicy, PartitionStats, PublishReceipt, RetentionConfig,
     StartPosition, SubscriptionConfig, SubscriptionMode, SubscriptionStats, TopicConfig, TopicInfo,
 };
 use switchboard_core::{Message, SPEC_VERSION, SubscriptionName, Timestamp, TopicName};
@@ -215,7 +215,7 @@ pub(super) fn receipt_to_proto(r: PublishReceipt) -> api::PublishReceipt {
     }
 }
 
-pub(super) fn delivery_to_proto(d: Delivery) -> api::Delivery {
+pub(super) fn delivery_to_proto(d: BrokerDelivery) -> api::Delivery {
     api::Delivery {
         partition: d.partition,
         offset: d.offset,

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use switchboard_broker::{BrokerError, Delivery, Receipt};
+use switchboard_broker::{BrokerDelivery, BrokerError, Receipt};
 
 use super::cloudevents;
 use super::extract::{ApiPath, ApiQuery, Body, json_body, max_messages, subscription_name, topic_name};
@@ -62,7 +62,7 @@ pub(super) async fn receive(
     Ok(Json(json!({ "messages": messages })))
 }
 
-fn delivery_json(d: &Delivery) -> Value {
+fn delivery_json(d: &BrokerDelivery) -> Value {
     json!({
         "receipt": d.receipt.map(|r| r.to_string()),
         "partition": d.partition,

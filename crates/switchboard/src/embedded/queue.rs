@@ -25,7 +25,7 @@ struct Target {
 pub(crate) struct QueueSource {
     target: Target,
     consumer: Option<QueueConsumer>,
-    buffer: VecDeque<switchboard_broker::Delivery>,
+    buffer: VecDeque<switchboard_broker::BrokerDelivery>,
     prefetch: usize,
 }
 
@@ -46,7 +46,7 @@ impl QueueSource {
         })
     }
 
-    fn wrap(&self, d: switchboard_broker::Delivery) -> Result<Delivery, BusError> {
+    fn wrap(&self, d: switchboard_broker::BrokerDelivery) -> Result<Delivery, BusError> {
         let info = DeliveryInfo::new(d.topic, d.subscription, d.partition, d.offset)
             .with_attempt(d.attempt)
             .with_published_at(Some(d.published_at));

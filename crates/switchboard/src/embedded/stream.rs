@@ -51,7 +51,7 @@ struct Member {
 
 pub(crate) struct StreamSource {
     member: Option<Arc<Member>>,
-    buffer: VecDeque<switchboard_broker::Delivery>,
+    buffer: VecDeque<switchboard_broker::BrokerDelivery>,
     prefetch: usize,
 }
 
