@@ -42,13 +42,13 @@ pub(crate) async fn stats(
         Ok(q) => {
             let in_flight = shared.in_flight(&queue).load(Ordering::Relaxed);
             let backlog = u64::from(q.message_count()) + in_flight;
-            Ok(SubscriptionStats { backlog, in_flight, lag: backlog, dead_lettered: None })
+            Ok(SubscriptionStats::new(backlog, in_flight, backlog))
         }
-        Err(BusError::NotFound(_)) => {
+        Err(BusError::NotFound { .. }) => {
             if offsets::exists(shared, &naming::offsets(topic, subscription)).await? {
                 Err(BusError::Unsupported { backend: BACKEND, feature: "stats of stream subscriptions" })
             } else {
-                Err(BusError::NotFound(format!("subscription {subscription} on topic {topic}")))
+                Err(BusError::subscription_not_found(topic, subscription))
             }
         }
         Err(e) => Err(e),
@@ -68,7 +68,7 @@ pub(crate) async fn delete_topic(shared: &Shared, topic: &TopicName) -> Result<(
     .await;
     close_channel(&ch).await;
     match stream {
-        Ok(_) | Err(BusError::NotFound(_)) => {}
+        Ok(_) | Err(BusError::NotFound { .. }) => {}
         Err(e) => return Err(e),
     }
     let ch = shared.channel().await?;
@@ -79,7 +79,7 @@ pub(crate) async fn delete_topic(shared: &Shared, topic: &TopicName) -> Result<(
     .await;
     close_channel(&ch).await;
     match exchange {
-        Ok(_) | Err(BusError::NotFound(_)) => Ok(()),
+        Ok(_) | Err(BusError::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -100,7 +100,7 @@ pub(crate) async fn delete_subscription(
         .await;
         close_channel(&ch).await;
         match deleted {
-            Ok(_) | Err(BusError::NotFound(_)) => {}
+            Ok(_) | Err(BusError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
     }

@@ -30,7 +30,7 @@ use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind};
 use switchboard_core::TopicName;
-use switchboard_core::contract::BusError;
+use switchboard_core::contract::{BusError, Resource};
 use tokio::sync::{Mutex, watch};
 
 use crate::offsets::Commits;
@@ -292,14 +292,27 @@ pub(crate) async fn settle_bounded(
 }
 
 /// Maps a client error: connection trouble is retryable, a refusal by the broker is not.
+///
+/// `NOT_FOUND` and `PRECONDITION_FAILED` become [`BusError::NotFound`] and
+/// [`BusError::Conflict`] about the queue or exchange RabbitMQ names in its reply (a
+/// [`Resource::Native`]); callers that know the topic or subscription behind it say so
+/// instead. A reply that names no queue or exchange has no resource to report and stays a
+/// non-retryable [`BusError::Backend`].
 pub(crate) fn lapin_error(e: lapin::Error) -> BusError {
     let retryable = match e.kind() {
         ErrorKind::ProtocolError(amqp) => match amqp.kind() {
             AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => {
-                return BusError::NotFound(amqp.get_message().to_string());
+                if let Some(resource) = named_object(amqp.get_message().as_str()) {
+                    return BusError::NotFound { resource };
+                }
+                false
             }
             AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
-                return BusError::Conflict(format!("RabbitMQ refused: {}", amqp.get_message()));
+                if let Some(resource) = named_object(amqp.get_message().as_str()) {
+                    let reason = format!("RabbitMQ refused: {}", amqp.get_message());
+                    return BusError::Conflict { resource, reason };
+                }
+                false
             }
             AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED) => true,
             AMQPErrorKind::Soft(_) => false,
@@ -311,6 +324,20 @@ pub(crate) fn lapin_error(e: lapin::Error) -> BusError {
         _ => true,
     };
     BusError::backend(BACKEND, retryable, e)
+}
+
+/// The queue or exchange a RabbitMQ reply text names: it writes them as
+/// `<kind> '<name>' in vhost '<vhost>'` (`NOT_FOUND - no queue 'sb.q.…' in vhost '/'`,
+/// `PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'sb.q.…' in vhost '/': …`).
+fn named_object(reply: &str) -> Option<Resource> {
+    let head = &reply[..reply.find("' in vhost '")?];
+    let open = head.rfind(" '")?;
+    let kind = match head[..open].rsplit(' ').next()? {
+        "queue" => "queue",
+        "exchange" => "exchange",
+        _ => return None,
+    };
+    Some(Resource::Native { kind, name: head[open + 2..].to_owned() })
 }
 
 /// `url` with any `user:password@` replaced by `***@`.
@@ -333,5 +360,26 @@ mod tests {
         assert_eq!(redact("amqp://guest:secret@host:5672/%2f"), "amqp://***@host:5672/%2f");
         assert_eq!(redact("amqp://host:5672"), "amqp://host:5672");
         assert_eq!(redact("not a url"), "not a url");
+    }
+
+    #[test]
+    fn replies_name_their_queue_or_exchange() {
+        let native = |kind, name: &str| Some(Resource::Native { kind, name: name.to_owned() });
+        assert_eq!(
+            named_object("NOT_FOUND - no queue 'sb.q.1.t.s' in vhost '/'"),
+            native("queue", "sb.q.1.t.s")
+        );
+        assert_eq!(
+            named_object("NOT_FOUND - no exchange 'sb.t.a' in vhost 'v'"),
+            native("exchange", "sb.t.a")
+        );
+        assert_eq!(
+            named_object(
+                "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'sb.q.1.t.w' in \
+                 vhost '/': received the value '6' of type 'signedint' but current is none"
+            ),
+            native("queue", "sb.q.1.t.w")
+        );
+        assert_eq!(named_object("PRECONDITION_FAILED - unknown delivery tag 5"), None);
     }
 }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use switchboard_core::Message;
-use switchboard_core::contract::{BusError, DeadLetterReason, PublishOptions};
 use switchboard_core::backend::DeadLetterStamp;
+use switchboard_core::contract::{BusError, DeadLetterReason, PublishOptions};
 
 use crate::connect::settle_bounded;
 use crate::headers;
@@ -44,7 +44,7 @@ pub(crate) async fn send(
     let Some(dlq) = &ctx.dead_letter_topic else {
         return Err(BusError::InvalidArgument("the subscription has no dead-letter topic".into()));
     };
-    DeadLetter {
+    DeadLetterStamp {
         reason,
         topic: &ctx.topic,
         subscription: &ctx.spec.name,

@@ -42,8 +42,11 @@
 
 use std::sync::Arc;
 
-use switchboard_core::contract::{BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{
+    BusError, Capabilities, Capability, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats,
+    TopicSpec,
+};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 
 mod admin;
@@ -104,21 +107,14 @@ impl AmqpBackend {
     ///   deliveries received and not settled, buffered or handed out; unacked messages held by
     ///   other processes are invisible without the management API).
     pub fn capabilities() -> Capabilities {
-        let mut c = Capabilities::NONE;
-        c.queue = true;
-        c.stream = true;
-        c.replay_from_start = true;
-        c.queue_replay = false;
-        c.per_key_order = false;
-        c.delayed_delivery = false;
-        c.nack_delay = true;
-        c.lease_extension = true;
-        c.native_dead_letter = false;
-        c.dedup = false;
-        c.persistence = true;
-        c.stream_groups = false;
-        c.stats = true;
-        c
+        Capabilities::NONE
+            .with(Capability::Queue)
+            .with(Capability::Stream)
+            .with(Capability::ReplayFromStart)
+            .with(Capability::NackDelay)
+            .with(Capability::LeaseExtension)
+            .with(Capability::Persistence)
+            .with(Capability::Stats)
     }
 }
 

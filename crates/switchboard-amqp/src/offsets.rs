@@ -34,7 +34,7 @@ use std::time::Duration;
 use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation};
-use switchboard_core::contract::BusError;
+use switchboard_core::contract::{BusError, LeaseLostCause, Resource};
 use tokio::sync::{Notify, watch};
 
 use crate::connect::{
@@ -86,9 +86,9 @@ impl Commits {
     pub(crate) fn acked(&self, point: Option<u64>) -> Result<(), BusError> {
         let mut want = self.want.lock();
         if want.sealed {
-            return Err(BusError::LeaseLost(
-                "the subscription was closed; the offset is not committed and the message is delivered again"
-                    .into(),
+            return Err(BusError::lease_lost(
+                LeaseLostCause::SubscriptionClosed,
+                "the offset is not committed and the message is delivered again",
             ));
         }
         if let Some(p) = point
@@ -273,8 +273,9 @@ async fn write_on(ch: &Channel, queue: &str, offset: u64) -> Result<(), BusError
         .map_err(|_| timed_out("waiting for the confirm of an offset commit"))?;
     match confirmed.map_err(lapin_error)? {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        // Returned as unroutable: the store is gone (the subscription was deleted).
         Confirmation::Ack(Some(_)) => {
-            Err(BusError::NotFound(format!("offset store {queue} (the subscription was deleted)")))
+            Err(BusError::NotFound { resource: Resource::Native { kind: "queue", name: queue.to_owned() } })
         }
         Confirmation::Nack(_) => Err(BusError::Backend {
             backend: BACKEND,
@@ -295,7 +296,7 @@ pub(crate) async fn exists(shared: &Shared, queue: &str) -> Result<bool, BusErro
     close_channel(&ch).await;
     match declared {
         Ok(_) => Ok(true),
-        Err(BusError::NotFound(_)) => Ok(false),
+        Err(BusError::NotFound { .. }) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -321,7 +322,10 @@ mod tests {
         c.acked(None).unwrap();
         assert_eq!(c.want.lock().point, Some(12));
         c.seal();
-        assert!(matches!(c.acked(Some(20)), Err(BusError::LeaseLost(_))));
+        assert!(matches!(
+            c.acked(Some(20)),
+            Err(BusError::LeaseLost { cause: LeaseLostCause::SubscriptionClosed, .. })
+        ));
         assert_eq!(c.want.lock().point, Some(12));
     }
 }

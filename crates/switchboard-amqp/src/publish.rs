@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
-use switchboard_core::contract::{BusError, PublishOptions};
+use switchboard_core::contract::{BusError, PublishOptions, Resource};
 use switchboard_core::{Message, Timestamp, TopicName};
 
 use crate::connect::{BACKEND, RPC_TIMEOUT, Shared, bounded, close_channel, is_timeout, timed_out};
@@ -33,7 +33,14 @@ pub(crate) async fn ensure_topic(shared: &Shared, topic: &TopicName) -> Result<(
     let ch = shared.channel().await?;
     let declared = declare_topic(&ch, topic).await;
     close_channel(&ch).await;
-    declared?;
+    // What RabbitMQ refused or could not find is the topic's exchange or stream.
+    declared.map_err(|e| match e {
+        BusError::NotFound { .. } => BusError::topic_not_found(topic),
+        BusError::Conflict { reason, .. } => {
+            BusError::Conflict { resource: Resource::Topic(topic.clone()), reason }
+        }
+        other => other,
+    })?;
     shared.ensured.lock().insert(topic.clone());
     Ok(())
 }
@@ -86,9 +93,10 @@ pub(crate) async fn publish(
     }
     ensure_topic(shared, topic).await?;
     let result = send(shared, topic, &messages).await;
-    if let Err(BusError::NotFound(_)) = &result {
+    if let Err(BusError::NotFound { .. }) = &result {
         // The exchange was deleted behind our back: declare it again next time.
         shared.ensured.lock().remove(topic);
+        return Err(BusError::topic_not_found(topic));
     }
     result
 }

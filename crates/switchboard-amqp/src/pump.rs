@@ -18,12 +18,13 @@
 //! Stream mode: a delivery below the offset the consumer asked for is acked and skipped.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use lapin::{Channel, Consumer};
-use switchboard_core::contract::Mode;
+use switchboard_core::contract::{BusError, Mode};
 use tokio::sync::{mpsc, watch};
 
 use crate::connect::{RPC_TIMEOUT, close_channel, settle_bounded};
@@ -60,6 +61,8 @@ pub(crate) async fn pump(
                     backoff = BACKOFF_MIN;
                     s
                 }
+                // The backend was closed: the subscription ends (`None`), as on `shutdown`.
+                Err(BusError::Closed) => return,
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(error = %e, "reopening the subscription failed; retrying");
                     tokio::select! {
@@ -80,6 +83,7 @@ pub(crate) async fn pump(
         let ended = run(&ctx, &ch, consumer, &tx, &mut stop, &mut shutdown).await;
         match ended {
             Ended::Stop => {
+                ctx.stopped.store(true, Ordering::Release);
                 close_channel(&ch).await;
                 return;
             }

@@ -33,8 +33,8 @@ use std::time::Duration;
 
 use lapin::Acker;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use switchboard_core::contract::{BusError, DeadLetterReason, Nack};
 use switchboard_core::backend::Settle;
+use switchboard_core::contract::{BusError, DeadLetterReason, LeaseLostCause, Nack};
 use switchboard_core::{Message, Timestamp};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -93,7 +93,7 @@ impl Lease {
 
     /// Ends the lease for a settle; `LeaseLost` when it had expired or the channel is gone.
     /// The returned guard is to be dropped once the settle reached the channel.
-    fn take(&self) -> Result<Option<Unsettled>, BusError> {
+    fn take(&self, ctx: &SubCtx) -> Result<Option<Unsettled>, BusError> {
         let mut state = self.state.lock();
         match *state {
             LeaseState::Held(_) => {
@@ -102,12 +102,12 @@ impl Lease {
                 let unsettled = self.unsettled.lock().take();
                 self.wake.notify_one();
                 if self.acker.poisoned() {
-                    return Err(lost("the channel closed; RabbitMQ delivers the message again"));
+                    return Err(channel_gone(ctx, "the channel closed; RabbitMQ delivers the message again"));
                 }
                 Ok(unsettled)
             }
-            LeaseState::Expired => Err(lost("the lease expired; the message was requeued")),
-            LeaseState::Done => Err(lost("already settled")),
+            LeaseState::Expired => Err(expired()),
+            LeaseState::Done => Err(already_settled()),
         }
     }
 }
@@ -144,17 +144,36 @@ async fn watch(lease: Arc<Lease>) {
     }
 }
 
-fn lost(why: &str) -> BusError {
-    BusError::LeaseLost(why.to_owned())
+/// The lease timer ran out first.
+fn expired() -> BusError {
+    BusError::lease_lost(LeaseLostCause::Expired, "the message was requeued")
+}
+
+/// Settled before (cannot happen through `Delivery`, which settles once).
+fn already_settled() -> BusError {
+    BusError::lease_lost(LeaseLostCause::Unknown, "already settled")
+}
+
+/// The delivery's channel is gone: closed with its subscription (or the backend), or lost
+/// with the connection.
+fn channel_gone(ctx: &SubCtx, detail: impl Into<String>) -> BusError {
+    let cause =
+        if ctx.closed() { LeaseLostCause::SubscriptionClosed } else { LeaseLostCause::ConnectionLost };
+    BusError::lease_lost(cause, detail)
 }
 
 /// Acks or nacks on the channel (bounded, see `connect::settle_bounded`) and maps the outcome.
-async fn on_channel(settle: impl std::future::Future<Output = lapin::Result<bool>>) -> Result<(), BusError> {
+async fn on_channel(
+    ctx: &SubCtx,
+    settle: impl std::future::Future<Output = lapin::Result<bool>>,
+) -> Result<(), BusError> {
     match settle_bounded(settle).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(lost("the channel closed; RabbitMQ delivers the message again")),
+        Ok(false) => Err(channel_gone(ctx, "the channel closed; RabbitMQ delivers the message again")),
         Err(e) if is_timeout(&e) => Err(e),
-        Err(e) => Err(lost(&format!("the channel failed ({e}); RabbitMQ delivers the message again"))),
+        Err(e) => {
+            Err(channel_gone(ctx, format!("the channel failed ({e}); RabbitMQ delivers the message again")))
+        }
     }
 }
 
@@ -171,12 +190,12 @@ pub(crate) struct QueueSettle {
 #[async_trait::async_trait]
 impl Settle for QueueSettle {
     async fn ack(self: Box<Self>) -> Result<(), BusError> {
-        let _unsettled = self.lease.take()?;
-        on_channel(self.lease.acker.ack(BasicAckOptions::default())).await
+        let _unsettled = self.lease.take(&self.ctx)?;
+        on_channel(&self.ctx, self.lease.acker.ack(BasicAckOptions::default())).await
     }
 
     async fn nack(self: Box<Self>, nack: Nack) -> Result<(), BusError> {
-        let unsettled = self.lease.take()?;
+        let unsettled = self.lease.take(&self.ctx)?;
         let last = self.ctx.spec.max_deliveries.is_some_and(|max| self.attempt >= max);
         if last && let Some(message) = self.message {
             let sent = dead_letter::send(
@@ -189,7 +208,7 @@ impl Settle for QueueSettle {
             )
             .await;
             return match sent {
-                Ok(()) => on_channel(self.lease.acker.ack(BasicAckOptions::default())).await,
+                Ok(()) => on_channel(&self.ctx, self.lease.acker.ack(BasicAckOptions::default())).await,
                 Err(e) => {
                     let _ = settle_bounded(self.lease.acker.nack(REQUEUE)).await;
                     Err(e)
@@ -197,7 +216,7 @@ impl Settle for QueueSettle {
             };
         }
         if nack.delay.is_zero() {
-            return on_channel(self.lease.acker.nack(REQUEUE)).await;
+            return on_channel(&self.ctx, self.lease.acker.nack(REQUEUE)).await;
         }
         let acker = self.lease.acker.clone();
         // Still unacked in RabbitMQ meanwhile, so still in flight.
@@ -213,7 +232,7 @@ impl Settle for QueueSettle {
         let mut state = self.lease.state.lock();
         match *state {
             LeaseState::Held(_) if self.lease.acker.poisoned() => {
-                Err(lost("the channel closed; RabbitMQ delivers the message again"))
+                Err(channel_gone(&self.ctx, "the channel closed; RabbitMQ delivers the message again"))
             }
             LeaseState::Held(_) => {
                 *state = LeaseState::Held(Instant::now() + by);
@@ -221,13 +240,13 @@ impl Settle for QueueSettle {
                 self.lease.wake.notify_one();
                 Ok(())
             }
-            LeaseState::Expired => Err(lost("the lease expired; the message was requeued")),
-            LeaseState::Done => Err(lost("already settled")),
+            LeaseState::Expired => Err(expired()),
+            LeaseState::Done => Err(already_settled()),
         }
     }
 
     fn abandon(self: Box<Self>) {
-        let Ok(unsettled) = self.lease.take() else { return };
+        let Ok(unsettled) = self.lease.take(&self.ctx) else { return };
         let acker = self.lease.acker.clone();
         // Outside a runtime the channel's close requeues the message instead.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {

@@ -31,7 +31,7 @@
 //! subscription writes its commit point (see `offsets.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lapin::message::Delivery as AmqpDelivery;
@@ -39,8 +39,10 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions};
 use lapin::options::{BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Acker, Channel, Consumer};
-use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, Mode, Start, Subscription, SubscriptionSpec};
 use switchboard_core::backend::{CommitPoint, DeliverySource};
+use switchboard_core::contract::{
+    BusError, Delivery, DeliveryInfo, Mode, Start, Subscription, SubscriptionSpec,
+};
 use switchboard_core::{Message, Timestamp, TopicName};
 use tokio::sync::{mpsc, watch};
 
@@ -63,6 +65,18 @@ pub(crate) struct SubCtx {
     /// The commit point of a stream subscription.
     pub(crate) commits: Option<Arc<Commits>>,
     pub(crate) redeliver: mpsc::UnboundedSender<Incoming>,
+    /// Set once the pump stops for good (the subscription was closed or dropped, or the
+    /// backend closed), before it closes its channel: a settle that then finds the channel
+    /// gone lost its lease because the subscription was closed, not because the connection
+    /// broke.
+    pub(crate) stopped: AtomicBool,
+}
+
+impl SubCtx {
+    /// Whether the subscription (or the whole backend) was closed.
+    pub(crate) fn closed(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) || self.shared.check_open().is_err()
+    }
 }
 
 /// Offsets of a stream subscription handed out and not yet acked, and its commit point (the
@@ -132,19 +146,21 @@ pub(crate) async fn subscribe(
         Mode::Stream => (naming::stream(topic), quorum_queue, "queue"),
     };
     if offsets::exists(shared, &other_mode).await? {
-        return Err(BusError::Conflict(format!(
-            "subscription {} on topic {topic} exists as a {other} subscription",
-            spec.name
-        )));
+        return Err(BusError::subscription_conflict(
+            topic,
+            &spec.name,
+            format!("it is a {other} subscription"),
+        ));
     }
     let (cursor, commits) = match spec.mode {
         Mode::Queue => (Cursor::default(), None),
         Mode::Stream => {
             let stored = offsets::open(shared, &store).await.map_err(|e| match e {
-                BusError::Conflict(m) => BusError::Conflict(format!(
-                    "the offset store of subscription {} on topic {topic} has other settings ({m})",
-                    spec.name
-                )),
+                BusError::Conflict { reason, .. } => BusError::subscription_conflict(
+                    topic,
+                    &spec.name,
+                    format!("its offset store has other settings ({reason})"),
+                ),
                 other => other,
             })?;
             let commits = Commits::new(store, stored);
@@ -163,6 +179,7 @@ pub(crate) async fn subscribe(
         cursor: parking_lot::Mutex::new(cursor),
         commits,
         redeliver,
+        stopped: AtomicBool::new(false),
     });
     let first = open(&ctx).await?;
     // As many as RabbitMQ sends unacked (the prefetch), so the pump takes every delivery off
@@ -173,7 +190,7 @@ pub(crate) async fn subscribe(
         ctx.commits.clone().map(|c| tokio::spawn(offsets::committer(shared.clone(), c, stop_rx.clone())));
     let pump = tokio::spawn(crate::pump::pump(ctx.clone(), first, tx, stop_rx));
     let source = AmqpSource { ctx, rx, again_rx, stop, pump: Some(pump), committer };
-    Ok(Subscription::new(topic.clone(), spec, Box::new(source)))
+    Ok(switchboard_core::backend::subscription(topic.clone(), spec, Box::new(source)))
 }
 
 fn prefetch(spec: &SubscriptionSpec) -> u16 {
@@ -227,6 +244,14 @@ async fn consume(ctx: &SubCtx, ch: &Channel) -> Result<Consumer, BusError> {
         ),
     )
     .await
+    .map_err(|e| match e {
+        // What is gone is the subscription's quorum queue, or the topic's stream.
+        BusError::NotFound { .. } => match ctx.spec.mode {
+            Mode::Queue => BusError::subscription_not_found(&ctx.topic, &ctx.spec.name),
+            Mode::Stream => BusError::topic_not_found(&ctx.topic),
+        },
+        other => other,
+    })
 }
 
 async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
@@ -246,10 +271,9 @@ async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
     )
     .await
     .map_err(|e| match e {
-        BusError::Conflict(m) => BusError::Conflict(format!(
-            "subscription {} on topic {} exists with other settings ({m})",
-            ctx.spec.name, ctx.topic
-        )),
+        BusError::Conflict { reason, .. } => {
+            BusError::subscription_conflict(&ctx.topic, &ctx.spec.name, reason)
+        }
         other => other,
     })?;
     bounded(
@@ -263,6 +287,11 @@ async fn declare_queue(ctx: &SubCtx, ch: &Channel) -> Result<(), BusError> {
         ),
     )
     .await
+    .map_err(|e| match e {
+        // The topic's exchange is gone.
+        BusError::NotFound { .. } => BusError::topic_not_found(&ctx.topic),
+        other => other,
+    })
 }
 
 /// The stream offset of a stream delivery.
@@ -287,14 +316,9 @@ struct AmqpSource {
 
 impl AmqpSource {
     fn info(&self, offset: u64, attempt: u32, published_at: Option<Timestamp>) -> DeliveryInfo {
-        DeliveryInfo {
-            topic: self.ctx.topic.clone(),
-            subscription: self.ctx.spec.name.clone(),
-            partition: 0,
-            offset,
-            attempt,
-            published_at,
-        }
+        DeliveryInfo::new(self.ctx.topic.clone(), self.ctx.spec.name.clone(), 0, offset)
+            .with_attempt(attempt)
+            .with_published_at(published_at)
     }
 
     /// Turns a delivery from RabbitMQ into a [`Delivery`]; `None` for a queue delivery from
@@ -313,7 +337,11 @@ impl AmqpSource {
                 let lease = Lease::start(d.acker, self.ctx.spec.lease, unsettled);
                 let keep = self.ctx.dead_letter_topic.as_ref().map(|_| message.clone());
                 let settle = QueueSettle { ctx: self.ctx.clone(), lease, message: keep, attempt, offset };
-                Some(Delivery::new(message, self.info(offset, attempt, published_at), Box::new(settle)))
+                Some(switchboard_core::backend::delivery(
+                    message,
+                    self.info(offset, attempt, published_at),
+                    Box::new(settle),
+                ))
             }
             Mode::Stream => {
                 let offset = stream_offset(&d).unwrap_or(d.delivery_tag);
@@ -340,7 +368,11 @@ impl AmqpSource {
             attempt,
             published_at,
         };
-        Delivery::new(message, self.info(offset, attempt, published_at), Box::new(settle))
+        switchboard_core::backend::delivery(
+            message,
+            self.info(offset, attempt, published_at),
+            Box::new(settle),
+        )
     }
 }
 

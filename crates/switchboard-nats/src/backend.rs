@@ -6,8 +6,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
-use switchboard_core::contract::{BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{
+    BusError, Capabilities, Capability, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats,
+    TopicSpec,
+};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 use tokio::sync::{RwLock, watch};
 
@@ -93,23 +96,16 @@ impl NatsBackend {
 }
 
 /// What this backend supports; the crate docs explain each flag.
-pub(crate) const CAPABILITIES: Capabilities = {
-    let mut c = Capabilities::NONE;
-    c.queue = true;
-    c.stream = true;
-    c.replay_from_start = true;
-    c.queue_replay = true;
-    c.per_key_order = false;
-    c.delayed_delivery = false;
-    c.nack_delay = true;
-    c.lease_extension = true;
-    c.native_dead_letter = false;
-    c.dedup = true;
-    c.persistence = true;
-    c.stream_groups = false;
-    c.stats = true;
-    c
-};
+pub(crate) const CAPABILITIES: Capabilities = Capabilities::NONE
+    .with(Capability::Queue)
+    .with(Capability::Stream)
+    .with(Capability::ReplayFromStart)
+    .with(Capability::QueueReplay)
+    .with(Capability::NackDelay)
+    .with(Capability::LeaseExtension)
+    .with(Capability::Dedup)
+    .with(Capability::Persistence)
+    .with(Capability::Stats);
 
 #[async_trait::async_trait]
 impl Publisher for NatsBackend {
@@ -204,7 +200,7 @@ impl Backend for NatsBackend {
         // A deleted subscription has nothing left to commit.
         let committed = committed
             .into_iter()
-            .filter(|r| !matches!(r, Err(BusError::NotFound(_))))
+            .filter(|r| !matches!(r, Err(BusError::NotFound { .. })))
             .collect::<Result<Vec<()>, BusError>>()
             .map(drop);
         let flushed = crate::publish::flush_client(&self.inner).await;

@@ -39,8 +39,8 @@ use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{Config, DiscardPolicy, LastRawMessageErrorKind, StorageType};
 use async_nats::jetstream::{ErrorCode, stream::PurgeErrorKind};
-use switchboard_core::contract::{BusError, Start};
 use switchboard_core::backend::CommitPoint;
+use switchboard_core::contract::{BusError, Start};
 use switchboard_core::{SubscriptionName, TopicName};
 use tokio::sync::watch;
 
@@ -286,7 +286,7 @@ impl Store {
     }
 
     fn not_found(&self) -> BusError {
-        BusError::NotFound(format!("subscription {} on topic {} (deleted)", self.name, self.topic))
+        BusError::subscription_not_found(&self.topic, &self.name)
     }
 
     /// Writes `point` unless a value at or past it is stored already.
@@ -420,7 +420,7 @@ async fn committer(store: Arc<Store>, mut rx: watch::Receiver<u64>) {
                 failing = false;
                 backoff = Duration::from_millis(100);
             }
-            Err(BusError::NotFound(_)) => return,
+            Err(BusError::NotFound { .. }) => return,
             Err(e) => {
                 tracing::warn!(subject = %store.subject, error = %e, "writing the stream cursor failed; retrying");
                 failing = true;

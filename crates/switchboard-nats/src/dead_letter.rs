@@ -19,8 +19,8 @@
 //! and retried on its next delivery, so a message is never lost between the two.
 
 use switchboard_core::Message;
-use switchboard_core::contract::{BusError, DeadLetterReason};
 use switchboard_core::backend::DeadLetterStamp;
+use switchboard_core::contract::{BusError, DeadLetterReason};
 
 use crate::errors::backend_msg;
 use crate::pull::SubShared;
@@ -54,7 +54,7 @@ fn dead_letter(
     error: Option<String>,
 ) -> Message {
     let mut m = original.clone();
-    DeadLetter {
+    DeadLetterStamp {
         reason,
         topic: &sub.topic,
         subscription: &sub.name,

@@ -33,8 +33,8 @@ use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use switchboard_core::contract::{BusError, DeadLetterReason, Delivery, DeliveryInfo, SubscriptionSpec};
 use switchboard_core::backend::DeliverySource;
+use switchboard_core::contract::{BusError, DeadLetterReason, Delivery, DeliveryInfo, SubscriptionSpec};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -251,7 +251,7 @@ async fn gone(sub: &SubShared, consumer: &PullConsumer) -> Option<BusError> {
                 ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound
             ) =>
         {
-            Some(BusError::NotFound(format!("subscription {} on topic {}", sub.name, sub.topic)))
+            Some(BusError::subscription_not_found(&sub.topic, &sub.name))
         }
         _ => None,
     }
@@ -308,17 +308,12 @@ async fn handle(
         return true;
     }
 
-    let info = DeliveryInfo {
-        topic: sub.topic.clone(),
-        subscription: sub.name.clone(),
-        partition: 0,
-        offset: seq,
-        attempt,
-        published_at: Some(Timestamp(published_ms)),
-    };
+    let info = DeliveryInfo::new(sub.topic.clone(), sub.name.clone(), 0, seq)
+        .with_attempt(attempt)
+        .with_published_at(Some(Timestamp(published_ms)));
     let original: Option<Message> = sub.max_deliveries.map(|_| message.clone());
     let settle = NatsSettle::new(sub.clone(), acker, original, seq, attempt, permit, received);
-    let delivery = Delivery::new(message, info, Box::new(settle));
+    let delivery = switchboard_core::backend::delivery(message, info, Box::new(settle));
     // A failed send drops the delivery, which nacks it.
     tx.send(Ok(delivery)).await.is_ok()
 }

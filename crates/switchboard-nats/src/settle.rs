@@ -27,8 +27,8 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::message::Acker;
 use parking_lot::Mutex;
 use switchboard_core::Message;
-use switchboard_core::contract::{BusError, DeadLetterReason, Nack};
 use switchboard_core::backend::Settle;
+use switchboard_core::contract::{BusError, DeadLetterReason, LeaseLostCause, Nack};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -82,10 +82,13 @@ impl NatsSettle {
     fn check_lease(&self) -> Result<(), BusError> {
         let deadline = *self.deadline.lock();
         if Instant::now() > deadline {
-            return Err(BusError::LeaseLost(format!(
-                "the {:?} lease of message {} on topic {} ran out; it will be delivered again",
-                self.sub.lease, self.seq, self.sub.topic
-            )));
+            return Err(BusError::lease_lost(
+                LeaseLostCause::Expired,
+                format!(
+                    "message {} on topic {}, lease {:?}; it will be delivered again",
+                    self.seq, self.sub.topic, self.sub.lease
+                ),
+            ));
         }
         Ok(())
     }

@@ -38,8 +38,10 @@ use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{ErrorCode, stream};
 use futures::StreamExt;
 use parking_lot::Mutex;
-use switchboard_core::contract::{BusError, Delivery, DeliveryInfo, Nack, Start, Subscription, SubscriptionSpec};
 use switchboard_core::backend::{DeliverySource, Settle};
+use switchboard_core::contract::{
+    BusError, Delivery, DeliveryInfo, Nack, Start, Subscription, SubscriptionSpec, SubscriptionStats,
+};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -80,7 +82,7 @@ pub(crate) async fn subscribe(
     let store = Store::new(inner.clone(), topic.clone(), spec.name.clone(), record, revision);
     let cursor = Cursor::start(store);
     let source = start(inner.clone(), cursor, stream_name, next, spec.prefetch);
-    Ok(Subscription::new(topic.clone(), spec, Box::new(source)))
+    Ok(switchboard_core::backend::subscription(topic.clone(), spec, Box::new(source)))
 }
 
 /// Reads the subscription's cursor, creating it when the subscription is new; returns its
@@ -96,9 +98,7 @@ async fn open_cursor(
 ) -> Result<(u64, Record), BusError> {
     let name = &spec.name;
     let subject = cursor::subject(topic, name);
-    let conflict = |what: &str| {
-        BusError::Conflict(format!("subscription {name} on topic {topic} exists with other settings: {what}"))
-    };
+    let conflict = |what: &str| BusError::subscription_conflict(topic, name, what);
     let state = stream.get_info().await.map_err(|e| map(&format!("reading topic {topic}"), e, true))?.state;
     for _ in 0..4 {
         let read = cursor::read(inner, &subject).await?;
@@ -180,14 +180,9 @@ impl Reader {
         attempt: u32,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Delivery {
-        let info = DeliveryInfo {
-            topic: self.cursor.topic.clone(),
-            subscription: self.cursor.name.clone(),
-            partition: 0,
-            offset: seq,
-            attempt,
-            published_at,
-        };
+        let info = DeliveryInfo::new(self.cursor.topic.clone(), self.cursor.name.clone(), 0, seq)
+            .with_attempt(attempt)
+            .with_published_at(published_at);
         let settle = StreamSettle {
             reader: self.clone(),
             seq,
@@ -196,7 +191,7 @@ impl Reader {
             attempt,
             _permit: permit,
         };
-        Delivery::new(message, info, Box::new(settle))
+        switchboard_core::backend::delivery(message, info, Box::new(settle))
     }
 
     /// Queues `seq` for redelivery after `delay` (unless the source is closed: then the next
@@ -295,7 +290,7 @@ impl DeliverySource for Source {
         self.reader.redeliver.lock().clear();
         match self.reader.cursor.flush().await {
             // Deleted meanwhile: nothing left to commit.
-            Err(BusError::NotFound(_)) => Ok(()),
+            Err(BusError::NotFound { .. }) => Ok(()),
             r => r,
         }
     }
@@ -322,10 +317,7 @@ struct Pull {
 
 /// The error that ends the reader of a deleted subscription.
 fn deleted(reader: &Reader) -> BusError {
-    BusError::NotFound(format!(
-        "subscription {} on topic {} (deleted)",
-        reader.cursor.name, reader.cursor.topic
-    ))
+    BusError::subscription_not_found(&reader.cursor.topic, &reader.cursor.name)
 }
 
 /// Why a reader's consumer could not be made.
@@ -521,7 +513,7 @@ impl Pull {
             Ok(c) => Ok(c),
             Err(e) => Err(match e.kind() {
                 ConsumerErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {
-                    Create::Gone(BusError::NotFound(format!("topic {topic} (its stream was deleted)")))
+                    Create::Gone(BusError::topic_not_found(topic))
                 }
                 _ => Create::Retry(map(&format!("reading topic {topic}"), e, true)),
             }),
@@ -585,14 +577,14 @@ pub(crate) async fn stats(
     inner: &Inner,
     topic: &TopicName,
     name: &SubscriptionName,
-) -> Result<Option<switchboard_core::contract::SubscriptionStats>, BusError> {
+) -> Result<Option<SubscriptionStats>, BusError> {
     let read = cursor::read(inner, &cursor::subject(topic, name)).await?;
     let Some(record) = read.record else { return Ok(None) };
     let stream = inner
         .js
         .get_stream_no_info(naming::stream_name(topic))
         .await
-        .map_err(|_| BusError::NotFound(format!("topic {topic}")))?;
+        .map_err(|_| BusError::topic_not_found(topic))?;
     let state = stream.get_info().await.map_err(|e| map(&format!("reading topic {topic}"), e, true))?.state;
     let (mut in_flight, mut committed) = (0u64, record.next);
     for c in inner.cursors.lock().iter().filter_map(std::sync::Weak::upgrade) {
@@ -604,10 +596,5 @@ pub(crate) async fn stats(
     }
     let from = committed.max(state.first_sequence);
     let backlog = (state.last_sequence + 1).saturating_sub(from);
-    Ok(Some(switchboard_core::contract::SubscriptionStats {
-        backlog,
-        in_flight: in_flight.min(backlog),
-        lag: backlog,
-        dead_lettered: None,
-    }))
+    Ok(Some(SubscriptionStats::new(backlog, in_flight.min(backlog), backlog)))
 }

@@ -50,10 +50,11 @@ pub(crate) async fn subscribe(
         return crate::stream::subscribe(inner, topic, spec).await;
     }
     if let Some(r) = crate::cursor::read(inner, &crate::cursor::subject(topic, &spec.name)).await?.record {
-        return Err(BusError::Conflict(format!(
-            "subscription {} on topic {topic} exists with other settings: it is a {} subscription, not a queue",
-            spec.name, r.mode
-        )));
+        return Err(BusError::subscription_conflict(
+            topic,
+            &spec.name,
+            format!("it is a {} subscription, not a queue", r.mode),
+        ));
     }
     let dead_letter_topic = spec.dead_letter_topic_for(topic)?;
     crate::publish::ensure_topic(inner, topic).await?;
@@ -85,7 +86,7 @@ pub(crate) async fn subscribe(
     };
     let shared = SubShared::new(inner.clone(), topic.clone(), &spec, dead_letter_topic);
     let source = crate::pull::start(shared, consumer, spec.prefetch);
-    Ok(Subscription::new(topic.clone(), spec, Box::new(source)))
+    Ok(switchboard_core::backend::subscription(topic.clone(), spec, Box::new(source)))
 }
 
 /// Creates the consumer; a concurrent creation with the same settings is fine (the create
@@ -105,9 +106,7 @@ async fn create(
             if [ErrorCode::CONSUMER_NAME_EXIST, ErrorCode::CONSUMER_ALREADY_EXISTS]
                 .contains(&j.error_code()) =>
         {
-            BusError::Conflict(format!(
-                "subscription {name} on topic {topic} exists with other settings: {j}"
-            ))
+            BusError::subscription_conflict(topic, name, j.to_string())
         }
         ConsumerErrorKind::JetStream(j) => {
             let retryable = js_retryable(&j);
@@ -169,10 +168,7 @@ fn check_same(
     if diffs.is_empty() {
         return Ok(());
     }
-    Err(BusError::Conflict(format!(
-        "subscription {name} on topic {topic} exists with other settings: {}",
-        diffs.join("; ")
-    )))
+    Err(BusError::subscription_conflict(topic, name, diffs.join("; ")))
 }
 
 /// Maps a consumer-info failure.
@@ -183,7 +179,7 @@ fn info_error(
 ) -> BusError {
     match e.kind() {
         ConsumerInfoErrorKind::NotFound | ConsumerInfoErrorKind::StreamNotFound => {
-            BusError::NotFound(format!("subscription {name} on topic {topic}"))
+            BusError::subscription_not_found(topic, name)
         }
         ConsumerInfoErrorKind::JetStream(j) => {
             let retryable = js_retryable(&j);
@@ -202,7 +198,7 @@ pub(crate) async fn stats(
     topic: &TopicName,
     name: &SubscriptionName,
 ) -> Result<SubscriptionStats, BusError> {
-    let not_found = || BusError::NotFound(format!("subscription {name} on topic {topic}"));
+    let not_found = || BusError::subscription_not_found(topic, name);
     let stream = inner.js.get_stream_no_info(naming::stream_name(topic)).await.map_err(|_| not_found())?;
     let info = match stream.consumer_info(naming::consumer_name(name)).await {
         Ok(info) => info,
@@ -216,12 +212,11 @@ pub(crate) async fn stats(
         Err(e) => return Err(map(&format!("reading topic {topic}"), e, true)),
     };
     let in_flight = info.num_ack_pending as u64;
-    Ok(SubscriptionStats {
-        backlog: info.num_pending + in_flight,
+    Ok(SubscriptionStats::new(
+        info.num_pending + in_flight,
         in_flight,
-        lag: last.saturating_sub(info.ack_floor.stream_sequence),
-        dead_lettered: None,
-    })
+        last.saturating_sub(info.ack_floor.stream_sequence),
+    ))
 }
 
 /// Deletes the subscription: its consumer (queue) or its cursor (stream); a missing

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use switchboard_core::TopicName;
-use switchboard_core::contract::{Nack, SubscriptionSpec, dead_letter_ext as ext};
 use switchboard_core::backend::Subscriber;
+use switchboard_core::contract::{Nack, SubscriptionSpec, dead_letter_ext as ext};
 
 use crate::*;
 
@@ -13,7 +13,7 @@ async fn the_last_nack_dead_letters_with_metadata() {
     let bus = bus().await;
     let t = unique("dlnack");
     let dlq = TopicName::new(format!("{t}.w.dlq")).unwrap();
-    let spec = SubscriptionSpec::queue(sub("w")).max_deliveries(Some(2));
+    let spec = SubscriptionSpec::queue(sub("w")).with_max_deliveries(Some(2));
     let mut s = bus.subscribe(&t, spec).await.unwrap();
     let mut dead = bus.subscribe(&dlq, SubscriptionSpec::queue(sub("audit"))).await.unwrap();
     let original =
@@ -47,9 +47,9 @@ async fn the_last_expired_lease_dead_letters_to_a_custom_topic() {
     let t = unique("dllease");
     let dlq = unique("dllease-dead");
     let spec = SubscriptionSpec::queue(sub("w"))
-        .max_deliveries(Some(2))
-        .lease(Duration::from_millis(300))
-        .dead_letter_topic(dlq.clone());
+        .with_max_deliveries(Some(2))
+        .with_lease(Duration::from_millis(300))
+        .with_dead_letter_topic(dlq.clone());
     let mut s = bus.subscribe(&t, spec).await.unwrap();
     let mut dead = bus.subscribe(&dlq, SubscriptionSpec::queue(sub("audit"))).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;

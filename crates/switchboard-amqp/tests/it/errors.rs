@@ -1,7 +1,7 @@
 //! Connection errors: invalid URLs, unreachable brokers, closed backends.
 
-use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec};
 
 use crate::*;
 

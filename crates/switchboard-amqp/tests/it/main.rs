@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use switchboard_amqp::AmqpBackend;
-use switchboard_core::contract::{Delivery, PublishOptions, Subscription};
 use switchboard_core::backend::{Backend, Publisher};
+use switchboard_core::contract::{Delivery, PublishOptions, Subscription};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 
 pub(crate) const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

@@ -3,21 +3,21 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use switchboard_core::contract::{BusError, Nack, SubscriptionSpec};
 use switchboard_core::backend::{Backend, Subscriber};
+use switchboard_core::contract::{BusError, Capability, LeaseLostCause, Nack, Resource, SubscriptionSpec};
 
 use crate::*;
 
 fn spec(name: &str) -> SubscriptionSpec {
-    SubscriptionSpec::queue(sub(name)).max_deliveries(None)
+    SubscriptionSpec::queue(sub(name)).with_max_deliveries(None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn competing_consumers_split_the_messages() {
     let bus = bus().await;
     let t = unique("compete");
-    let s1 = bus.subscribe(&t, spec("w").prefetch(1)).await.unwrap();
-    let s2 = bus.subscribe(&t, spec("w").prefetch(1)).await.unwrap();
+    let s1 = bus.subscribe(&t, spec("w").with_prefetch(1)).await.unwrap();
+    let s2 = bus.subscribe(&t, spec("w").with_prefetch(1)).await.unwrap();
     publish(&bus, &t, (0..20).map(msg).collect()).await;
     let consume = |mut s: switchboard_core::contract::Subscription| async move {
         let mut got = Vec::new();
@@ -64,7 +64,7 @@ async fn a_nack_with_delay_redelivers_after_the_delay() {
     let bus = bus().await;
     let t = unique("delay");
     let mut s = bus.subscribe(&t, spec("w")).await.unwrap();
-    assert!(bus.capabilities().nack_delay);
+    assert!(bus.capabilities().contains(Capability::NackDelay));
     publish(&bus, &t, vec![msg(1), msg(2)]).await;
     let d = next(&mut s).await;
     assert_eq!(body(&d), "m1");
@@ -86,14 +86,15 @@ async fn a_nack_with_delay_redelivers_after_the_delay() {
 async fn an_expired_lease_redelivers_and_the_late_ack_is_refused() {
     let bus = bus().await;
     let t = unique("lease");
-    let mut s = bus.subscribe(&t, spec("w").lease(Duration::from_millis(300))).await.unwrap();
+    let mut s = bus.subscribe(&t, spec("w").with_lease(Duration::from_millis(300))).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
     let first = next(&mut s).await;
     let started = Instant::now();
     let again = next(&mut s).await;
     assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
     assert_eq!((body(&again).as_str(), again.info().attempt), ("m1", 2));
-    assert!(matches!(first.ack().await, Err(BusError::LeaseLost(_))));
+    let e = first.ack().await.unwrap_err();
+    assert!(matches!(e, BusError::LeaseLost { cause: LeaseLostCause::Expired, .. }), "{e:?}");
     again.ack().await.unwrap();
     assert!(next_within(&mut s, Duration::from_millis(500)).await.is_none());
     s.close().await.unwrap();
@@ -104,8 +105,8 @@ async fn an_expired_lease_redelivers_and_the_late_ack_is_refused() {
 async fn extend_keeps_the_lease() {
     let bus = bus().await;
     let t = unique("extend");
-    let mut s = bus.subscribe(&t, spec("w").lease(Duration::from_millis(300))).await.unwrap();
-    assert!(bus.capabilities().lease_extension);
+    let mut s = bus.subscribe(&t, spec("w").with_lease(Duration::from_millis(300))).await.unwrap();
+    assert!(bus.capabilities().contains(Capability::LeaseExtension));
     publish(&bus, &t, vec![msg(1)]).await;
     let d = next(&mut s).await;
     for _ in 0..3 {
@@ -143,7 +144,8 @@ async fn closing_requeues_unsettled_deliveries() {
     publish(&bus, &t, vec![msg(1)]).await;
     let held = next(&mut s).await;
     s.close().await.unwrap();
-    assert!(matches!(held.ack().await, Err(BusError::LeaseLost(_))));
+    let e = held.ack().await.unwrap_err();
+    assert!(matches!(e, BusError::LeaseLost { cause: LeaseLostCause::SubscriptionClosed, .. }), "{e:?}");
     let mut s = bus.subscribe(&t, spec("w")).await.unwrap();
     let d = next(&mut s).await;
     assert_eq!(body(&d), "m1");
@@ -156,7 +158,7 @@ async fn closing_requeues_unsettled_deliveries() {
 async fn stats_count_backlog_and_in_flight() {
     let bus = bus().await;
     let t = unique("stats");
-    let mut s = bus.subscribe(&t, spec("w").prefetch(1)).await.unwrap();
+    let mut s = bus.subscribe(&t, spec("w").with_prefetch(1)).await.unwrap();
     publish(&bus, &t, (0..3).map(msg).collect()).await;
     let held = next(&mut s).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -164,11 +166,18 @@ async fn stats_count_backlog_and_in_flight() {
     assert_eq!((st.backlog, st.in_flight), (3, 1), "{st:?}");
     held.ack().await.unwrap();
     let e = bus.stats(&t, &sub("nope")).await.unwrap_err();
-    assert!(matches!(e, BusError::NotFound(_)), "{e:?}");
+    assert!(
+        matches!(&e, BusError::NotFound { resource } if *resource == Resource::subscription(&t, &sub("nope"))),
+        "{e:?}"
+    );
     s.close().await.unwrap();
     bus.delete_subscription(&t, &sub("w")).await.unwrap();
     bus.delete_subscription(&t, &sub("w")).await.unwrap();
-    assert!(matches!(bus.stats(&t, &sub("w")).await, Err(BusError::NotFound(_))));
+    let e = bus.stats(&t, &sub("w")).await.unwrap_err();
+    assert!(
+        matches!(&e, BusError::NotFound { resource } if *resource == Resource::subscription(&t, &sub("w"))),
+        "{e:?}"
+    );
     cleanup(&bus, &[&t], &[]).await;
 }
 
@@ -176,10 +185,14 @@ async fn stats_count_backlog_and_in_flight() {
 async fn other_settings_for_an_existing_subscription_conflict() {
     let bus = bus().await;
     let t = unique("conflict");
-    let s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).max_deliveries(Some(3))).await.unwrap();
-    let e = bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).max_deliveries(Some(5))).await.unwrap_err();
-    assert!(matches!(e, BusError::Conflict(_)), "{e:?}");
-    let e = bus.subscribe(&t, spec("x").ordered_by_key(true)).await.unwrap_err();
+    let s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).with_max_deliveries(Some(3))).await.unwrap();
+    let e =
+        bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).with_max_deliveries(Some(5))).await.unwrap_err();
+    assert!(
+        matches!(&e, BusError::Conflict { resource, .. } if *resource == Resource::subscription(&t, &sub("w"))),
+        "{e:?}"
+    );
+    let e = bus.subscribe(&t, spec("x").with_ordered_by_key(true)).await.unwrap_err();
     assert!(matches!(e, BusError::Unsupported { .. }), "{e:?}");
     s.close().await.unwrap();
     let dlq = switchboard_core::TopicName::new(format!("{t}.w.dlq")).unwrap();
@@ -190,7 +203,7 @@ async fn other_settings_for_an_existing_subscription_conflict() {
 async fn stats_count_deliveries_buffered_for_the_caller() {
     let bus = bus().await;
     let t = unique("statsbuf");
-    let mut s = bus.subscribe(&t, spec("w").prefetch(4)).await.unwrap();
+    let mut s = bus.subscribe(&t, spec("w").with_prefetch(4)).await.unwrap();
     publish(&bus, &t, (0..10).map(msg).collect()).await;
     // RabbitMQ pushes 4 to this process at once; none is handed out yet, and they still count.
     let name = sub("w");

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard_core::TopicName;
-use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec, dead_letter_ext};
 use switchboard_core::backend::{Publisher, Subscriber};
+use switchboard_core::contract::{
+    BusError, LeaseLostCause, PublishOptions, SubscriptionSpec, dead_letter_ext,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -78,13 +80,14 @@ async fn a_subscription_survives_a_dropped_connection() {
     let proxy = Proxy::start().await;
     let bus = AmqpBackend::connect(&proxy.url()).await.unwrap();
     let t = unique("reconnect");
-    let spec = SubscriptionSpec::queue(sub("w")).max_deliveries(None);
+    let spec = SubscriptionSpec::queue(sub("w")).with_max_deliveries(None);
     let mut s = bus.subscribe(&t, spec).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
     let held = next(&mut s).await;
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(matches!(held.ack().await, Err(BusError::LeaseLost(_))));
+    let e = held.ack().await.unwrap_err();
+    assert!(matches!(e, BusError::LeaseLost { cause: LeaseLostCause::ConnectionLost, .. }), "{e:?}");
     publish_retrying(&bus, &t, msg(2)).await;
     let mut seen = Vec::new();
     for _ in 0..2 {
@@ -104,7 +107,8 @@ async fn a_consumer_dying_on_the_last_delivery_dead_letters_it() {
     let bus = AmqpBackend::connect(&proxy.url()).await.unwrap();
     let t = unique("death");
     let dlq = TopicName::new(format!("{t}.w.dlq")).unwrap();
-    let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).max_deliveries(Some(1))).await.unwrap();
+    let mut s =
+        bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).with_max_deliveries(Some(1))).await.unwrap();
     let watcher = super::bus().await;
     let mut dead = watcher.subscribe(&dlq, SubscriptionSpec::queue(sub("audit"))).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
@@ -130,7 +134,7 @@ async fn a_broker_that_stops_answering_gives_retryable_errors_in_bounded_time() 
     let proxy = Proxy::start().await;
     let bus = AmqpBackend::connect(&proxy.url()).await.unwrap();
     let t = unique("silent");
-    let s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).max_deliveries(None)).await.unwrap();
+    let s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).with_max_deliveries(None)).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
     proxy.freeze();
     let bound = Duration::from_secs(13);

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec, TopicSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, Capability, PublishOptions, SubscriptionSpec, TopicSpec};
 use switchboard_core::{Message, Timestamp};
 
 use crate::*;
@@ -47,13 +47,13 @@ async fn refused_publishes_send_nothing() {
     let bus = bus().await;
     let t = unique("refuse");
     let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).await.unwrap();
-    let later = PublishOptions { deliver_at: Some(Timestamp(u64::MAX / 2)) };
+    let later = PublishOptions::default().with_deliver_at(Timestamp(u64::MAX / 2));
     let e = bus.publish(&t, vec![msg(1)], &later).await.unwrap_err();
     assert!(matches!(e, BusError::Unsupported { feature: "delayed_delivery", .. }), "{e:?}");
     let e = bus.publish(&t, vec![msg(1), msg(2).with_id("")], &PublishOptions::default()).await.unwrap_err();
     assert!(matches!(e, BusError::InvalidMessage(_)), "{e:?}");
     assert!(next_within(&mut s, Duration::from_millis(300)).await.is_none());
-    assert!(!bus.capabilities().delayed_delivery);
+    assert!(!bus.capabilities().contains(Capability::DelayedDelivery));
     s.close().await.unwrap();
     cleanup(&bus, &[&t], &[(&t, "w")]).await;
 }

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use switchboard_core::contract::Subscription;
 
-use switchboard_core::contract::{BusError, Nack, Start, SubscriptionSpec, TopicSpec};
 use switchboard_core::backend::{Backend, Subscriber};
+use switchboard_core::contract::{
+    BusError, LeaseLostCause, Nack, Resource, Start, SubscriptionSpec, TopicSpec,
+};
 
 use crate::*;
 
@@ -37,7 +39,8 @@ async fn latest_skips_older_messages_and_a_nack_redelivers() {
     let bus = bus().await;
     let t = unique("latest");
     publish(&bus, &t, vec![msg(0)]).await;
-    let mut s = bus.subscribe(&t, SubscriptionSpec::stream(sub("tail")).start(Start::Latest)).await.unwrap();
+    let mut s =
+        bus.subscribe(&t, SubscriptionSpec::stream(sub("tail")).with_start(Start::Latest)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     publish(&bus, &t, vec![msg(1), msg(2)]).await;
     let d = next(&mut s).await;
@@ -84,7 +87,11 @@ async fn a_reopened_stream_subscription_resumes_at_the_commit_point() {
     }
     s.close().await.unwrap();
     for d in held {
-        assert!(matches!(d.ack().await, Err(BusError::LeaseLost(_))), "acks after close are not committed");
+        let e = d.ack().await.unwrap_err();
+        assert!(
+            matches!(e, BusError::LeaseLost { cause: LeaseLostCause::SubscriptionClosed, .. }),
+            "acks after close are not committed: {e:?}"
+        );
     }
 
     // Reopened on the same connection: resumes at the commit point.
@@ -109,7 +116,11 @@ async fn a_reopened_stream_subscription_resumes_at_the_commit_point() {
 
     // Deleting the subscription deletes its commit point: it starts over at `start`.
     other.delete_subscription(&t, &sub("log")).await.unwrap();
-    assert!(matches!(other.stats(&t, &sub("log")).await, Err(BusError::NotFound(_))));
+    let e = other.stats(&t, &sub("log")).await.unwrap_err();
+    assert!(
+        matches!(&e, BusError::NotFound { resource } if *resource == Resource::subscription(&t, &sub("log"))),
+        "{e:?}"
+    );
     let mut s = other.subscribe(&t, spec).await.unwrap();
     read_from(&mut s, 0, 1).await;
     s.close().await.unwrap();
@@ -144,24 +155,28 @@ async fn closing_the_backend_commits_stream_acks() {
 async fn a_name_belongs_to_one_mode() {
     let bus = bus().await;
     let t = unique("modes");
-    let conflict = |r: Result<Subscription, BusError>| match r {
-        Err(BusError::Conflict(m)) => m,
+    // The reason a Conflict about subscription `name` on `t` gives.
+    let conflict = |r: Result<Subscription, BusError>, name: &str| match r {
+        Err(BusError::Conflict { resource, reason }) => {
+            assert_eq!(resource, Resource::subscription(&t, &sub(name)));
+            reason
+        }
         other => panic!("expected Conflict, got {:?}", other.map(|_| "a subscription")),
     };
     // A queue subscription's name cannot be opened as a stream, while open or not.
     let q = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).await.unwrap();
-    let m = conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).await);
+    let m = conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).await, "q");
     assert!(m.contains("queue subscription"), "{m}");
     q.close().await.unwrap();
-    conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).await);
+    conflict(bus.subscribe(&t, SubscriptionSpec::stream(sub("q"))).await, "q");
     // A stream subscription's name cannot be opened as a queue, while open or not, on any
     // connection.
     let s = bus.subscribe(&t, SubscriptionSpec::stream(sub("s"))).await.unwrap();
-    let m = conflict(bus.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await);
+    let m = conflict(bus.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await, "s");
     assert!(m.contains("stream subscription"), "{m}");
     s.close().await.unwrap();
     let other = super::bus().await;
-    conflict(other.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await);
+    conflict(other.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await, "s");
     // The same name on another topic is another subscription; the connection still works.
     let elsewhere = unique("modes-other");
     let s = other.subscribe(&elsewhere, SubscriptionSpec::queue(sub("s"))).await.unwrap();

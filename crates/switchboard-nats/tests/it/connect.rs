@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
-use switchboard_core::contract::{BusError, PublishOptions};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, Capability, PublishOptions};
 use switchboard_nats::NatsBackend;
 
 use crate::*;
@@ -35,7 +35,7 @@ async fn capabilities_and_name() {
     let bus = bus().await;
     assert_eq!(bus.name(), "nats");
     let caps = bus.capabilities();
-    let on: Vec<_> = caps.flags().iter().filter(|(_, v)| *v).map(|(n, _)| *n).collect();
+    let on: Vec<_> = caps.iter().map(Capability::name).collect();
     assert_eq!(
         on,
         [

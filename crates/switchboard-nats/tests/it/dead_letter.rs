@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use switchboard_core::TopicName;
-use switchboard_core::contract::{Nack, PublishOptions, SubscriptionSpec, dead_letter_ext as ext};
 use switchboard_core::backend::{Publisher, Subscriber};
+use switchboard_core::contract::{Nack, PublishOptions, SubscriptionSpec, dead_letter_ext as ext};
 
 use crate::*;
 
@@ -13,7 +13,7 @@ async fn nacking_the_last_attempt_dead_letters_with_metadata() {
     let bus = bus().await;
     let t = topic("dlnack");
     let dlq = TopicName::new(format!("{t}.dn.dlq")).unwrap();
-    let mut sub = bus.subscribe(&t, queue("dn").max_deliveries(Some(2))).await.unwrap();
+    let mut sub = bus.subscribe(&t, queue("dn").with_max_deliveries(Some(2))).await.unwrap();
     let original = msg("poison")
         .with_extension("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     bus.publish(&t, vec![msg("fine"), original.clone()], &PublishOptions::default()).await.unwrap();
@@ -52,8 +52,10 @@ async fn a_lease_running_out_on_the_last_attempt_dead_letters() {
     let bus = bus().await;
     let t = topic("dllease");
     let dlq = topic("dllease-target");
-    let spec =
-        queue("dl").lease(Duration::from_millis(400)).max_deliveries(Some(2)).dead_letter_topic(dlq.clone());
+    let spec = queue("dl")
+        .with_lease(Duration::from_millis(400))
+        .with_max_deliveries(Some(2))
+        .with_dead_letter_topic(dlq.clone());
     let mut sub = bus.subscribe(&t, spec).await.unwrap();
     bus.publish(&t, vec![msg("stuck")], &PublishOptions::default()).await.unwrap();
     let first = next(&mut sub, WAIT).await;

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use switchboard_core::contract::{BusError, PublishOptions, TopicSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, PublishOptions, TopicSpec};
 use switchboard_core::{Message, Timestamp};
 
 use crate::*;
@@ -60,14 +60,14 @@ async fn a_repeated_id_is_stored_once() {
 async fn bad_requests_are_refused_before_anything_is_sent() {
     let bus = bus().await;
     let t = topic("refuse");
-    let later = PublishOptions { deliver_at: Some(Timestamp(u64::MAX / 2)) };
+    let later = PublishOptions::default().with_deliver_at(Timestamp(u64::MAX / 2));
     let err = bus.publish(&t, vec![msg("x")], &later).await.unwrap_err();
     assert!(matches!(err, BusError::Unsupported { feature: "delayed_delivery", .. }), "{err:?}");
     let err = bus.publish(&t, vec![msg("x").with_id("")], &PublishOptions::default()).await.unwrap_err();
     assert!(matches!(err, BusError::InvalidMessage(_)), "{err:?}");
-    let err = bus.ensure_topic(&t, &TopicSpec { partitions: 0 }).await.unwrap_err();
+    let err = bus.ensure_topic(&t, &TopicSpec::default().with_partitions(0)).await.unwrap_err();
     assert!(matches!(err, BusError::InvalidArgument(_)), "{err:?}");
-    let err = bus.subscribe(&t, queue("k").ordered_by_key(true)).await.unwrap_err();
+    let err = bus.subscribe(&t, queue("k").with_ordered_by_key(true)).await.unwrap_err();
     assert!(matches!(err, BusError::Unsupported { feature: "per_key_order", .. }), "{err:?}");
     cleanup(&bus, &[&t]).await;
 }

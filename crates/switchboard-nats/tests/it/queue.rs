@@ -1,8 +1,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use switchboard_core::contract::{BusError, Nack, PublishOptions};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, LeaseLostCause, Nack, PublishOptions, Resource};
 
 use crate::*;
 
@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(5);
 async fn competing_members_share_the_messages() {
     let bus = bus().await;
     let t = topic("compete");
-    let spec = queue("workers").prefetch(1);
+    let spec = queue("workers").with_prefetch(1);
     let subs = [bus.subscribe(&t, spec.clone()).await.unwrap(), bus.subscribe(&t, spec).await.unwrap()];
     let n = 20;
     let msgs: Vec<_> = (0..n).map(|i| msg(&format!("m{i}"))).collect();
@@ -86,7 +86,7 @@ async fn an_expired_lease_redelivers() {
     let bus = bus().await;
     let t = topic("lease");
     let lease = Duration::from_millis(500);
-    let mut sub = bus.subscribe(&t, queue("l").lease(lease)).await.unwrap();
+    let mut sub = bus.subscribe(&t, queue("l").with_lease(lease)).await.unwrap();
     bus.publish(&t, vec![msg("slow")], &PublishOptions::default()).await.unwrap();
     let held = next(&mut sub, WAIT).await;
     let got = Instant::now();
@@ -95,7 +95,7 @@ async fn an_expired_lease_redelivers() {
     assert_eq!((again.info().offset, again.info().attempt), (1, 2));
     again.ack().await.unwrap();
     let err = held.ack().await.unwrap_err();
-    assert!(matches!(err, BusError::LeaseLost(_)), "{err:?}");
+    assert!(matches!(err, BusError::LeaseLost { cause: LeaseLostCause::Expired, .. }), "{err:?}");
     nothing_for(&mut sub, Duration::from_millis(800)).await;
     cleanup(&bus, &[&t]).await;
 }
@@ -120,7 +120,7 @@ async fn an_abandoned_delivery_comes_back_at_once() {
 async fn extending_keeps_the_lease_beyond_its_length() {
     let bus = bus().await;
     let t = topic("extend");
-    let mut sub = bus.subscribe(&t, queue("x").lease(Duration::from_millis(600))).await.unwrap();
+    let mut sub = bus.subscribe(&t, queue("x").with_lease(Duration::from_millis(600))).await.unwrap();
     bus.publish(&t, vec![msg("long job")], &PublishOptions::default()).await.unwrap();
     let d = next(&mut sub, WAIT).await;
     d.extend(Duration::from_millis(1800)).await.unwrap();
@@ -145,7 +145,7 @@ async fn stats_count_backlog_in_flight_and_lag() {
     let bus = bus().await;
     let t = topic("stats");
     let s = name("st");
-    let mut sub = bus.subscribe(&t, queue("st").prefetch(1)).await.unwrap();
+    let mut sub = bus.subscribe(&t, queue("st").with_prefetch(1)).await.unwrap();
     bus.publish(&t, vec![msg("1"), msg("2"), msg("3")], &PublishOptions::default()).await.unwrap();
     let d = next(&mut sub, WAIT).await;
     let st = bus.stats(&t, &s).await.unwrap();
@@ -157,9 +157,16 @@ async fn stats_count_backlog_in_flight_and_lag() {
     assert_eq!(st.lag, 1, "{st:?}");
     assert!(st.backlog <= 1, "{st:?}");
     let err = bus.stats(&t, &name("nobody")).await.unwrap_err();
-    assert!(matches!(err, BusError::NotFound(_)), "{err:?}");
-    let err = bus.stats(&topic("missing"), &s).await.unwrap_err();
-    assert!(matches!(err, BusError::NotFound(_)), "{err:?}");
+    assert!(
+        matches!(&err, BusError::NotFound { resource } if *resource == Resource::subscription(&t, &name("nobody"))),
+        "{err:?}"
+    );
+    let missing = topic("missing");
+    let err = bus.stats(&missing, &s).await.unwrap_err();
+    assert!(
+        matches!(&err, BusError::NotFound { resource } if *resource == Resource::subscription(&missing, &s)),
+        "{err:?}"
+    );
     cleanup(&bus, &[&t]).await;
 }
 
@@ -167,12 +174,13 @@ async fn stats_count_backlog_in_flight_and_lag() {
 async fn joining_with_other_settings_is_a_conflict() {
     let bus = bus().await;
     let t = topic("conflict");
-    let _a = bus.subscribe(&t, queue("c").lease(Duration::from_secs(1))).await.unwrap();
-    let _b = bus.subscribe(&t, queue("c").lease(Duration::from_secs(1)).prefetch(3)).await.unwrap();
-    let err = bus.subscribe(&t, queue("c").lease(Duration::from_secs(2))).await.unwrap_err();
-    assert!(matches!(err, BusError::Conflict(_)), "{err:?}");
+    let _a = bus.subscribe(&t, queue("c").with_lease(Duration::from_secs(1))).await.unwrap();
+    let _b = bus.subscribe(&t, queue("c").with_lease(Duration::from_secs(1)).with_prefetch(3)).await.unwrap();
+    let conflict = Resource::subscription(&t, &name("c"));
+    let err = bus.subscribe(&t, queue("c").with_lease(Duration::from_secs(2))).await.unwrap_err();
+    assert!(matches!(&err, BusError::Conflict { resource, .. } if *resource == conflict), "{err:?}");
     let err = bus.subscribe(&t, SubscriptionSpec::stream(name("c"))).await.unwrap_err();
-    assert!(matches!(err, BusError::Conflict(_)), "{err:?}");
+    assert!(matches!(&err, BusError::Conflict { resource, .. } if *resource == conflict), "{err:?}");
     cleanup(&bus, &[&t]).await;
 }
 
@@ -186,7 +194,11 @@ async fn deleting_a_subscription_is_idempotent() {
     bus.delete_subscription(&t, &s).await.unwrap();
     bus.delete_subscription(&t, &s).await.unwrap();
     bus.delete_subscription(&topic("never"), &s).await.unwrap();
-    assert!(matches!(bus.stats(&t, &s).await, Err(BusError::NotFound(_))));
+    let err = bus.stats(&t, &s).await.unwrap_err();
+    assert!(
+        matches!(&err, BusError::NotFound { resource } if *resource == Resource::subscription(&t, &s)),
+        "{err:?}"
+    );
     cleanup(&bus, &[&t]).await;
 }
 
@@ -194,7 +206,7 @@ async fn deleting_a_subscription_is_idempotent() {
 async fn closing_a_subscription_hands_back_buffered_messages() {
     let bus = bus().await;
     let t = topic("closesub");
-    let mut a = bus.subscribe(&t, queue("cs").prefetch(10)).await.unwrap();
+    let mut a = bus.subscribe(&t, queue("cs").with_prefetch(10)).await.unwrap();
     bus.publish(&t, (0..5).map(|i| msg(&i.to_string())).collect(), &PublishOptions::default()).await.unwrap();
     let first = next(&mut a, WAIT).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -219,7 +231,9 @@ async fn a_subscription_ends_with_not_found_when_its_topic_is_deleted() {
     let mut sub = bus.subscribe(&t, queue("v")).await.unwrap();
     cleanup(&bus, &[&t]).await;
     match tokio::time::timeout(Duration::from_secs(8), sub.next()).await.expect("ends in time") {
-        Some(Err(BusError::NotFound(what))) => assert!(what.contains("v"), "{what}"),
+        Some(Err(BusError::NotFound { resource })) => {
+            assert_eq!(resource, Resource::subscription(&t, &name("v")));
+        }
         other => panic!("expected NotFound, got {other:?}"),
     }
 }

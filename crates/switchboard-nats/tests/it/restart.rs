@@ -4,8 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use switchboard_core::contract::{BusError, PublishOptions};
 use switchboard_core::backend::{Publisher, Subscriber};
+use switchboard_core::contract::{BusError, PublishOptions};
 use switchboard_nats::NatsBackend;
 
 use crate::*;

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use switchboard_core::contract::{BusError, Nack, PublishOptions, Start, SubscriptionSpec};
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
+use switchboard_core::contract::{BusError, Nack, PublishOptions, Resource, Start, SubscriptionSpec};
 
 use crate::*;
 
@@ -31,7 +31,8 @@ async fn stream_subscriptions_replay_from_the_start_and_resume() {
         d.ack().await.unwrap();
     }
     // One starting at the latest sees only what comes after it.
-    let mut c = bus.subscribe(&t, SubscriptionSpec::stream(name("c")).start(Start::Latest)).await.unwrap();
+    let mut c =
+        bus.subscribe(&t, SubscriptionSpec::stream(name("c")).with_start(Start::Latest)).await.unwrap();
     nothing_for(&mut c, Duration::from_millis(300)).await;
     bus.publish(&t, vec![msg("6")], &PublishOptions::default()).await.unwrap();
     let d = next(&mut c, WAIT).await;
@@ -190,23 +191,34 @@ async fn nacked_messages_come_back_before_newer_ones_lowest_first() {
 async fn queue_and_stream_names_conflict_both_ways() {
     let bus = bus().await;
     let t = topic("modes");
+    let conflict_on = |err: &BusError, s: &str| matches!(err, BusError::Conflict { resource, .. } if *resource == Resource::subscription(&t, &name(s)));
     let _q = bus.subscribe(&t, queue("q")).await.unwrap();
     let err = bus.subscribe(&t, stream("q")).await.unwrap_err();
-    assert!(matches!(err, BusError::Conflict(_)), "{err:?}");
+    assert!(conflict_on(&err, "q"), "{err:?}");
     let s = bus.subscribe(&t, stream("s")).await.unwrap();
     let err = bus.subscribe(&t, queue("s")).await.unwrap_err();
-    assert!(matches!(err, BusError::Conflict(_)), "{err:?}");
+    assert!(conflict_on(&err, "s"), "{err:?}");
     // Another connection sees the same.
     let other = switchboard_nats::NatsBackend::connect(URL).await.unwrap();
     let err = other.subscribe(&t, queue("s")).await.unwrap_err();
-    assert!(matches!(err, BusError::Conflict(_)), "{err:?}");
+    assert!(conflict_on(&err, "s"), "{err:?}");
     // A stream subscription may be joined with another prefetch or start.
-    other.subscribe(&t, stream("s").prefetch(3).start(Start::Latest)).await.unwrap().close().await.unwrap();
+    other
+        .subscribe(&t, stream("s").with_prefetch(3).with_start(Start::Latest))
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
     s.close().await.unwrap();
     // Once deleted, the name is free for a queue.
     bus.delete_subscription(&t, &name("s")).await.unwrap();
     bus.delete_subscription(&t, &name("s")).await.unwrap();
-    assert!(matches!(bus.stats(&t, &name("s")).await, Err(BusError::NotFound(_))));
+    let err = bus.stats(&t, &name("s")).await.unwrap_err();
+    assert!(
+        matches!(&err, BusError::NotFound { resource } if *resource == Resource::subscription(&t, &name("s"))),
+        "{err:?}"
+    );
     bus.subscribe(&t, queue("s")).await.unwrap().close().await.unwrap();
     cleanup(&bus, &[&t]).await;
 }
@@ -232,7 +244,9 @@ async fn a_deleted_stream_subscription_ends_its_reader_and_starts_over() {
         }
     };
     match tokio::time::timeout(WAIT, ended).await.expect("ends in time") {
-        Some(Err(BusError::NotFound(_))) => {}
+        Some(Err(BusError::NotFound { resource })) => {
+            assert_eq!(resource, Resource::subscription(&t, &name("d")));
+        }
         other => panic!("expected NotFound, got {other:?}"),
     }
     // Created again, it starts over at its start.
@@ -248,7 +262,8 @@ async fn a_stream_subscription_ends_with_not_found_when_its_topic_is_deleted() {
     let mut s = bus.subscribe(&t, stream("v")).await.unwrap();
     cleanup(&bus, &[&t]).await;
     match tokio::time::timeout(Duration::from_secs(8), s.next()).await.expect("ends in time") {
-        Some(Err(BusError::NotFound(_))) => {}
+        // The topic (its stream gone) or the subscription (its cursor gone with it).
+        Some(Err(BusError::NotFound { resource })) => assert_eq!(resource.topic(), Some(&t), "{resource}"),
         other => panic!("expected NotFound, got {other:?}"),
     }
 }
