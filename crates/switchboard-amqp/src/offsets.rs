@@ -22,7 +22,8 @@
 //! Commits follow the embedded broker's rule (see `subscribe::Cursor`): an ack moves the
 //! commit point only up to the lowest offset still unsettled. The point is kept in memory at
 //! once (the ack returns `Ok`) and written by a committer task per subscription, at most every
-//! [`COMMIT_INTERVAL`], retrying while the connection is down; closing the subscription, or
+//! [`COMMIT_INTERVAL`], retrying while the connection is down (jittered exponential backoff,
+//! `Reconnect`: 100 ms doubling to [`MAX_RETRY_BACKOFF`]); closing the subscription, or
 //! the backend, writes the last point before it returns. Acks after that return `LeaseLost`
 //! (the message is delivered again). A crash loses at most the commits of the last interval:
 //! those messages are delivered again (at-least-once). All members of one stream subscription
@@ -35,6 +36,7 @@ use lapin::options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, Que
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use switchboard_core::contract::{BusError, LeaseLostCause, Resource};
+use switchboard_policy::Reconnect;
 use tokio::sync::{Notify, watch};
 
 use crate::connect::{
@@ -47,8 +49,10 @@ pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// How long closing may spend writing the last commit point.
 const FINAL_WRITE: Duration = Duration::from_secs(5);
 
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to write a commit point. The waits are jittered
+/// ([`Reconnect`]): a broker restart fails the commits of every stream subscription at once,
+/// and without jitter they would all retry in the same instants.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Most messages read from a store on open (it holds one, two at a race).
 const MAX_READ: usize = 64;
@@ -122,13 +126,12 @@ impl Commits {
     pub(crate) async fn finish(&self, shared: &Shared) -> Result<(), BusError> {
         self.seal();
         let attempts = async {
-            let mut backoff = RETRY_MIN;
+            let mut reconnect = Reconnect::up_to(MAX_RETRY_BACKOFF);
             loop {
                 match self.flush(shared).await {
                     Err(e) if e.is_retryable() => {
                         tracing::debug!(error = %e, store = %self.queue, "writing the last commit failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(RETRY_MAX);
+                        tokio::time::sleep(reconnect.next_delay()).await;
                     }
                     done => return done,
                 }
@@ -159,7 +162,7 @@ pub(crate) async fn committer(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), BusError> {
     let mut shutdown = shared.shutdown();
-    let mut backoff = RETRY_MIN;
+    let mut reconnect = Reconnect::up_to(MAX_RETRY_BACKOFF);
     loop {
         tokio::select! {
             () = commits.wake.notified() => {}
@@ -168,7 +171,7 @@ pub(crate) async fn committer(
         }
         let pause = match commits.flush(&shared).await {
             Ok(()) => {
-                backoff = RETRY_MIN;
+                reconnect.reset();
                 COMMIT_INTERVAL
             }
             Err(e) => {
@@ -178,9 +181,7 @@ pub(crate) async fn committer(
                     tracing::warn!(error = %e, store = %commits.queue, "committing failed");
                 }
                 commits.wake.notify_one();
-                let pause = backoff;
-                backoff = (backoff * 2).min(RETRY_MAX);
-                pause
+                reconnect.next_delay()
             }
         };
         tokio::select! {

@@ -1,11 +1,11 @@
 //! The pump of a subscription: owns its channel and consumer, and survives reconnects.
 //!
 //! It reads deliveries from RabbitMQ and hands them to the subscription. When the
-//! connection drops it reopens the channel and consumer with backoff (100 ms doubling to
-//! 5 s) instead of ending the subscription; deliveries from the
-//! dead channel can no longer be settled (RabbitMQ requeues them). It ends when the
-//! subscription is closed or dropped, when the backend is closed, or when RabbitMQ cancels
-//! the consumer on a live connection (the queue was deleted).
+//! connection drops it reopens the channel and consumer with jittered exponential backoff
+//! (`Reconnect`: 100 ms doubling to [`MAX_BACKOFF`]) instead of ending the subscription;
+//! deliveries from the dead channel can no longer be settled (RabbitMQ requeues them). It
+//! ends when the subscription is closed or dropped, when the backend is closed, or when
+//! RabbitMQ cancels the consumer on a live connection (the queue was deleted).
 //!
 //! Queue mode: every delivery counts as in flight from the moment it is read here (see
 //! `settle::Unsettled`), so `stats` sees the deliveries buffered for the caller too. A
@@ -25,6 +25,7 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicCancelOptions};
 use lapin::{Channel, Consumer};
 use switchboard_core::contract::{BusError, Mode};
+use switchboard_policy::Reconnect;
 use tokio::sync::{mpsc, watch};
 
 use crate::connect::{RPC_TIMEOUT, close_channel, settle_bounded};
@@ -32,8 +33,13 @@ use crate::dead_letter;
 use crate::settle::Unsettled;
 use crate::subscribe::{Incoming, SubCtx, attempt_of, open, stream_offset};
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to reopen a subscription's channel and consumer. The
+/// waits are jittered ([`Reconnect`]): a broker restart drops every subscription of every
+/// process at once, and without jitter they would all reopen in the same instants.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long to wait after dead-lettering a delivery failed (it was requeued), so a broker
+/// that refuses the dead letter is not asked again at once.
+const DEAD_LETTER_PAUSE: Duration = Duration::from_millis(100);
 
 /// How one consumer session ended.
 enum Ended {
@@ -51,14 +57,14 @@ pub(crate) async fn pump(
 ) {
     let mut shutdown = ctx.shared.shutdown();
     let mut session = Some(first);
-    let mut backoff = BACKOFF_MIN;
+    let mut reconnect = Reconnect::up_to(MAX_BACKOFF);
     loop {
         let (ch, consumer) = match session.take() {
             Some(s) => s,
             None => match open(&ctx).await {
                 Ok(s) => {
                     tracing::info!(topic = %ctx.topic, subscription = %ctx.spec.name, "subscription resumed");
-                    backoff = BACKOFF_MIN;
+                    reconnect.reset();
                     s
                 }
                 // The backend was closed: the subscription ends (`None`), as on `shutdown`.
@@ -66,12 +72,11 @@ pub(crate) async fn pump(
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(error = %e, "reopening the subscription failed; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(reconnect.next_delay()) => {}
                         _ = stop.changed() => return,
                         _ = shutdown.changed() => return,
                         () = tx.closed() => return,
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
                 Err(e) => {
@@ -91,7 +96,7 @@ pub(crate) async fn pump(
                 tracing::warn!(topic = %ctx.topic, subscription = %ctx.spec.name,
                     "subscription lost its channel; reconnecting");
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(reconnect.next_delay()) => {}
                     _ = stop.changed() => return,
                     _ = shutdown.changed() => return,
                 }
@@ -133,7 +138,7 @@ async fn run(
                 {
                     if let Err(e) = dead_letter::expired(ctx, delivery, attempt).await {
                         tracing::warn!(error = %e, "dead-lettering failed; the message was requeued");
-                        tokio::time::sleep(BACKOFF_MIN).await;
+                        tokio::time::sleep(DEAD_LETTER_PAUSE).await;
                     }
                     continue;
                 }

@@ -2,13 +2,15 @@
 //!
 //! The first connect is tried once (no `retry_on_initial_connect`) with a short timeout so a
 //! wrong address fails at once with [`BusError::Unreachable`]. After that, `async-nats`
-//! reconnects by itself, forever, with a capped back-off; calls made while it is away fail
-//! with retryable errors once [`REQUEST_TIMEOUT`] passes instead of hanging.
+//! reconnects by itself, forever, with jittered exponential backoff (a `Backoff`: 100 ms
+//! doubling to [`MAX_RECONNECT_DELAY`]); calls made while it is away fail with retryable
+//! errors once [`REQUEST_TIMEOUT`] passes instead of hanging.
 
 use std::time::Duration;
 
 use async_nats::{ConnectErrorKind, ConnectOptions, ServerAddr};
 use switchboard_core::contract::BusError;
+use switchboard_policy::{Backoff, Reconnect};
 
 use crate::errors::{BACKEND, backend_msg};
 
@@ -16,8 +18,12 @@ use crate::errors::{BACKEND, backend_msg};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on every request and publish acknowledgement (also while disconnected).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest pause between reconnect attempts.
+/// Longest pause between reconnect attempts. The pauses are jittered ([`RECONNECT_BACKOFF`]):
+/// a server restart drops every client at once, and without jitter they would all reconnect
+/// in the same instants.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// The pause before reconnect attempt `n` (async-nats counts the attempts).
+const RECONNECT_BACKOFF: Backoff = Backoff { max: MAX_RECONNECT_DELAY, ..Reconnect::DEFAULT_BACKOFF };
 
 /// A connected client, its JetStream context and the endpoint for error messages.
 pub(crate) struct Connected {
@@ -36,9 +42,7 @@ pub(crate) async fn connect(url: &str) -> Result<Connected, BusError> {
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(REQUEST_TIMEOUT))
         .max_reconnects(None)
-        .reconnect_delay_callback(|attempts| {
-            Duration::from_millis(100 * attempts.min(20) as u64).min(MAX_RECONNECT_DELAY)
-        })
+        .reconnect_delay_callback(reconnect_delay)
         .event_callback(
             |event| async move { tracing::info!(target: "switchboard_nats", %event, "nats event") },
         );
@@ -59,6 +63,15 @@ pub(crate) async fn connect(url: &str) -> Result<Connected, BusError> {
     let js = async_nats::jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client.clone());
     check_jetstream(&js, &endpoint).await?;
     Ok(Connected { client, js, endpoint })
+}
+
+/// The pause before reconnect attempt `attempts`: none before attempt 0, then
+/// [`RECONNECT_BACKOFF`].
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts == 0 {
+        return Duration::ZERO;
+    }
+    RECONNECT_BACKOFF.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
 }
 
 /// Asks the JetStream API for account info (a raw request: the typed answer of
@@ -122,5 +135,16 @@ mod tests {
     fn credentials_are_removed() {
         assert_eq!(redact("nats://u:p@h:1"), "nats://***@h:1");
         assert_eq!(redact("nats://h:1"), "nats://h:1");
+    }
+
+    #[test]
+    fn reconnect_delays_are_jittered_and_capped() {
+        let ms = Duration::from_millis;
+        assert_eq!(reconnect_delay(0), Duration::ZERO, "attempt 0 is not delayed");
+        for _ in 0..100 {
+            assert!((ms(50)..=ms(100)).contains(&reconnect_delay(1)));
+            assert!((ms(100)..=ms(200)).contains(&reconnect_delay(2)));
+            assert!((ms(1000)..=MAX_RECONNECT_DELAY).contains(&reconnect_delay(usize::MAX)));
+        }
     }
 }

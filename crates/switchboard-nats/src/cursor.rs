@@ -27,8 +27,9 @@
 //! An ack only moves the commit point in memory, up to the lowest delivery still unsettled
 //! ([`CommitPoint`], the rule every backend shares). A background task per open subscription
 //! writes the point at most every [`COMMIT_INTERVAL`], and once more when the subscription is
-//! closed or dropped, and when the backend is closed. An ack that returned `Ok` but was not
-//! written yet (a crash within the interval) is replayed after a restart: at-least-once,
+//! closed or dropped, and when the backend is closed; a failed write is retried with jittered
+//! exponential backoff (`Reconnect`: 100 ms doubling to [`MAX_RETRY_BACKOFF`]). An ack that
+//! returned `Ok` but was not written yet (a crash within the interval) is replayed after a restart: at-least-once,
 //! never skipped.
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use async_nats::jetstream::{ErrorCode, stream::PurgeErrorKind};
 use switchboard_core::backend::CommitPoint;
 use switchboard_core::contract::{BusError, Start};
 use switchboard_core::{SubscriptionName, TopicName};
+use switchboard_policy::Reconnect;
 use tokio::sync::watch;
 
 use crate::backend::Inner;
@@ -55,6 +57,10 @@ pub(crate) const BUCKET_STREAM: &str = "KV_SB_CURSORS";
 const KEY_PREFIX: &str = "$KV.SB_CURSORS.";
 /// How often at most a subscription writes its commit point.
 pub(crate) const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
+/// The longest wait before writing a commit point again after a failed write. The waits are
+/// jittered ([`Reconnect`]): a server restart fails the writes of every subscription at once,
+/// and without jitter they would all retry in the same instants.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 /// Header a KV delete or purge marker carries.
 const KV_OPERATION: &str = "KV-Operation";
 
@@ -392,7 +398,7 @@ impl Cursor {
 /// or the subscription is found deleted.
 async fn committer(store: Arc<Store>, mut rx: watch::Receiver<u64>) {
     let mut closed = store.inner.closed.subscribe();
-    let mut backoff = Duration::from_millis(100);
+    let mut reconnect = Reconnect::up_to(MAX_RETRY_BACKOFF);
     let mut failing = false;
     loop {
         if !failing {
@@ -409,7 +415,7 @@ async fn committer(store: Arc<Store>, mut rx: watch::Receiver<u64>) {
                 return;
             }
         }
-        let wait = if failing { backoff } else { COMMIT_INTERVAL };
+        let wait = if failing { reconnect.next_delay() } else { COMMIT_INTERVAL };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = closed.wait_for(|c| *c) => return,
@@ -418,13 +424,12 @@ async fn committer(store: Arc<Store>, mut rx: watch::Receiver<u64>) {
         match store.flush_to(point).await {
             Ok(()) => {
                 failing = false;
-                backoff = Duration::from_millis(100);
+                reconnect.reset();
             }
             Err(BusError::NotFound { .. }) => return,
             Err(e) => {
                 tracing::warn!(subject = %store.subject, error = %e, "writing the stream cursor failed; retrying");
                 failing = true;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }

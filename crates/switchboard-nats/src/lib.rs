@@ -89,8 +89,8 @@
 //! ## Connection
 //!
 //! `connect` tries once (3 s) and fails with `Unreachable`; afterwards the client
-//! reconnects by itself and subscriptions keep pulling (with back-off) across server
-//! restarts. Calls during an outage fail with retryable errors after 5 s.
+//! reconnects by itself and subscriptions keep pulling (with jittered exponential backoff,
+//! `switchboard_policy::Reconnect`) across server restarts. Calls during an outage fail with retryable errors after 5 s.
 
 mod backend;
 mod connect;

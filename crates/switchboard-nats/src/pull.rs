@@ -10,8 +10,9 @@
 //!
 //! Resilience: pull requests expire after [`PULL_EXPIRES`] and are renewed, so a request
 //! lost in a server restart is replaced within `PULL_EXPIRES` + 5 s (the client's grace).
-//! Errors are logged and retried with a capped back-off, so a subscription survives server
-//! restarts. Only a deleted consumer or stream ends it, with [`BusError::NotFound`].
+//! Errors are logged and retried with jittered exponential backoff (`Reconnect`: 100 ms
+//! doubling to [`MAX_BACKOFF`]), so a subscription survives server restarts. Only a deleted
+//! consumer or stream ends it, with [`BusError::NotFound`].
 //!
 //! Closing: the member stops asking for messages, hands back (nacks) what it buffered, and
 //! reads its last pull request to the end, nacking what it still brings: NATS 2.9 keeps
@@ -36,6 +37,7 @@ use parking_lot::Mutex;
 use switchboard_core::backend::DeliverySource;
 use switchboard_core::contract::{BusError, DeadLetterReason, Delivery, DeliveryInfo, SubscriptionSpec};
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
+use switchboard_policy::Reconnect;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -46,10 +48,10 @@ use crate::settle::NatsSettle;
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// Most messages asked for in one pull request.
 const MAX_BATCH: usize = 256;
-/// Back-off after errors: from this…
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// …doubling up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The longest wait before pulling again after an error. The waits are jittered
+/// ([`Reconnect`]): a server restart breaks the pulls of every subscription of every client
+/// at once, and without jitter they would all retry in the same instants.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// When dead-lettering fails, the message comes back after this long for another try.
 pub(crate) const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
@@ -152,7 +154,7 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut closed = sub.inner.closed.subscribe();
-    let mut backoff = BACKOFF_MIN;
+    let mut reconnect = Reconnect::up_to(MAX_BACKOFF);
     'pull: loop {
         let first = tokio::select! {
             biased;
@@ -174,10 +176,9 @@ async fn run(
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(topic = %sub.topic, subscription = %sub.name, error = %e, "pull request failed");
-                if !pause(backoff, &mut stop, &mut closed).await {
+                if !pause(reconnect.next_delay(), &mut stop, &mut closed).await {
                     break;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
@@ -194,7 +195,7 @@ async fn run(
                 None => break,
                 Some(Ok(m)) => {
                     received += 1;
-                    backoff = BACKOFF_MIN;
+                    reconnect.reset();
                     let permit = held.pop();
                     if !handle(&sub, &tx, m, permit).await {
                         drain(&sub, batch).await;
@@ -207,21 +208,20 @@ async fn run(
                         let _ = tx.send(Err(gone)).await;
                         break 'pull;
                     }
-                    if !pause(backoff, &mut stop, &mut closed).await {
+                    if !pause(reconnect.next_delay(), &mut stop, &mut closed).await {
                         break 'pull;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     break;
                 }
             }
         }
         drop(held);
         // A request that ended early and empty (server trouble) must not spin.
-        if received == 0 && started.elapsed() < PULL_EXPIRES / 2 {
-            if !pause(backoff, &mut stop, &mut closed).await {
-                break;
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+        if received == 0
+            && started.elapsed() < PULL_EXPIRES / 2
+            && !pause(reconnect.next_delay(), &mut stop, &mut closed).await
+        {
+            break;
         }
     }
 }

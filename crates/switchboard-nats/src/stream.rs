@@ -43,6 +43,7 @@ use switchboard_core::contract::{
     BusError, Delivery, DeliveryInfo, Nack, Start, Subscription, SubscriptionSpec, SubscriptionStats,
 };
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
+use switchboard_policy::Reconnect;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -55,10 +56,10 @@ use crate::naming;
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 /// Most messages asked for in one pull request.
 const MAX_BATCH: usize = 256;
-/// Back-off after errors: from this…
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// …doubling up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The longest wait before pulling again after an error. The waits are jittered
+/// ([`Reconnect`]): a server restart breaks the pulls of every subscription of every client
+/// at once, and without jitter they would all retry in the same instants.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// The server removes a reader's consumer after this long without a pull (a crashed
 /// process); a live reader that stopped pulling (every prefetch slot held) makes a new one.
 const INACTIVE_THRESHOLD: Duration = Duration::from_secs(30);
@@ -334,7 +335,7 @@ impl Pull {
         let mut gone = self.reader.cursor.store.gone.subscribe();
         let mut consumer: Option<PullConsumer> = None;
         let mut last_consumer_seq = 0u64;
-        let mut backoff = BACKOFF_MIN;
+        let mut reconnect = Reconnect::up_to(MAX_BACKOFF);
         'pull: loop {
             let first = tokio::select! {
                 biased;
@@ -370,10 +371,9 @@ impl Pull {
                     Err(Create::Retry(e)) => {
                         tracing::warn!(stream = %self.stream_name, error = %e, "creating the stream reader failed");
                         drop(held);
-                        if !self.pause(backoff, &mut closed).await {
+                        if !self.pause(reconnect.next_delay(), &mut closed).await {
                             break;
                         }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
                         continue;
                     }
                 },
@@ -385,10 +385,9 @@ impl Pull {
                     tracing::warn!(stream = %self.stream_name, error = %e, "stream pull request failed");
                     self.discard(consumer.take());
                     drop(held);
-                    if !self.pause(backoff, &mut closed).await {
+                    if !self.pause(reconnect.next_delay(), &mut closed).await {
                         break;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             };
@@ -420,7 +419,7 @@ impl Pull {
                             continue;
                         }
                         received += 1;
-                        backoff = BACKOFF_MIN;
+                        reconnect.reset();
                         self.next = seq + 1;
                         let published_ms =
                             u64::try_from(published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
@@ -442,10 +441,9 @@ impl Pull {
                     Some(Err(e)) => {
                         tracing::warn!(stream = %self.stream_name, error = %e, "stream pull failed");
                         self.discard(consumer.take());
-                        if !self.pause(backoff, &mut closed).await {
+                        if !self.pause(reconnect.next_delay(), &mut closed).await {
                             break 'pull;
                         }
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
                         break;
                     }
                 }
@@ -455,10 +453,9 @@ impl Pull {
                 // Ended early and empty (server trouble): do not spin, and do not trust the
                 // consumer to still exist.
                 self.discard(consumer.take());
-                if !self.pause(backoff, &mut closed).await {
+                if !self.pause(reconnect.next_delay(), &mut closed).await {
                     break;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             } else if received == 0
                 && let Some(c) = &consumer
                 && let Err(e) = c.get_info().await
