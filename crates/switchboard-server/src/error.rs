@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The request is too large.
     #[error("{0}")]
     TooLarge(String),
+    /// One message of a request is over the size limit (the message says which).
+    #[error("{0}")]
+    MessageTooLarge(String),
     /// The media type is not supported.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -63,7 +66,7 @@ impl ApiError {
             ApiError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge(_) | ApiError::MessageTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         }
@@ -121,6 +124,7 @@ impl ApiError {
             ApiError::Auth(_) => Reason::Unauthenticated,
             ApiError::BadRequest(_) => Reason::BadRequest,
             ApiError::TooLarge(_) => Reason::TooLarge,
+            ApiError::MessageTooLarge(_) => Reason::MessageTooLarge,
             ApiError::UnsupportedMediaType(_) => Reason::UnsupportedMediaType,
             ApiError::NotFound(_) => Reason::NotFound,
         }
@@ -192,5 +196,52 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use switchboard_storage::StorageError;
+
+    use super::*;
+
+    fn info(status: &tonic::Status) -> (Option<Reason>, HashMap<String, String>) {
+        (reason::reason(status), reason::error_info(status).map(|i| i.metadata).unwrap_or_default())
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_full_disk_says_no_space_about_the_topic_of_the_request() {
+        let e: ApiError =
+            BrokerError::from(StorageError::NoSpace { path: "/data/orders/0.log".into() }).into();
+        let status = e.into_status_about(&[(key::TOPIC, "orders")]);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(info(&status), (Some(Reason::NoSpace), map(&[(key::TOPIC, "orders")])));
+    }
+
+    #[test]
+    fn what_an_error_names_wins_over_the_request() {
+        let topic = switchboard_core::TopicName::new("orders").unwrap();
+        let e: ApiError = BrokerError::PartitionNotFound { topic, partition: 7, partitions: 2 }.into();
+        let status = e.into_status_about(&[(key::TOPIC, "other"), (key::SUBSCRIPTION, "")]);
+        let expected = map(&[(key::TOPIC, "orders"), (key::PARTITION, "7")]);
+        assert_eq!(info(&status), (Some(Reason::PartitionNotFound), expected));
+        let e: ApiError = BrokerError::LeaseExpired("0-1-2".into()).into();
+        assert_eq!(info(&e.into()), (Some(Reason::LeaseExpired), map(&[(key::RECEIPT, "0-1-2")])));
+    }
+
+    #[tokio::test]
+    async fn the_problem_type_is_the_reason() {
+        let resp = ApiError::MessageTooLarge("event 0: too large".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/problem+json");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["type"], "https://switchboard.dev/problems/message-too-large");
     }
 }

@@ -82,7 +82,7 @@ pub(crate) fn decode_publish(
         let m = convert::message_from_event(event, limits.max_message_bytes).map_err(|e| match e {
             ApiError::Broker(switchboard_broker::BrokerError::InvalidMessage(
                 switchboard_core::MessageError::TooLarge { .. },
-            )) => ApiError::TooLarge(format!("event {i}: {e}")),
+            )) => ApiError::MessageTooLarge(format!("event {i}: {e}")),
             e => ApiError::BadRequest(format!("event {i}: {e}")),
         })?;
         messages.push(m);

@@ -90,7 +90,7 @@ impl EventError {
             (EventError::Bad(m), Some(i)) => ApiError::BadRequest(format!("event {i}: {m}")),
             (EventError::Invalid(e), None) => BrokerError::InvalidMessage(e).into(),
             (EventError::Invalid(e @ MessageError::TooLarge { .. }), Some(i)) => {
-                ApiError::TooLarge(format!("event {i}: {e}"))
+                ApiError::MessageTooLarge(format!("event {i}: {e}"))
             }
             (EventError::Invalid(e), Some(i)) => {
                 ApiError::BadRequest(format!("event {i}: invalid message: {e}"))
