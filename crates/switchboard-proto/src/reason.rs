@@ -132,6 +132,8 @@ reasons! {
     UnsupportedMediaType = "unsupported-media-type",
     /// Something else that is not there.
     NotFound = "not-found",
+    /// HTTP only: the route has no such method.
+    MethodNotAllowed = "method-not-allowed",
 }
 
 impl fmt::Display for Reason {

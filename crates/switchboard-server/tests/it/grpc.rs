@@ -464,6 +464,8 @@ async fn publish_stream_answers_each_batch_in_order() {
     let Some(R::Error(e)) = a.result else { panic!("{a:?}") };
     assert_eq!(Code::from_i32(e.code), Code::InvalidArgument);
     assert!(e.message.contains("event 1") && e.message.contains("source"), "{}", e.message);
+    assert_eq!(e.reason, Reason::BadRequest.as_str());
+    assert_eq!(e.metadata.get(key::TOPIC).map(String::as_str), Some("orders"));
 
     let a = next().await.unwrap();
     assert_eq!(a.sequence, 3);
