@@ -106,28 +106,13 @@ fn escape(value: &str) -> String {
     out
 }
 
-/// Reverses [`escape`]; a malformed escape is kept as it is.
+/// Reverses [`escape`]; a malformed escape is kept as it is (headers written by other NATS
+/// clients may hold a literal `%`), as is invalid UTF-8, lossily.
 fn unescape(value: &str) -> String {
-    if !value.contains('%') {
-        return value.to_owned();
-    }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    // `percent_decode` decodes `%` and two hex digits exactly, and passes anything else
+    // through, which is what this module always did, except that the hand-written decoder it
+    // replaced read `%+5` as byte 5 (`u8::from_str_radix` accepts a sign).
+    percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -159,5 +144,7 @@ mod tests {
     fn malformed_escapes_survive() {
         assert_eq!(unescape("100%"), "100%");
         assert_eq!(unescape("%zz%41"), "%zzA");
+        assert_eq!(unescape("%+5%-5%4"), "%+5%-5%4");
+        assert_eq!(unescape("%C3%A9%ff"), "\u{e9}\u{fffd}");
     }
 }

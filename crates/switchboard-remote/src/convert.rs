@@ -1,150 +1,46 @@
-//! Messages as CloudEvents (protobuf format) and back, and the SDK's subscription settings
-//! as `switchboard.v1` ones.
+//! Messages as CloudEvents and back, and the SDK's subscription settings as `switchboard.v1`
+//! ones.
 //!
-//! The mapping mirrors the server's (`switchboard-server/src/grpc/convert.rs`) in reverse, so
-//! a message comes back from the server as it was published: attributes travel as strings,
-//! `dataschema` as a URI, data as text, protobuf or bytes by its content type.
+//! The CloudEvent mapping itself is `switchboard-proto`'s, the one the server uses, so a
+//! message comes back from the server as it was published. What is the remote backend's own:
+//! `time` goes out as the string it is, and deliveries are taken as the server sent them.
 
-use std::collections::{BTreeMap, HashMap};
-
-use base64::Engine as _;
-use bytes::Bytes;
 use switchboard_core::contract::{Mode, Start, SubscriptionSpec, SubscriptionStats};
-use switchboard_core::{Message, SPEC_VERSION, Timestamp};
+use switchboard_core::{Message, Timestamp};
 use switchboard_proto::io::cloudevents::v1 as ce;
 use switchboard_proto::switchboard::v1 as api;
+use switchboard_proto::{event, timestamp};
 
+use ce::cloud_event::CloudEventAttributeValue;
 use ce::cloud_event::cloud_event_attribute_value::Attr;
-use ce::cloud_event::{CloudEventAttributeValue, Data};
-
-/// The media type of `proto_data`.
-const PROTOBUF_MEDIA_TYPE: &str = "application/protobuf";
 
 /// Milliseconds since the epoch as a protobuf timestamp.
 pub(crate) fn timestamp_to_proto(t: Timestamp) -> prost_types::Timestamp {
-    let ms = t.as_millis();
-    prost_types::Timestamp {
-        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
-        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
-    }
+    timestamp::to_proto(t)
 }
 
-/// A protobuf timestamp as milliseconds since the epoch (before 1970: 0).
+/// A protobuf timestamp as milliseconds since the epoch (before 1970: 0, as a server never
+/// sends one).
 pub(crate) fn timestamp_from_proto(t: prost_types::Timestamp) -> Timestamp {
-    let t = t.normalized();
-    let seconds = u64::try_from(t.seconds).unwrap_or(0);
-    let millis = u64::try_from(t.nanos).unwrap_or(0) / 1_000_000;
-    Timestamp(seconds.saturating_mul(1000).saturating_add(millis))
+    timestamp::from_proto(t).unwrap_or(Timestamp(0))
 }
 
-/// Whether data of this media type is text (sent as `text_data`).
-fn is_text(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence.starts_with("text/")
-        || essence == "application/json"
-        || essence.ends_with("+json")
-        || essence == "application/xml"
-        || essence.ends_with("+xml")
-}
-
-/// A message as a CloudEvent. `time` goes as the string it is (the server checks and stores it
-/// unchanged), `dataschema` as a URI, every other attribute as a string.
+/// A message as a CloudEvent. `time` goes as the string it is, not as the `ce_timestamp` the
+/// shared mapping makes of it: the server checks and stores the string unchanged, so an
+/// offset or a precision that a protobuf timestamp would normalize away survives.
 pub(crate) fn event_from_message(m: Message) -> ce::CloudEvent {
-    let Message { id, source, ty, specversion, subject, time, datacontenttype, dataschema, extensions, data } =
-        m;
-    let mut attributes: HashMap<String, CloudEventAttributeValue> =
-        HashMap::with_capacity(extensions.len() + 4);
-    let mut put = |name: &str, attr: Attr| {
-        attributes.insert(name.to_owned(), CloudEventAttributeValue { attr: Some(attr) });
-    };
-    if let Some(s) = subject {
-        put("subject", Attr::CeString(s));
-    }
+    let time = m.time.clone();
+    let mut e = ce::CloudEvent::from(m);
     if let Some(t) = time {
-        put("time", Attr::CeString(t));
+        e.attributes.insert("time".to_owned(), CloudEventAttributeValue { attr: Some(Attr::CeString(t)) });
     }
-    let proto_type = match (&datacontenttype, &dataschema) {
-        (Some(ct), Some(schema)) if ct.eq_ignore_ascii_case(PROTOBUF_MEDIA_TYPE) => Some(schema.clone()),
-        _ => None,
-    };
-    let text = datacontenttype.as_deref().is_some_and(is_text);
-    if let Some(ct) = datacontenttype {
-        put("datacontenttype", Attr::CeString(ct));
-    }
-    if let Some(s) = dataschema {
-        put("dataschema", Attr::CeUri(s));
-    }
-    for (k, v) in extensions {
-        attributes.insert(k, CloudEventAttributeValue { attr: Some(Attr::CeString(v)) });
-    }
-    let data = if data.is_empty() {
-        None
-    } else if let Some(type_url) = proto_type {
-        Some(Data::ProtoData(prost_types::Any { type_url, value: data.to_vec() }))
-    } else if text {
-        match std::str::from_utf8(&data) {
-            Ok(s) => Some(Data::TextData(s.to_owned())),
-            Err(_) => Some(Data::BinaryData(data)),
-        }
-    } else {
-        Some(Data::BinaryData(data))
-    };
-    ce::CloudEvent { id, source, spec_version: specversion, r#type: ty, attributes, data }
-}
-
-/// The CloudEvents canonical string form of an attribute value.
-fn canonical_string(attr: Attr) -> String {
-    match attr {
-        Attr::CeBoolean(b) => b.to_string(),
-        Attr::CeInteger(i) => i.to_string(),
-        Attr::CeString(s) | Attr::CeUri(s) | Attr::CeUriRef(s) => s,
-        Attr::CeBytes(b) => base64::engine::general_purpose::STANDARD.encode(b),
-        Attr::CeTimestamp(t) => t.normalized().to_string(),
-    }
+    e
 }
 
 /// A delivered CloudEvent as a message. The server validated it when it was published, so
 /// nothing is checked again here.
 pub(crate) fn message_from_event(event: ce::CloudEvent) -> Message {
-    let ce::CloudEvent { id, source, spec_version, r#type, attributes, data } = event;
-    let mut m = Message {
-        id,
-        source,
-        ty: r#type,
-        specversion: if spec_version.is_empty() { SPEC_VERSION.to_owned() } else { spec_version },
-        subject: None,
-        time: None,
-        datacontenttype: None,
-        dataschema: None,
-        extensions: BTreeMap::new(),
-        data: Bytes::new(),
-    };
-    for (name, value) in attributes {
-        let Some(attr) = value.attr else { continue };
-        let value = canonical_string(attr);
-        match name.as_str() {
-            "subject" => m.subject = Some(value),
-            "time" => m.time = Some(value),
-            "datacontenttype" => m.datacontenttype = Some(value),
-            "dataschema" => m.dataschema = Some(value),
-            _ => {
-                m.extensions.insert(name, value);
-            }
-        }
-    }
-    m.data = match data {
-        None => Bytes::new(),
-        Some(Data::BinaryData(b)) => b,
-        Some(Data::TextData(s)) => Bytes::from(s),
-        Some(Data::ProtoData(any)) => {
-            m.datacontenttype.get_or_insert_with(|| PROTOBUF_MEDIA_TYPE.to_owned());
-            if m.dataschema.is_none() && !any.type_url.is_empty() {
-                m.dataschema = Some(any.type_url);
-            }
-            Bytes::from(any.value)
-        }
-    };
-    m
+    event::message_from_trusted(event)
 }
 
 /// The server-side settings of a subscription opened with `spec`. The prefetch becomes the
@@ -181,6 +77,9 @@ pub(crate) fn stats_from_proto(s: api::SubscriptionStats) -> SubscriptionStats {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use ce::cloud_event::Data;
+
     use super::*;
 
     #[test]
@@ -190,9 +89,10 @@ mod tests {
             .with_content_type("application/json")
             .with_key("c-7")
             .with_extension("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
-        m.time = Some("2026-11-26T10:00:00.500Z".into());
+        m.time = Some("2026-11-26T10:00:00.5+01:00".into());
         m.dataschema = Some("https://x/schema".into());
         let e = event_from_message(m.clone());
+        assert_eq!(e.attributes["time"].attr, Some(Attr::CeString("2026-11-26T10:00:00.5+01:00".into())));
         assert_eq!(e.data, Some(Data::TextData(r#"{"n":1}"#.into())));
         assert_eq!(message_from_event(e), m);
 

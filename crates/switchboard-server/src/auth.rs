@@ -4,6 +4,7 @@
 //! only, see [`ServerConfig::validate`](crate::ServerConfig::validate)).
 
 use serde::{Deserialize, Serialize};
+use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 
 /// What a request wants to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -117,15 +118,15 @@ impl Auth {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(AuthError::Missing)?
             .trim();
-        // Compare against every token without an early exit, so timing does not reveal
-        // how much of a token matched.
-        let mut found = None;
-        for t in &self.tokens {
-            if constant_time_eq(t.token.as_bytes(), presented.as_bytes()) {
-                found = Some(t.clone());
-            }
+        // Every token is compared, in constant time and without a branch on the result, so
+        // timing reveals neither how much of a token matched nor which one did. (`subtle`
+        // treats lengths as public: a token's length may show, its bytes do not.)
+        let mut matched = u64::MAX;
+        for (i, t) in (0u64..).zip(&self.tokens) {
+            matched.conditional_assign(&i, t.token.as_bytes().ct_eq(presented.as_bytes()));
         }
-        found.map(|t| Principal { token: Some(t) }).ok_or(AuthError::Invalid)
+        let found = usize::try_from(matched).ok().and_then(|i| self.tokens.get(i));
+        found.map(|t| Principal { token: Some(t.clone()) }).ok_or(AuthError::Invalid)
     }
 }
 
@@ -158,13 +159,6 @@ impl Principal {
     pub fn may(&self, action: Action, topic: &str) -> bool {
         self.check(action, Some(topic)).is_ok()
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `*` matches any run of characters (including none); everything else literally.
@@ -218,6 +212,31 @@ mod tests {
         assert!(matches!(p.check(Action::Publish, Some("audit")), Err(AuthError::Forbidden { .. })));
         assert!(matches!(p.check(Action::Admin, Some("orders")), Err(AuthError::Forbidden { .. })));
         assert!(matches!(p.check(Action::Consume, None), Err(AuthError::Forbidden { .. })));
+    }
+
+    #[test]
+    fn each_token_identifies_its_own_caller() {
+        let token = |name: &str, token: &str| TokenConfig {
+            name: name.into(),
+            token: token.into(),
+            permissions: vec![],
+        };
+        let a = Auth::new(vec![
+            token("first", "tok-aaaa"),
+            token("second", "tok-bbbb"),
+            token("third", "tok-cccc"),
+        ]);
+        for (presented, name) in [("tok-aaaa", "first"), ("tok-bbbb", "second"), ("tok-cccc", "third")] {
+            let p = a.authenticate(Some(&format!("Bearer {presented}"))).unwrap();
+            assert_eq!(p.token.map(|t| t.name).as_deref(), Some(name));
+        }
+        for wrong in ["tok-aaab", "tok-aaa", "tok-aaaaa", "", "TOK-AAAA"] {
+            assert_eq!(
+                a.authenticate(Some(&format!("Bearer {wrong}"))).unwrap_err(),
+                AuthError::Invalid,
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

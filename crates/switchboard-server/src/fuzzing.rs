@@ -60,7 +60,7 @@ pub fn grpc_publish(
 
 /// A message as the gRPC API hands it to consumers.
 pub fn grpc_event(message: Message) -> CloudEvent {
-    crate::grpc::event_from_message(message)
+    CloudEvent::from(message)
 }
 
 /// The settings of a `CreateTopic` request over the server's topic defaults.

@@ -23,6 +23,7 @@ pub mod fuzzing;
 mod graphql;
 mod grpc;
 mod http;
+mod http_listener;
 mod metrics;
 mod rest;
 mod state;
@@ -32,13 +33,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use switchboard_broker::{Broker, BrokerError};
 use switchboard_core::SystemClock;
 use switchboard_storage::FileStorage;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use auth::{Action, Auth, AuthError, Permission, Principal, TokenConfig};
@@ -52,8 +51,6 @@ pub use tls::TlsError;
 
 /// How long shutdown waits for requests in flight before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How long a TLS handshake or an HTTP/1 request head may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +133,8 @@ impl Server {
 
         let app = http::router(state.clone());
         let max_conn = state.config.limits.max_connections;
-        let http_task = tokio::spawn(serve_http(http_listener, app, http_tls, max_conn, stop_rx.clone()));
+        let http_task =
+            tokio::spawn(http_listener::serve(http_listener, app, http_tls, max_conn, stop_rx.clone()));
 
         let mut grpc = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(256)
@@ -223,82 +221,8 @@ async fn wait_for_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Accepts HTTP connections (TLS optional) until told to stop, then lets every open
-/// connection finish its requests in flight.
-async fn serve_http(
-    listener: TcpListener,
-    app: axum::Router,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    max_connections: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let slots = Arc::new(Semaphore::new(max_connections));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Accept failed.");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut stop) => break,
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %e, "Could not set TCP_NODELAY.");
-        }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max_connections, "Connection limit reached: refused a connection.");
-            continue;
-        };
-        let (app, acceptor, mut stop) = (app.clone(), acceptor.clone(), stop.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            match acceptor {
-                None => serve_connection(TokioIo::new(stream), app, &mut stop).await,
-                // A client that never finishes its handshake must not hold a slot forever.
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), app, &mut stop).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed."),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out."),
-                    }
-                }
-            }
-        });
-    }
-    // Every connection holds a slot: having them all back means every connection is done.
-    let _ = slots.acquire_many(max_connections as u32).await;
-}
-
 /// Resolves once the server is told to stop (the guard `wait_for` returns is not `Send`, so
 /// it must not live across an await in a spawned task).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Serves one connection (HTTP/1.1 with upgrades, or HTTP/2) until it ends or the server
-/// stops; on stop it finishes the requests in flight and closes.
-async fn serve_connection<I>(io: I, app: axum::Router, stop: &mut watch::Receiver<bool>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // A client that opens a connection and never sends a request head must not hold a slot.
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
-    let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(app));
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "HTTP connection ended with an error.");
-            }
-        }
-        _ = stopped(stop) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use switchboard::{Bus, Message, Start, SubscriptionName, SubscriptionSpec};
+use switchboard::{Bus, Message, Start, SubscriptionName, SubscriptionSpec, TopicName};
 
 /// The order numbers each service read, in the order it read them.
 #[derive(Debug, Default)]
@@ -18,7 +18,7 @@ pub struct Report {
 }
 
 /// One service: reads `count` orders from the start of `topic` and acks (commits) each.
-async fn replay(url: &str, topic: &str, service: &str, count: usize) -> anyhow::Result<Vec<u32>> {
+async fn replay(url: &str, topic: &TopicName, service: &str, count: usize) -> anyhow::Result<Vec<u32>> {
     let bus = Bus::connect(url).await.with_context(|| format!("connecting {service}"))?;
     let spec = SubscriptionSpec::stream(SubscriptionName::new(service)?).with_start(Start::Earliest);
     let mut sub = bus.subscribe(topic, spec).await?;
@@ -41,6 +41,7 @@ async fn replay(url: &str, topic: &str, service: &str, count: usize) -> anyhow::
 /// # Errors
 /// The broker is unreachable or a service does not get every order within 30 s.
 pub async fn run(url: &str, topic: &str, orders: u32) -> anyhow::Result<Report> {
+    let topic = &TopicName::new(topic)?;
     let shop = Bus::connect(url).await.context("connecting the shop")?;
     for n in 0..orders {
         let order =

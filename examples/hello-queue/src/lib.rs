@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
-use switchboard::layers::Middleware;
-use switchboard::router::{Handled, Incoming, Router};
-use switchboard::{Bus, Message, SubscriptionName, SubscriptionSpec};
+use switchboard::{Bus, Handled, Incoming, Message, Middleware, Router, SubscriptionName, SubscriptionSpec, TopicName};
+use tower::Layer;
 
 /// Who handled which job.
 #[derive(Debug, Default)]
@@ -35,6 +34,7 @@ impl Report {
 /// # Errors
 /// The broker is unreachable, or the jobs are not all handled within 60 s.
 pub async fn run(url: &str, topic: &str, workers: usize, jobs: u32) -> anyhow::Result<Report> {
+    let topic = TopicName::new(topic)?;
     let report = Arc::new(Mutex::new(Report::default()));
     let mut running = Vec::new();
     for w in 0..workers {
@@ -53,14 +53,14 @@ pub async fn run(url: &str, topic: &str, workers: usize, jobs: u32) -> anyhow::R
         });
         let spec = SubscriptionSpec::queue(SubscriptionName::new("workers")?).with_prefetch(4);
         let router = Router::new(bus.clone())
-            .route("work", topic, spec, Middleware::default().layer(handler))?
+            .route("work", topic.clone(), spec, Middleware::default().layer(handler))
             .start()
             .await?;
         running.push((router, bus));
     }
     let producer = Bus::connect(url).await.context("connecting the producer")?;
     for n in 0..jobs {
-        producer.publish(topic, Message::new("/hello-queue", "job.created", n.to_string())).await?;
+        producer.publish(&topic, Message::new("/hello-queue", "job.created", n.to_string())).await?;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while report.lock().all_jobs().len() < jobs as usize {

@@ -1,6 +1,7 @@
 //! GraphQL errors: every [`ApiError`] becomes an error with the same message and an
 //! `extensions.code` derived from its HTTP status (`NOT_FOUND`, `BAD_USER_INPUT`,
-//! `FORBIDDEN`, …) plus the status itself, so clients branch on codes, not on messages.
+//! `FORBIDDEN`, …) plus the status itself and the error's `reason` (`topic-not-found`, …, as
+//! in the HTTP problem `type`), so clients branch on codes, not on messages.
 
 use async_graphql::ErrorExtensionValues;
 use axum::http::StatusCode;
@@ -23,6 +24,8 @@ pub(super) fn gql_error(e: ApiError) -> async_graphql::Error {
     let mut extensions = ErrorExtensionValues::default();
     extensions.set("code", code(status));
     extensions.set("status", status.as_u16());
+    // The same machine-readable reason as the HTTP problem `type` and the gRPC ErrorInfo.
+    extensions.set("reason", e.reason().as_str());
     let mut error = async_graphql::Error::new(e.to_string());
     error.extensions = Some(extensions);
     error

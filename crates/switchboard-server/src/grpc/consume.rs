@@ -265,9 +265,10 @@ struct Session<'a> {
     consumer: Consumer,
 }
 
-/// The outcome of an item that failed.
+/// The outcome of an item that failed. The errors of settling name what they are about
+/// themselves (the receipt, the partition, the subscription).
 fn failed(e: BrokerError) -> Option<api::Error> {
-    Some(convert::error_to_proto(&e.into()))
+    Some(convert::error_to_proto(&e.into(), &[]))
 }
 
 /// What parsing alone makes of the receipts of an ack, nack or extend (for the fuzz targets).
@@ -367,7 +368,9 @@ impl Session<'_> {
         let by = Duration::from_millis(extend.by_ms);
         for &(i, r) in &s.parsed {
             match q.extend(&r, by) {
-                Ok(until) => s.outcomes[i].lease_expires_at = Some(convert::timestamp_to_proto(until)),
+                Ok(until) => {
+                    s.outcomes[i].lease_expires_at = Some(switchboard_proto::timestamp::to_proto(until))
+                }
                 Err(e) => s.outcomes[i].error = failed(e),
             }
         }

@@ -1,25 +1,18 @@
-//! Conversions between the wire types of `switchboard.v1` / `io.cloudevents.v1` and the
-//! broker's types. Everything a client sends is checked here or by the broker, and a bad
-//! value becomes an [`ApiError`] naming it.
+//! Conversions between the wire types of `switchboard.v1` and the broker's types. Messages
+//! and timestamps are mapped by `switchboard-proto` (the mapping the SDK's remote backend
+//! shares); what is checked here on top is the server's: limits, and errors as [`ApiError`]s
+//! naming the bad value.
 
-use std::collections::{BTreeMap, HashMap};
-
-use base64::Engine as _;
-use bytes::Bytes;
 use switchboard_broker::{
     BrokerDelivery, BrokerError, Durability, FsyncPolicy, PartitionStats, PublishReceipt, RetentionConfig,
     StartPosition, SubscriptionConfig, SubscriptionMode, SubscriptionStats, TopicConfig, TopicInfo,
 };
-use switchboard_core::{Message, SPEC_VERSION, SubscriptionName, Timestamp, TopicName};
+use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
+use switchboard_proto::timestamp;
 
 use super::pb::io::cloudevents::v1 as ce;
 use super::pb::switchboard::v1 as api;
 use crate::error::ApiError;
-use ce::cloud_event::cloud_event_attribute_value::Attr;
-use ce::cloud_event::{CloudEventAttributeValue, Data};
-
-/// The media type of `proto_data`.
-const PROTOBUF_MEDIA_TYPE: &str = "application/protobuf";
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
@@ -38,24 +31,10 @@ pub(super) fn subscription_name(name: &str) -> Result<SubscriptionName, ApiError
 // ---------------------------------------------------------------------------------------------
 // Time
 
-/// Milliseconds since the epoch as a protobuf timestamp.
-pub(super) fn timestamp_to_proto(t: Timestamp) -> prost_types::Timestamp {
-    let ms = t.as_millis();
-    prost_types::Timestamp {
-        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
-        nanos: ((ms % 1000) * 1_000_000) as i32,
-    }
-}
-
-/// A protobuf timestamp as milliseconds since the epoch (sub-millisecond parts dropped).
+/// A protobuf timestamp from a request as milliseconds since the epoch (sub-millisecond parts
+/// dropped).
 pub(crate) fn timestamp_from_proto(t: prost_types::Timestamp, what: &str) -> Result<Timestamp, ApiError> {
-    let t = t.normalized();
-    let seconds = u64::try_from(t.seconds).map_err(|_| bad(format!("{what} is before 1970")))?;
-    Ok(Timestamp(seconds.saturating_mul(1000).saturating_add(t.nanos as u64 / 1_000_000)))
-}
-
-fn rfc3339(t: prost_types::Timestamp) -> String {
-    t.normalized().to_string()
+    timestamp::from_proto(t).ok_or_else(|| bad(format!("{what} is before 1970")))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -65,141 +44,12 @@ fn rfc3339(t: prost_types::Timestamp) -> String {
 /// limit is checked again by the broker).
 ///
 /// # Errors
-/// A missing or malformed attribute ([`ApiError::BadRequest`] or an invalid-message error),
-/// or a message over the limit (`TooLarge`).
+/// An attribute the protobuf format does not allow ([`ApiError::BadRequest`]), a value that
+/// breaks a message rule (an invalid-message error), or a message over the limit (`TooLarge`).
 pub(super) fn message_from_event(event: ce::CloudEvent, max_bytes: usize) -> Result<Message, ApiError> {
-    let ce::CloudEvent { id, source, spec_version, r#type, attributes, data } = event;
-    let mut m = Message {
-        id,
-        source,
-        ty: r#type,
-        specversion: if spec_version.is_empty() { SPEC_VERSION.to_owned() } else { spec_version },
-        subject: None,
-        time: None,
-        datacontenttype: None,
-        dataschema: None,
-        extensions: BTreeMap::new(),
-        data: Bytes::new(),
-    };
-    for (name, value) in attributes {
-        let Some(attr) = value.attr else {
-            return Err(bad(format!("attribute `{name}` has no value")));
-        };
-        match name.as_str() {
-            "id" | "source" | "type" | "specversion" | "spec_version" => {
-                return Err(bad(format!(
-                    "`{name}` is a field of the CloudEvent message, not an entry of `attributes`"
-                )));
-            }
-            "subject" => m.subject = Some(string_attribute(&name, attr)?),
-            "datacontenttype" => m.datacontenttype = Some(string_attribute(&name, attr)?),
-            "dataschema" => m.dataschema = Some(string_attribute(&name, attr)?),
-            "time" => {
-                m.time = Some(match attr {
-                    Attr::CeTimestamp(t) => rfc3339(t),
-                    Attr::CeString(s) => s,
-                    _ => {
-                        return Err(bad("attribute `time` must be a ce_timestamp or an RFC 3339 ce_string"));
-                    }
-                });
-            }
-            _ => {
-                m.extensions.insert(name, canonical_string(attr));
-            }
-        }
-    }
-    m.data = match data {
-        None => Bytes::new(),
-        Some(Data::BinaryData(b)) => b,
-        Some(Data::TextData(s)) => Bytes::from(s),
-        Some(Data::ProtoData(any)) => {
-            m.datacontenttype.get_or_insert_with(|| PROTOBUF_MEDIA_TYPE.to_owned());
-            if m.dataschema.is_none() && !any.type_url.is_empty() {
-                m.dataschema = Some(any.type_url);
-            }
-            Bytes::from(any.value)
-        }
-    };
+    let m = Message::try_from(event).map_err(|e| bad(e.to_string()))?;
     m.validate(max_bytes).map_err(BrokerError::from)?;
     Ok(m)
-}
-
-fn string_attribute(name: &str, attr: Attr) -> Result<String, ApiError> {
-    match attr {
-        Attr::CeString(s) | Attr::CeUri(s) | Attr::CeUriRef(s) => Ok(s),
-        _ => Err(bad(format!("attribute `{name}` must be a ce_string, ce_uri or ce_uri_ref"))),
-    }
-}
-
-/// The CloudEvents canonical string form of an attribute value.
-fn canonical_string(attr: Attr) -> String {
-    match attr {
-        Attr::CeBoolean(b) => b.to_string(),
-        Attr::CeInteger(i) => i.to_string(),
-        Attr::CeString(s) | Attr::CeUri(s) | Attr::CeUriRef(s) => s,
-        Attr::CeBytes(b) => base64::engine::general_purpose::STANDARD.encode(b),
-        Attr::CeTimestamp(t) => rfc3339(t),
-    }
-}
-
-/// Whether data of this media type is text (sent as `text_data`).
-fn is_text(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence.starts_with("text/")
-        || essence == "application/json"
-        || essence.ends_with("+json")
-        || essence == "application/xml"
-        || essence.ends_with("+xml")
-}
-
-/// A message as a CloudEvent: `time` as a ce_timestamp, `dataschema` as a ce_uri, the other
-/// attributes and extensions as ce_string. Data goes in `proto_data` when the content type is
-/// `application/protobuf` and a `dataschema` names the type, in `text_data` when the content
-/// type is text (`text/*`, JSON, XML) and the bytes are UTF-8, and in `binary_data` otherwise.
-pub(crate) fn event_from_message(m: Message) -> ce::CloudEvent {
-    let Message { id, source, ty, specversion, subject, time, datacontenttype, dataschema, extensions, data } =
-        m;
-    let mut attributes: HashMap<String, CloudEventAttributeValue> =
-        HashMap::with_capacity(extensions.len() + 4);
-    let mut put = |name: &str, attr: Attr| {
-        attributes.insert(name.to_owned(), CloudEventAttributeValue { attr: Some(attr) });
-    };
-    if let Some(s) = subject {
-        put("subject", Attr::CeString(s));
-    }
-    if let Some(t) = time {
-        match t.parse::<prost_types::Timestamp>() {
-            Ok(ts) => put("time", Attr::CeTimestamp(ts)),
-            Err(_) => put("time", Attr::CeString(t)),
-        }
-    }
-    let proto_type = match (&datacontenttype, &dataschema) {
-        (Some(ct), Some(schema)) if ct.eq_ignore_ascii_case(PROTOBUF_MEDIA_TYPE) => Some(schema.clone()),
-        _ => None,
-    };
-    let text = datacontenttype.as_deref().is_some_and(is_text);
-    if let Some(ct) = datacontenttype {
-        put("datacontenttype", Attr::CeString(ct));
-    }
-    if let Some(s) = dataschema {
-        put("dataschema", Attr::CeUri(s));
-    }
-    for (k, v) in extensions {
-        attributes.insert(k, CloudEventAttributeValue { attr: Some(Attr::CeString(v)) });
-    }
-    let data = if data.is_empty() {
-        None
-    } else if let Some(type_url) = proto_type {
-        Some(Data::ProtoData(prost_types::Any { type_url, value: data.to_vec() }))
-    } else if text {
-        match std::str::from_utf8(&data) {
-            Ok(s) => Some(Data::TextData(s.to_owned())),
-            Err(_) => Some(Data::BinaryData(data)),
-        }
-    } else {
-        Some(Data::BinaryData(data))
-    };
-    ce::CloudEvent { id, source, spec_version: specversion, r#type: ty, attributes, data }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,7 +60,7 @@ pub(super) fn receipt_to_proto(r: PublishReceipt) -> api::PublishReceipt {
         partition: r.partition,
         offset: r.offset,
         duplicate: r.duplicate,
-        published_at: Some(timestamp_to_proto(r.timestamp)),
+        published_at: Some(timestamp::to_proto(r.timestamp)),
         fsynced: r.durability == Durability::Fsynced,
     }
 }
@@ -221,15 +71,21 @@ pub(super) fn delivery_to_proto(d: BrokerDelivery) -> api::Delivery {
         offset: d.offset,
         attempt: d.attempt,
         receipt: d.receipt.map(|r| r.to_string()).unwrap_or_default(),
-        lease_expires_at: d.lease_expires_at.map(timestamp_to_proto),
-        published_at: Some(timestamp_to_proto(d.published_at)),
-        event: Some(event_from_message(d.message)),
+        lease_expires_at: d.lease_expires_at.map(timestamp::to_proto),
+        published_at: Some(timestamp::to_proto(d.published_at)),
+        event: Some(ce::CloudEvent::from(d.message)),
     }
 }
 
-/// An error about one item of a stream.
-pub(super) fn error_to_proto(e: &ApiError) -> api::Error {
-    api::Error { code: e.grpc_code() as i32, message: e.to_string() }
+/// An error about one item of a stream, with the same reason and metadata a failed call's
+/// status carries (`about`: the resources of the request, see [`ApiError::metadata_about`]).
+pub(super) fn error_to_proto(e: &ApiError, about: &[(&'static str, &str)]) -> api::Error {
+    api::Error {
+        code: e.grpc_code() as i32,
+        message: e.to_string(),
+        reason: e.reason().as_str().to_owned(),
+        metadata: e.metadata_about(about).into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,6 +284,12 @@ pub(super) fn stats_to_proto(s: SubscriptionStats) -> api::SubscriptionStats {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+    use ce::cloud_event::cloud_event_attribute_value::Attr;
+    use ce::cloud_event::{CloudEventAttributeValue, Data};
+
     use super::*;
 
     fn attr(a: Attr) -> CloudEventAttributeValue {
@@ -443,62 +305,6 @@ mod tests {
             attributes: HashMap::new(),
             data: Some(Data::TextData("{\"n\":1}".into())),
         }
-    }
-
-    #[test]
-    fn attributes_map_to_fields_and_extensions() {
-        let mut e = event();
-        let ts = prost_types::Timestamp { seconds: 1_764_151_200, nanos: 500_000_000 };
-        e.attributes.insert("time".into(), attr(Attr::CeTimestamp(ts)));
-        e.attributes.insert("subject".into(), attr(Attr::CeString("o-1".into())));
-        e.attributes.insert("datacontenttype".into(), attr(Attr::CeString("application/json".into())));
-        e.attributes.insert("dataschema".into(), attr(Attr::CeUri("https://x/schema".into())));
-        e.attributes.insert("partitionkey".into(), attr(Attr::CeString("c-7".into())));
-        e.attributes.insert("urgent".into(), attr(Attr::CeBoolean(true)));
-        e.attributes.insert("priority".into(), attr(Attr::CeInteger(-3)));
-        e.attributes.insert("blob".into(), attr(Attr::CeBytes(Bytes::from_static(b"\x00\x01"))));
-        let m = message_from_event(e, 1 << 20).unwrap();
-        assert_eq!(m.time.as_deref(), Some("2025-11-26T10:00:00.500Z"));
-        assert_eq!(m.subject.as_deref(), Some("o-1"));
-        assert_eq!(m.dataschema.as_deref(), Some("https://x/schema"));
-        assert_eq!(m.partition_key(), Some("c-7"));
-        assert_eq!(m.extensions["urgent"], "true");
-        assert_eq!(m.extensions["priority"], "-3");
-        assert_eq!(m.extensions["blob"], "AAE=");
-        assert_eq!(&m.data[..], b"{\"n\":1}");
-
-        let back = event_from_message(m);
-        assert_eq!(back.attributes["time"], attr(Attr::CeTimestamp(ts)));
-        assert_eq!(back.attributes["dataschema"], attr(Attr::CeUri("https://x/schema".into())));
-        assert_eq!(back.attributes["urgent"], attr(Attr::CeString("true".into())));
-        assert_eq!(back.data, Some(Data::TextData("{\"n\":1}".into())));
-        assert_eq!(back.spec_version, "1.0");
-    }
-
-    #[test]
-    fn data_kinds() {
-        let mut e = event();
-        e.data = Some(Data::ProtoData(prost_types::Any { type_url: "type.x/a.B".into(), value: vec![8, 1] }));
-        let m = message_from_event(e, 1 << 20).unwrap();
-        assert_eq!(m.datacontenttype.as_deref(), Some("application/protobuf"));
-        assert_eq!(m.dataschema.as_deref(), Some("type.x/a.B"));
-        let back = event_from_message(m);
-        assert_eq!(
-            back.data,
-            Some(Data::ProtoData(prost_types::Any { type_url: "type.x/a.B".into(), value: vec![8, 1] }))
-        );
-
-        let mut e = event();
-        e.data = Some(Data::BinaryData(Bytes::from_static(&[0xff, 0])));
-        let back = event_from_message(message_from_event(e, 1 << 20).unwrap());
-        assert_eq!(back.data, Some(Data::BinaryData(Bytes::from_static(&[0xff, 0]))));
-
-        let mut e = event();
-        e.spec_version.clear();
-        e.data = None;
-        let m = message_from_event(e, 1 << 20).unwrap();
-        assert_eq!(m.specversion, "1.0");
-        assert_eq!(event_from_message(m).data, None);
     }
 
     #[test]
@@ -525,10 +331,11 @@ mod tests {
     }
 
     #[test]
-    fn timestamps() {
+    fn timestamps_before_1970_are_refused() {
         let t = timestamp_from_proto(prost_types::Timestamp { seconds: 2, nanos: 7_900_000 }, "x").unwrap();
         assert_eq!(t, Timestamp(2007));
-        assert_eq!(timestamp_to_proto(t), prost_types::Timestamp { seconds: 2, nanos: 7_000_000 });
-        assert!(timestamp_from_proto(prost_types::Timestamp { seconds: -1, nanos: 0 }, "x").is_err());
+        let e =
+            timestamp_from_proto(prost_types::Timestamp { seconds: -1, nanos: 0 }, "deliver_at").unwrap_err();
+        assert_eq!(e.to_string(), "deliver_at is before 1970");
     }
 }

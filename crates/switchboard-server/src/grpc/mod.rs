@@ -9,7 +9,8 @@
 //!
 //! Every call authenticates its `authorization` metadata and checks the permission on the
 //! topic before touching the broker ([`Caller`]); errors become [`ApiError`]s and from there
-//! gRPC statuses with a message for a person.
+//! gRPC statuses with a message for a person and, in the status details, a
+//! `google.rpc.ErrorInfo` for a program (`switchboard_proto::reason`).
 
 mod consume;
 mod convert;
@@ -17,9 +18,7 @@ mod service;
 
 // For the fuzz targets (`crate::fuzzing`).
 pub(crate) use consume::parse_receipts;
-pub(crate) use convert::{
-    event_from_message, subscription_config_from_proto, timestamp_from_proto, topic_config_from_proto,
-};
+pub(crate) use convert::{subscription_config_from_proto, timestamp_from_proto, topic_config_from_proto};
 pub(crate) use service::decode_publish;
 
 use futures::FutureExt as _;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use switchboard_broker::{PublishOptions, SeekTo};
 use switchboard_core::{Message, Timestamp, TopicName};
+use switchboard_proto::reason::key;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -81,7 +82,7 @@ pub(crate) fn decode_publish(
         let m = convert::message_from_event(event, limits.max_message_bytes).map_err(|e| match e {
             ApiError::Broker(switchboard_broker::BrokerError::InvalidMessage(
                 switchboard_core::MessageError::TooLarge { .. },
-            )) => ApiError::TooLarge(format!("event {i}: {e}")),
+            )) => ApiError::MessageTooLarge(format!("event {i}: {e}")),
             e => ApiError::BadRequest(format!("event {i}: {e}")),
         })?;
         messages.push(m);
@@ -181,7 +182,11 @@ impl api::switchboard_server::Switchboard for SwitchboardService {
 
     async fn publish(&self, request: Request<api::PublishRequest>) -> Reply<api::PublishResponse> {
         let caller = self.caller(&request)?;
-        ok(publish(&self.state, &caller, request.into_inner()).await?)
+        let req = request.into_inner();
+        let topic = req.topic.clone();
+        // A message too large or a full disk does not name the topic; the request does.
+        let published = publish(&self.state, &caller, req).await;
+        ok(published.map_err(|e| e.into_status_about(&[(key::TOPIC, &topic)]))?)
     }
 
     type PublishStreamStream = ReceiverStream<Result<api::PublishStreamResponse, Status>>;
@@ -212,13 +217,17 @@ impl api::switchboard_server::Switchboard for SwitchboardService {
                         return;
                     }
                 };
+                let topic = req.batch.as_ref().map(|b| b.topic.clone()).unwrap_or_default();
                 let result = match req.batch {
                     None => Err(ApiError::BadRequest("a publish stream request needs a batch".into())),
                     Some(batch) => publish(&state, &caller, batch).await,
                 };
                 let result = match result {
                     Ok(published) => api::publish_stream_response::Result::Published(published),
-                    Err(e) => api::publish_stream_response::Result::Error(convert::error_to_proto(&e)),
+                    Err(e) => api::publish_stream_response::Result::Error(convert::error_to_proto(
+                        &e,
+                        &[(key::TOPIC, &topic)],
+                    )),
                 };
                 let answer = api::PublishStreamResponse { sequence: req.sequence, result: Some(result) };
                 if tx.send(Ok(answer)).await.is_err() {

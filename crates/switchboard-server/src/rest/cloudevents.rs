@@ -90,7 +90,7 @@ impl EventError {
             (EventError::Bad(m), Some(i)) => ApiError::BadRequest(format!("event {i}: {m}")),
             (EventError::Invalid(e), None) => BrokerError::InvalidMessage(e).into(),
             (EventError::Invalid(e @ MessageError::TooLarge { .. }), Some(i)) => {
-                ApiError::TooLarge(format!("event {i}: {e}"))
+                ApiError::MessageTooLarge(format!("event {i}: {e}"))
             }
             (EventError::Invalid(e), Some(i)) => {
                 ApiError::BadRequest(format!("event {i}: invalid message: {e}"))
@@ -111,10 +111,6 @@ fn media_type(content_type: &str) -> String {
 fn is_json(content_type: &str) -> bool {
     let m = media_type(content_type);
     m == "application/json" || m == "text/json" || m.ends_with("+json")
-}
-
-fn is_text(content_type: &str) -> bool {
-    media_type(content_type).starts_with("text/")
 }
 
 fn empty_message() -> Message {
@@ -185,19 +181,16 @@ fn binary(
 /// Decodes `%XX` escapes (the HTTP binding percent-encodes spaces, `"`, `%` and everything
 /// outside printable ASCII); `None` for a broken escape or invalid UTF-8.
 fn percent_decode(raw: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' {
-            let hex = std::str::from_utf8(raw.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
+    // `percent_decode` passes a broken escape through as it is; the binding has no literal
+    // `%` (it is itself escaped), so one is refused. Two hex digits exactly: no sign, as
+    // `u8::from_str_radix` (the decoder this replaced) allowed in `%+5`.
+    let broken = raw.iter().enumerate().any(|(i, &b)| {
+        b == b'%' && !raw.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if broken {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode(raw).decode_utf8().ok().map(std::borrow::Cow::into_owned)
 }
 
 /// Structured mode: one JSON event.
@@ -297,9 +290,13 @@ pub(crate) fn encode(m: &Message) -> Value {
         let ct = m.datacontenttype.as_deref();
         let as_json = ct.filter(|c| is_json(c)).and_then(|_| serde_json::from_slice::<Value>(&m.data).ok());
         // A string under a JSON content type means that JSON string, not these bytes: JSON
-        // content types that do not parse (e.g. `text/json`) go as base64.
-        let as_text =
-            ct.filter(|c| is_text(c) && !is_json(c)).and_then(|_| std::str::from_utf8(&m.data).ok());
+        // content types that do not parse (e.g. `text/json`) go as base64. Only `text/*` goes
+        // as a string: XML, which the protobuf format also sends as text
+        // (`switchboard_proto::is_text`), has always gone here as `data_base64`, and REST
+        // consumers may rely on that.
+        let as_text = ct
+            .filter(|c| media_type(c).starts_with("text/") && !is_json(c))
+            .and_then(|_| std::str::from_utf8(&m.data).ok());
         match (as_json, as_text) {
             (Some(v), _) => o.insert("data".into(), v),
             (None, Some(s)) => o.insert("data".into(), s.into()),
@@ -353,9 +350,15 @@ mod tests {
         assert!(
             matches!(decode(&missing, Bytes::new(), &limits()), Err(ApiError::BadRequest(m)) if m.contains("ce-id"))
         );
-        let mut pairs = REQUIRED.to_vec();
-        pairs.push(("ce-subject", "100%"));
-        assert!(matches!(decode(&headers(&pairs), Bytes::new(), &limits()), Err(ApiError::BadRequest(_))));
+        // `%+5` and `%-5`: the hand-written decoder this replaced read `+5` as hex 05.
+        for broken in ["100%", "%zz", "%4", "%+5", "%-5", "%\u{e9}", "caf%C3"] {
+            let mut h = headers(&REQUIRED);
+            h.insert("ce-subject", HeaderValue::from_bytes(broken.as_bytes()).unwrap());
+            assert!(matches!(decode(&h, Bytes::new(), &limits()), Err(ApiError::BadRequest(_))), "{broken}");
+        }
+        let mut h = headers(&REQUIRED);
+        h.insert("ce-subject", HeaderValue::from_static("%41%c3%a9+"));
+        assert_eq!(decode(&h, Bytes::new(), &limits()).unwrap()[0].subject.as_deref(), Some("A\u{e9}+"));
         assert!(matches!(
             decode(&headers(&[("content-type", "text/plain")]), Bytes::new(), &limits()),
             Err(ApiError::UnsupportedMediaType(_))

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use switchboard_broker::BrokerError;
 use switchboard_core::{SubscriptionName, TopicName};
+use switchboard_proto::reason::Reason;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -102,9 +103,9 @@ pub(super) fn max_messages(max: Option<usize>, default: usize) -> Result<usize, 
 pub(super) const MAX_MESSAGES: usize = 1000;
 
 /// A problem document for statuses [`ApiError`] has no variant for (405).
-pub(super) fn problem(status: StatusCode, kind: &str, detail: String) -> Response {
+pub(super) fn problem(status: StatusCode, reason: Reason, detail: String) -> Response {
     let body = serde_json::json!({
-        "type": format!("https://switchboard.dev/problems/{kind}"),
+        "type": format!("https://switchboard.dev/problems/{reason}"),
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,

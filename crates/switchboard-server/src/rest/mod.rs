@@ -40,6 +40,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{MethodRouter, any, get, post};
 
+use switchboard_proto::reason::Reason;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -95,7 +97,7 @@ async fn no_route(req: Request) -> ApiError {
 
 async fn method_not_allowed(req: Request) -> Response {
     let detail = format!("{} is not allowed on {}; see /openapi.json", req.method(), req.uri().path());
-    extract::problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", detail)
+    extract::problem(StatusCode::METHOD_NOT_ALLOWED, Reason::MethodNotAllowed, detail)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use tonic::{Code, Request, Status, Streaming};
 use crate::util::{ADMIN_TOKEN, ORDERS_TOKEN, TestServer, start, start_with, start_with_auth};
 
 use switchboard_proto as pb;
+use switchboard_proto::reason::{self, Reason, key};
 
 use api::consume_request::Request as In;
 use api::consume_response::{Opened, Outcome, Response as Out};
@@ -463,6 +464,8 @@ async fn publish_stream_answers_each_batch_in_order() {
     let Some(R::Error(e)) = a.result else { panic!("{a:?}") };
     assert_eq!(Code::from_i32(e.code), Code::InvalidArgument);
     assert!(e.message.contains("event 1") && e.message.contains("source"), "{}", e.message);
+    assert_eq!(e.reason, Reason::BadRequest.as_str());
+    assert_eq!(e.metadata.get(key::TOPIC).map(String::as_str), Some("orders"));
 
     let a = next().await.unwrap();
     assert_eq!(a.sequence, 3);
@@ -890,6 +893,87 @@ impl Decoder for RawCodec {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
         Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
     }
+}
+
+/// The reason and resources of a refused call, from its `google.rpc.ErrorInfo`.
+fn reason_of<T>(r: Result<T, Status>) -> (Reason, BTreeMap<String, String>) {
+    let status = status_of(r);
+    let info = reason::error_info(&status).unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    let parsed = info.reason.parse().unwrap_or_else(|e| panic!("{e} in {status:?}"));
+    (parsed, info.metadata.into_iter().collect())
+}
+
+fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_carries_its_reason_and_the_resources_it_is_about() {
+    let srv = start_with(|c| {
+        c.limits.max_message_bytes = 1024;
+        c.limits.max_batch_messages = 5;
+    })
+    .await;
+    let mut c = client(&srv).await;
+    create_topic(&mut c, "orders", 1).await;
+    create_sub(&mut c, "orders", "billing", queue(None, None)).await;
+
+    // Limits: the error does not name the topic, the request does.
+    let big = event("big", &"x".repeat(2_000));
+    let r = c.publish(publish_req("orders", vec![big])).await;
+    assert_eq!(reason_of(r), (Reason::MessageTooLarge, meta(&[(key::TOPIC, "orders")])));
+    let r = c.publish(publish_req("orders", events("many", 6))).await;
+    assert_eq!(reason_of(r), (Reason::BatchTooLarge, meta(&[(key::TOPIC, "orders")])));
+
+    // Names.
+    let r = c.publish(publish_req("nope", events("x", 1))).await;
+    assert_eq!(reason_of(r), (Reason::TopicNotFound, meta(&[(key::TOPIC, "nope")])));
+    let r = c.get_topic(api::GetTopicRequest { name: "nope".into() }).await;
+    assert_eq!(reason_of(r), (Reason::TopicNotFound, meta(&[(key::TOPIC, "nope")])));
+    let r = c.stats(api::StatsRequest { topic: "orders".into(), subscription: "nope".into() }).await;
+    let expected = meta(&[(key::TOPIC, "orders"), (key::SUBSCRIPTION, "nope")]);
+    assert_eq!(reason_of(r), (Reason::SubscriptionNotFound, expected.clone()));
+    assert_eq!(
+        reason_of(Consume::open(&mut c, "orders", "nope", 1).await),
+        (Reason::SubscriptionNotFound, expected)
+    );
+    let r = c.create_topic(api::CreateTopicRequest { name: "bad/name".into(), config: None }).await;
+    assert_eq!(reason_of(r).0, Reason::InvalidName);
+    let r = c.create_topic(api::CreateTopicRequest {
+        name: "orders".into(),
+        config: Some(api::TopicConfig { partitions: Some(3), ..Default::default() }),
+    });
+    assert_eq!(reason_of(r.await), (Reason::TopicExists, meta(&[(key::TOPIC, "orders")])));
+
+    // Per-item errors of a stream carry the same, in `Error.reason` and `Error.metadata`.
+    let mut consume = Consume::open(&mut c, "orders", "billing", 1).await.unwrap();
+    let outcomes = consume.ack(vec!["not-a-receipt".into()]).await;
+    let error = outcomes[0].error.clone().expect("an error");
+    assert_eq!(error.reason, Reason::UnknownReceipt.as_str());
+    assert_eq!(
+        error.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+        meta(&[(key::RECEIPT, "not-a-receipt")])
+    );
+    let offsets = vec![api::PartitionOffset { partition: 0, offset: 0 }];
+    let outcomes = consume.settle(In::Commit(api::consume_request::Commit { offsets })).await;
+    let error = outcomes[0].error.clone().expect("an error");
+    assert_eq!(error.reason, Reason::WrongMode.as_str());
+    assert_eq!(
+        error.metadata.into_iter().collect::<BTreeMap<_, _>>(),
+        meta(&[(key::SUBSCRIPTION, "billing")])
+    );
+
+    // Without a token, the reason says so.
+    drop(consume);
+    srv.server.shutdown().await.unwrap();
+    let srv = start_with_auth().await;
+    let mut anonymous = client(&srv).await;
+    let r = anonymous.list_topics(api::ListTopicsRequest {}).await;
+    assert_eq!(reason_of(r), (Reason::Unauthenticated, meta(&[])));
+    let mut orders = client_as(&srv, Some(ORDERS_TOKEN)).await;
+    let r = orders.publish(publish_req("audit", events("x", 1))).await;
+    assert_eq!(reason_of(r), (Reason::Forbidden, meta(&[(key::TOPIC, "audit")])));
+    srv.server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,6 @@
 //! OpenAPI document against the router, and every bad input as a problem that changes
 //! nothing.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -525,76 +524,137 @@ async fn curl_publishes_a_binary_mode_cloudevent() {
     s.server.shutdown().await.unwrap();
 }
 
-/// Every route the router serves.
-const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/openapi.json"),
-    ("GET", "/v1/topics"),
-    ("POST", "/v1/topics"),
-    ("GET", "/v1/topics/{topic}"),
-    ("DELETE", "/v1/topics/{topic}"),
-    ("POST", "/v1/topics/{topic}/events"),
-    ("GET", "/v1/topics/{topic}/partitions/{partition}/messages"),
-    ("GET", "/v1/topics/{topic}/subscriptions"),
-    ("POST", "/v1/topics/{topic}/subscriptions"),
-    ("GET", "/v1/topics/{topic}/subscriptions/{sub}"),
-    ("DELETE", "/v1/topics/{topic}/subscriptions/{sub}"),
-    ("GET", "/v1/topics/{topic}/subscriptions/{sub}/stats"),
-    ("POST", "/v1/topics/{topic}/subscriptions/{sub}/receive"),
-    ("POST", "/v1/topics/{topic}/subscriptions/{sub}/ack"),
-    ("POST", "/v1/topics/{topic}/subscriptions/{sub}/nack"),
-    ("POST", "/v1/topics/{topic}/subscriptions/{sub}/extend"),
-    ("GET", "/v1/topics/{topic}/subscriptions/{sub}/messages"),
-    ("POST", "/v1/topics/{topic}/subscriptions/{sub}/commit"),
-    ("POST", "/v1/topics/{topic}/subscriptions/{sub}/seek"),
-    ("GET", "/v1/topics/{topic}/subscriptions/{sub}/deadletters"),
-    ("POST", "/v1/topics/{topic}/subscriptions/{sub}/redrive"),
-];
+/// A well-formed body for the operations that take one, by `operationId` (names of the
+/// `oa` topic's fixtures). Each must name an operation the document lists (checked at the
+/// end), so this cannot go stale silently.
+fn sample_body(operation: &str) -> Option<(&'static str, Value)> {
+    const JSON: &str = "application/json";
+    Some(match operation {
+        "createTopic" => (JSON, json!({ "name": "oa-new" })),
+        "createSubscription" => (JSON, json!({ "name": "q-new" })),
+        "publish" => (
+            "application/cloudevents+json",
+            json!({ "specversion": "1.0", "id": "oa-1", "source": "/t", "type": "t", "data": 1 }),
+        ),
+        "receive" => (JSON, json!({ "max": 1 })),
+        "ack" | "nack" => (JSON, json!({ "receipt": "0-0-1" })),
+        "extend" => (JSON, json!({ "receipt": "0-0-1", "by_ms": 1000 })),
+        "commit" => (JSON, json!({ "partition": 0, "offset": 0 })),
+        "seek" => (JSON, json!({ "to": "earliest" })),
+        _ => return None,
+    })
+}
 
+/// The operations that [`sample_body`] knows.
+const WITH_SAMPLE_BODY: [&str; 9] =
+    ["createTopic", "createSubscription", "publish", "receive", "ack", "nack", "extend", "commit", "seek"];
+
+/// The media type of a response, without parameters.
+fn media_type(resp: &Response) -> Option<String> {
+    let ct = resp.headers().get("content-type")?.to_str().ok()?;
+    Some(ct.split(';').next().unwrap_or("").trim().to_owned())
+}
+
+/// The operations the server documents at `/openapi.json` (whose paths a unit test checks
+/// against the router's route table) are the list of routes: each is called, and must answer
+/// as documented: a documented status, the documented media type on success, a problem
+/// document on failure, and `invalid-name` for a bad topic in its path. A route missing from
+/// the router answers "no route"; one under the wrong method answers 405; one wired to
+/// another handler mostly answers fields its schema does not list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openapi_document_matches_the_routes() {
+async fn every_documented_operation_answers_as_documented() {
     let s = start().await;
     let api = Api::new(&s);
     let doc = api.get("/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    let documented: BTreeSet<(String, String)> = doc["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(|m| (m.to_uppercase(), path.clone())))
-        .collect();
-    let routed: BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
-    assert_eq!(documented, routed, "the document lists exactly the routes");
+    let mut operations: Vec<(String, String, Value)> = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
             assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
             if path.starts_with("/v1") {
                 assert!(op["responses"].get("401").is_some(), "{method} {path} documents its problems");
             }
+            operations.push((method.to_uppercase(), path.clone(), op.clone()));
         }
     }
+    assert!(operations.len() > 20, "{} operations", operations.len());
 
-    // A route that is not there and a method a route lacks are told apart from real answers.
+    // What "no such route" looks like, to tell it apart from a handler's 404.
     let missing =
         problem(api.req(Method::GET, "/v1/nothing/here").send().await.unwrap(), StatusCode::NOT_FOUND).await;
     let no_route_type = missing["type"].clone();
     problem(api.req(Method::PUT, "/v1/topics").send().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED).await;
 
-    // Every documented operation answers: not "no such route", not "no such method".
     api.create_topic("oa", json!({})).await;
     api.create_sub("oa", "q", queue(json!({ "max_deliveries": 3 }))).await;
-    let mut calls: Vec<&(&str, &str)> = ROUTES.iter().collect();
     // Deletes last, the subscription before its topic.
-    calls.sort_by_key(|(m, p)| (*m == "DELETE", std::cmp::Reverse(p.len())));
-    for (method, path) in calls {
-        let url = path.replace("{topic}", "oa").replace("{sub}", "q").replace("{partition}", "0");
-        let resp = api.req(Method::from_bytes(method.as_bytes()).unwrap(), &url).send().await.unwrap();
+    operations.sort_by_key(|(m, p, _)| (m == "DELETE", std::cmp::Reverse(p.len())));
+    for (method, path, op) in &operations {
+        let id = op["operationId"].as_str().unwrap_or(path);
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let documented = |status: StatusCode| op["responses"].get(status.as_str()).cloned();
+        let send = |topic: &str| {
+            let url = path.replace("{topic}", topic).replace("{sub}", "q").replace("{partition}", "0");
+            let mut b = api.req(method.clone(), &url);
+            if let Some((ct, body)) = sample_body(id) {
+                b = b.header("content-type", ct).body(body.to_string());
+            }
+            b.send()
+        };
+
+        let resp = send("oa").await.unwrap();
         let status = resp.status();
-        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {url}");
-        if status == StatusCode::NOT_FOUND {
-            let body: Value = resp.json().await.unwrap();
-            assert_ne!(body["type"], no_route_type, "{method} {url} is documented but not routed");
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{id}: {method} {path} is not routed for this method"
+        );
+        let Some(response) = documented(status) else {
+            panic!("{id}: {method} {path} answered {status}, which it does not document");
+        };
+        if status.is_success() {
+            // The media type the document promises, if it promises one, and a body whose
+            // fields the schema lists (so a route wired to another handler shows).
+            if let Some(content) = response["content"].as_object() {
+                let got = media_type(&resp);
+                assert!(
+                    got.as_deref().is_some_and(|m| content.contains_key(m)),
+                    "{id}: {got:?} for {status}"
+                );
+                let schema = &content[got.as_deref().unwrap()]["schema"];
+                let schema = match schema["$ref"].as_str() {
+                    Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap(),
+                    None => schema,
+                };
+                let body: Value = resp.json().await.unwrap();
+                if let (Some(fields), Some(properties)) = (body.as_object(), schema["properties"].as_object())
+                {
+                    for field in fields.keys() {
+                        assert!(
+                            properties.contains_key(field),
+                            "{id}: `{field}` is not in the documented schema"
+                        );
+                    }
+                }
+            }
+        } else {
+            let body = problem(resp, status).await;
+            assert_ne!(body["type"], no_route_type, "{id}: {method} {path} is documented but not routed");
         }
+
+        if path.contains("{topic}") {
+            let resp = send("-bad").await.unwrap();
+            assert!(documented(StatusCode::BAD_REQUEST).is_some(), "{id}: 400 is not documented");
+            let body = problem(resp, StatusCode::BAD_REQUEST).await;
+            assert_eq!(body["type"], "https://switchboard.dev/problems/invalid-name", "{id}: {body}");
+        }
+    }
+    for id in WITH_SAMPLE_BODY {
+        assert!(sample_body(id).is_some(), "{id}: no sample body");
+        assert!(
+            operations.iter().any(|(_, _, op)| op["operationId"] == id),
+            "{id}: a sample body, no operation"
+        );
     }
     s.server.shutdown().await.unwrap();
 }
