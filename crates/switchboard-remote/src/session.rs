@@ -110,7 +110,7 @@ impl Session {
             });
         };
         match outcome.error {
-            Some(e) => Err(from_outcome(e.code, e.message, &self.endpoint)),
+            Some(e) => Err(from_outcome(e, &self.endpoint)),
             None => Ok(outcome),
         }
     }
