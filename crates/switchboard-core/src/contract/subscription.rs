@@ -365,3 +365,95 @@ impl futures::Stream for Subscription {
         self.get_mut().poll_receive(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::StreamExt;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::contract::{DeliveryInfo, Nack};
+    use crate::{Message, SubscriptionName};
+
+    struct NoSettle;
+
+    #[async_trait::async_trait]
+    impl super::super::delivery::Settle for NoSettle {
+        async fn ack(self: Box<Self>) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn nack(self: Box<Self>, _: Nack) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn extend(&self, _: Duration) -> Result<(), BusError> {
+            Ok(())
+        }
+        fn abandon(self: Box<Self>) {}
+    }
+
+    /// Hands out what the test sends; counts receives started and closes.
+    struct Source {
+        rx: mpsc::UnboundedReceiver<u64>,
+        receives: Arc<AtomicUsize>,
+        closed: Arc<AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl DeliverySource for Source {
+        async fn next(&mut self) -> Option<Result<Delivery, BusError>> {
+            self.receives.fetch_add(1, Ordering::SeqCst);
+            let offset = self.rx.recv().await?;
+            let info =
+                DeliveryInfo::new(TopicName::from_static("t"), SubscriptionName::from_static("s"), 0, offset);
+            Some(Ok(Delivery::new(Message::new("/t", "t", "x"), info, Box::new(NoSettle))))
+        }
+        async fn close(&mut self) -> Result<(), BusError> {
+            self.closed.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    fn subscription() -> (Subscription, mpsc::UnboundedSender<u64>, Arc<AtomicUsize>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (receives, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let source = Source { rx, receives: receives.clone(), closed: closed.clone() };
+        let spec = SubscriptionSpec::queue(SubscriptionName::from_static("s"));
+        (Subscription::new(TopicName::from_static("t"), spec, Box::new(source)), tx, receives, closed)
+    }
+
+    fn offset(item: Option<Result<Delivery, BusError>>) -> u64 {
+        item.expect("open").expect("a delivery").info().offset
+    }
+
+    #[tokio::test]
+    async fn a_subscription_is_a_stream_of_its_deliveries() {
+        let (mut sub, tx, _, _) = subscription();
+        for n in 0..3 {
+            tx.send(n).expect("open");
+        }
+        let got: Vec<u64> = (&mut sub).take(3).map(|d| offset(Some(d))).collect().await;
+        assert_eq!(got, [0, 1, 2]);
+        drop(tx);
+        assert!(sub.next().await.is_none(), "the source ended");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_next_is_continued_not_restarted() {
+        let (mut sub, tx, receives, _) = subscription();
+        // Polled once and dropped (a `select!` that took the other branch).
+        assert!(futures::poll!(Box::pin(sub.next())).is_pending());
+        tx.send(7).expect("open");
+        assert_eq!(offset(sub.next().await), 7);
+        assert_eq!(receives.load(Ordering::SeqCst), 1, "one receive, continued");
+    }
+
+    #[tokio::test]
+    async fn close_during_a_pending_receive_still_closes_the_source() {
+        let (mut sub, _tx, _, closed) = subscription();
+        assert!(futures::poll!(Box::pin(sub.next())).is_pending());
+        sub.close().await.expect("close");
+        assert!(closed.load(Ordering::SeqCst), "the backend's own close ran");
+    }
+}
