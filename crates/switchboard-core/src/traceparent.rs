@@ -67,6 +67,33 @@ impl fmt::Display for TraceParent {
     }
 }
 
+#[cfg(feature = "opentelemetry")]
+impl TraceParent {
+    /// The span context of this `traceparent` and an optional `tracestate`, as a remote
+    /// parent. Only the sampled bit of the flags means something to the OpenTelemetry API.
+    pub fn to_span_context(&self, tracestate: Option<&str>) -> opentelemetry::trace::SpanContext {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let state = tracestate.and_then(|s| s.parse::<TraceState>().ok()).unwrap_or_default();
+        let flags = TraceFlags::new(self.flags & Self::SAMPLED);
+        SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            flags,
+            true,
+            state,
+        )
+    }
+
+    /// The `traceparent` of a span context.
+    pub fn from_span_context(sc: &opentelemetry::trace::SpanContext) -> TraceParent {
+        TraceParent {
+            trace_id: sc.trace_id().to_bytes(),
+            span_id: sc.span_id().to_bytes(),
+            flags: sc.trace_flags().to_u8(),
+        }
+    }
+}
+
 /// Exactly `2 × N` lowercase hex digits as `N` bytes. Digits are checked here rather than by
 /// `u8::from_str_radix`, which would also take a sign (`+f`) and uppercase.
 fn hex_field<const N: usize>(field: &str) -> Option<[u8; N]> {

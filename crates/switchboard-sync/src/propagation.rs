@@ -12,10 +12,9 @@
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
-use std::str::FromStr;
 
 use opentelemetry::Context;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use switchboard_core::TraceParent;
 
 use crate::deadline;
@@ -130,26 +129,11 @@ pub fn inject_request_timeout(headers: &mut HeaderMap) {
 
 /// The span context of a `traceparent`/`tracestate` pair, as a remote parent.
 fn parse_traceparent(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
-    let tp = TraceParent::parse(traceparent)?;
-    let state = tracestate.and_then(|s| TraceState::from_str(s).ok()).unwrap_or_default();
-    // Only the sampled bit means something to the OpenTelemetry API.
-    let flags = TraceFlags::new(tp.flags & TraceParent::SAMPLED);
-    Some(SpanContext::new(
-        TraceId::from_bytes(tp.trace_id),
-        SpanId::from_bytes(tp.span_id),
-        flags,
-        true,
-        state,
-    ))
+    TraceParent::parse(traceparent).map(|tp| tp.to_span_context(tracestate))
 }
 
 fn format_traceparent(sc: &SpanContext) -> String {
-    let tp = TraceParent {
-        trace_id: sc.trace_id().to_bytes(),
-        span_id: sc.span_id().to_bytes(),
-        flags: sc.trace_flags().to_u8(),
-    };
-    tp.to_string()
+    TraceParent::from_span_context(sc).to_string()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

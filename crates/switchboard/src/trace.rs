@@ -3,11 +3,7 @@
 //! hops. Works with any OpenTelemetry SDK the service installs (through the `opentelemetry`
 //! API's global tracer provider); without one, spans are no-ops but ids still propagate.
 
-use std::str::FromStr;
-
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
-};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, global};
 use switchboard_core::{EXT_TRACEPARENT, EXT_TRACESTATE, Message, TopicName, TraceParent};
 
@@ -18,27 +14,12 @@ pub use switchboard_core::TRACER_NAME;
 /// with an optional `tracestate`. Invalid or all-zero ids give `None` (a new trace is
 /// started instead).
 pub fn parse_traceparent(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
-    let tp = TraceParent::parse(traceparent)?;
-    let state = tracestate.and_then(|s| TraceState::from_str(s).ok()).unwrap_or_default();
-    // Only the sampled bit means something to the OpenTelemetry API.
-    let flags = TraceFlags::new(tp.flags & TraceParent::SAMPLED);
-    Some(SpanContext::new(
-        TraceId::from_bytes(tp.trace_id),
-        SpanId::from_bytes(tp.span_id),
-        flags,
-        true,
-        state,
-    ))
+    TraceParent::parse(traceparent).map(|tp| tp.to_span_context(tracestate))
 }
 
 /// Formats a span context as a `traceparent` value.
 pub fn format_traceparent(sc: &SpanContext) -> String {
-    TraceParent {
-        trace_id: sc.trace_id().to_bytes(),
-        span_id: sc.span_id().to_bytes(),
-        flags: sc.trace_flags().to_u8(),
-    }
-    .to_string()
+    TraceParent::from_span_context(sc).to_string()
 }
 
 /// The remote parent a message carries, as a context to start the consumer span in.
