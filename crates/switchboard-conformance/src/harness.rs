@@ -37,9 +37,10 @@ impl Default for Timing {
 
 /// One backend under test: the suite asks it for connections to one broker.
 ///
-/// Each case gets its own harness (from the function given to
-/// [`conformance_tests!`](crate::conformance_tests)) and uses unique topic and subscription
-/// names, so cases may share a broker and run in parallel.
+/// Each case gets its own harness (from the function given to [`Target::new`](crate::Target::new))
+/// and uses unique topic and subscription names, so cases may share a broker and run in
+/// parallel. What the backend can do is declared on the [`Target`](crate::Target), before any
+/// harness is built, so `cargo test` can list the cases it cannot run as ignored.
 #[async_trait::async_trait]
 pub trait Harness: Send + Sync + 'static {
     /// The backend's name in reports (`embedded`, `switchboard`, `amqp`, `nats`).
@@ -54,14 +55,15 @@ pub trait Harness: Send + Sync + 'static {
     /// The broker cannot be reached.
     async fn connect(&self) -> anyhow::Result<Arc<dyn Backend>>;
 
-    /// Restarts the broker, keeping its data; returns `Ok(false)` if this harness cannot
-    /// (the cases that need it are then skipped, saying so). Connections made before may be
-    /// dead afterwards; the cases connect again.
+    /// Restarts the broker, keeping its data. Connections made before may be dead
+    /// afterwards; the cases connect again. Only called on a harness whose
+    /// [`Target`](crate::Target) says [`with_restart`](crate::Target::with_restart); the
+    /// default refuses.
     ///
     /// # Errors
-    /// The restart failed.
-    async fn restart_broker(&self) -> anyhow::Result<bool> {
-        Ok(false)
+    /// The restart failed, or this harness cannot restart its broker.
+    async fn restart_broker(&self) -> anyhow::Result<()> {
+        anyhow::bail!("the {} harness cannot restart its broker", self.name())
     }
 
     /// How patient the suite is with this backend.

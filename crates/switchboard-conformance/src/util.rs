@@ -8,24 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use switchboard_core::contract::{BusError, Capabilities, Capability, Delivery, Nack, Start, Subscription, SubscriptionSpec, TopicSpec};
 use switchboard_core::backend::Backend;
+use switchboard_core::contract::{
+    BusError, Capabilities, Capability, Delivery, Nack, Start, Subscription, SubscriptionSpec, TopicSpec,
+};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::{Harness, Outcome, Timing};
-
-/// Returns `Ok(Outcome::Skipped)` from the case unless the backend has every named capability.
-macro_rules! require {
-    ($ctx:expr, $($flag:expr),+ $(,)?) => {
-        if let Some(skip) = $ctx.needs(&[$($flag),+]) {
-            return Ok(skip);
-        }
-    };
-}
-pub(crate) use require;
+use crate::{Harness, Timing};
 
 /// What one case works with: the harness, a first connection, the capabilities and a unique
 /// name prefix.
@@ -38,23 +30,23 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Connects for `case` (a name in [`CASES`](crate::CASES)) and checks that the backend
+    /// has the capabilities the table says the case needs: the suite lists a case the
+    /// backend cannot run as ignored, so getting here without them is an error, not a skip.
     pub(crate) async fn new(harness: Arc<dyn Harness>, case: &str) -> Result<Ctx> {
+        let needs = crate::case(case).with_context(|| format!("{case} is not in CASES"))?.needs;
         let t = harness.timing();
         let bus =
             timeout(t.wait, harness.connect()).await.context("connect timed out")?.context("connect")?;
         let caps = bus.capabilities();
-        let prefix = format!("cf-{}-{:08x}", case.replace('_', "-"), rand::random::<u32>());
-        Ok(Ctx { harness, bus, caps, t, prefix })
-    }
-
-    /// `Some(skip)` naming the missing capabilities, if any.
-    pub(crate) fn needs(&self, want: &[Capability]) -> Option<Outcome> {
-        let missing: Vec<&str> = want.iter().filter(|c| !self.caps.contains(**c)).map(|c| c.name()).collect();
-        if missing.is_empty() {
-            None
-        } else {
-            Some(Outcome::skipped(format!("needs {}", missing.join(" and "))))
+        // The harness's restart is checked when the case asks for it.
+        if let Some(reason) = needs.unmet(caps, true) {
+            bail!("{case} {reason}, which the {} backend does not have ({caps:?})", harness.name());
         }
+        // The runner picked the prefix, to delete what the case made when it ends; a case
+        // called directly (not through `run_case`) picks its own.
+        let prefix = PREFIX.try_with(Clone::clone).unwrap_or_else(|_| new_prefix(case, harness.name()));
+        Ok(Ctx { harness, bus, caps, t, prefix })
     }
 
     pub(crate) fn topic(&self, suffix: &str) -> Result<TopicName> {
@@ -147,9 +139,28 @@ fn created() -> std::sync::MutexGuard<'static, Created> {
     CREATED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Takes what `case` made (every name it makes starts with its prefix).
-pub(crate) fn take_created(case: &str) -> Created {
-    let prefix = format!("cf-{}-", case.replace('_', "-"));
+tokio::task_local! {
+    /// The name prefix [`run_case`](crate::run_case) chose for the case it runs.
+    pub(crate) static PREFIX: String;
+}
+
+/// A new unique prefix for the names `case` makes on `backend`: `cf-<case>-<backend>-<random>`
+/// in the characters names allow. The runner keys the cleanup by it (the same case runs on
+/// several backends at once, and each run deletes only what it made on its own broker); the
+/// backend is in it so that a leftover on a shared broker says where it came from.
+pub(crate) fn new_prefix(case: &str, backend: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+            .collect()
+    };
+    format!("cf-{}-{}-{:08x}", clean(case), clean(backend), rand::random::<u32>())
+}
+
+/// Takes what the case run with `prefix` made (every name it makes is `<prefix>-…`).
+pub(crate) fn take_created(prefix: &str) -> Created {
+    let prefix = format!("{prefix}-");
     let mut all = created();
     let (topics, rest) =
         std::mem::take(&mut all.topics).into_iter().partition(|t| t.as_str().starts_with(&prefix));
@@ -469,5 +480,45 @@ pub(crate) async fn poll_until<T: std::fmt::Debug>(
             bail!("{what}: still {v:?} after {wait:?}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(prefix: &str) -> (TopicName, SubscriptionName) {
+        let topic = TopicName::new(format!("{prefix}-t")).expect("a topic name");
+        let sub = SubscriptionName::new(format!("{prefix}-q")).expect("a subscription name");
+        let mut created = created();
+        created.topics.push(topic.clone());
+        created.subscriptions.push((topic.clone(), sub.clone()));
+        (topic, sub)
+    }
+
+    #[test]
+    fn the_same_case_on_two_backends_is_cleaned_up_separately() {
+        let (amqp_prefix, nats_prefix) = (new_prefix("dedup", "amqp"), new_prefix("dedup", "nats"));
+        let (amqp_topic, amqp_sub) = register(&amqp_prefix);
+        let (nats_topic, nats_sub) = register(&nats_prefix);
+
+        let amqp = take_created(&amqp_prefix);
+        assert_eq!(amqp.topics, vec![amqp_topic.clone()]);
+        assert_eq!(amqp.subscriptions, vec![(amqp_topic, amqp_sub)]);
+
+        let nats = take_created(&nats_prefix);
+        assert_eq!(nats.topics, vec![nats_topic.clone()]);
+        assert_eq!(nats.subscriptions, vec![(nats_topic, nats_sub)]);
+
+        let again = take_created(&amqp_prefix);
+        assert!(again.topics.is_empty() && again.subscriptions.is_empty());
+    }
+
+    #[test]
+    fn prefixes_name_the_case_and_the_backend_in_valid_characters() {
+        let prefix = new_prefix("order_per_key", "Faulty Backend_2");
+        assert!(prefix.starts_with("cf-order-per-key-faulty-backend-2-"), "{prefix}");
+        TopicName::new(format!("{prefix}-t")).expect("a valid topic name");
+        assert_ne!(new_prefix("dedup", "nats"), new_prefix("dedup", "nats"));
     }
 }

@@ -1,6 +1,6 @@
-//! The cases. Each takes the harness, checks the capabilities it needs (returning
-//! [`Outcome::Skipped`](crate::Outcome::Skipped) naming the missing ones) and fails with an
-//! error that says what was expected and what happened.
+//! The cases. Each takes the harness and fails with an error that says what was expected and
+//! what happened. What each needs is declared in [`CASES`](crate::CASES); a case run on a
+//! backend without it fails at once, naming the missing capability.
 
 mod faults;
 mod features;

@@ -8,17 +8,17 @@ use anyhow::{Context, Result, bail, ensure};
 use switchboard_core::contract::{BusError, Capability, Nack};
 use tokio::time::Instant;
 
+use crate::Harness;
+use crate::run::note;
 use crate::util::{
     Action, Ctx, Got, Policy, ack_all, all_first_attempts, exactly_once, expect_err, expect_nothing, recv,
-    recv_n, require, seq_of, spawn_members, subscribe_on,
+    recv_n, seq_of, spawn_members, subscribe_on,
 };
-use crate::{Harness, Outcome};
 
 /// Four members of one queue subscription, each on its own connection: every message goes
 /// to exactly one member, and all are delivered.
-pub async fn competing_consumers(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn competing_consumers(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "competing_consumers").await?;
-    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let spec = ctx.queue("workers")?.with_prefetch(4);
     let mut subs = Vec::new();
@@ -41,16 +41,15 @@ pub async fn competing_consumers(h: Arc<dyn Harness>) -> Result<Outcome> {
     for g in &got {
         per_member[g.member] += 1;
     }
-    eprintln!("  competing_consumers: deliveries per member {per_member:?}");
-    Ok(Outcome::Passed)
+    note!("  competing_consumers: deliveries per member {per_member:?}");
+    Ok(())
 }
 
 /// `ordered_by_key` on a 4-partition topic, three members with prefetch 8 consuming in
 /// parallel, some messages nacked once: per key, messages are handed out strictly in publish
 /// order, a nacked message coming back before the next one of its key.
-pub async fn order_per_key(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn order_per_key(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "order_per_key").await?;
-    require!(ctx, Capability::Queue, Capability::PerKeyOrder);
     let topic = ctx.topic("t")?;
     ctx.ensure_partitions(&topic, 4).await?;
     let spec = ctx.queue("ordered")?.with_ordered_by_key(true).with_prefetch(8);
@@ -111,14 +110,13 @@ pub async fn order_per_key(h: Arc<dyn Harness>) -> Result<Outcome> {
              again right after itself: {want:?}"
         );
     }
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// A nacked message comes back at once as attempt 2 with the same content; its neighbours,
 /// acked, do not come back.
-pub async fn resend_after_nack(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn resend_after_nack(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "resend_after_nack").await?;
-    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let mut sub = ctx.subscribe(&topic, ctx.queue("q")?).await?;
     let sent = ctx.msgs(0..3);
@@ -141,14 +139,13 @@ pub async fn resend_after_nack(h: Arc<dyn Harness>) -> Result<Outcome> {
     ensure!(again.message() == &sent[1], "the redelivered message differs from the one published");
     again.ack().await.context("ack of the redelivery")?;
     expect_nothing(&mut sub, ctx.t.quiet, "all three were acked").await?;
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// A member with prefetch 3 never holds more than 3 unsettled deliveries: a fourth arrives
 /// only when one is settled; everything is delivered once it keeps settling.
-pub async fn back_pressure_prefetch(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn back_pressure_prefetch(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "back_pressure_prefetch").await?;
-    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.with_prefetch(3)).await?;
     const N: u32 = 12;
@@ -184,14 +181,13 @@ pub async fn back_pressure_prefetch(h: Arc<dyn Harness>) -> Result<Outcome> {
     expect_nothing(&mut sub, ctx.t.quiet, "everything acked").await?;
     acked.sort_unstable();
     ensure!(acked == (0..N).collect::<Vec<_>>(), "acked {acked:?}, expected each of 0..{N} once");
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// Three members nack every third message on its first attempt and every ninth on its second
 /// too: all messages end up acked exactly once, each at exactly the expected attempt.
-pub async fn continue_after_errors(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn continue_after_errors(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "continue_after_errors").await?;
-    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let spec = ctx.queue("q")?.with_max_deliveries(Some(5));
     let mut subs = Vec::new();
@@ -232,14 +228,13 @@ pub async fn continue_after_errors(h: Arc<dyn Harness>) -> Result<Outcome> {
     let nacks = got.iter().filter(|g| !g.acked).count();
     let want_nacks: u32 = (0..N).map(|s| expected_attempt(s) - 1).sum();
     ensure!(nacks == want_nacks as usize, "{nacks} deliveries were nacked, expected exactly {want_nacks}");
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// Two queue subscriptions on one topic (2 and 3 members) and, where streams exist, a stream
 /// subscription: each subscription gets every message exactly once, split among its members.
-pub async fn consumer_groups(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn consumer_groups(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "consumer_groups").await?;
-    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let mut groups = Vec::new();
     for (name, members) in [("billing", 2), ("shipping", 3)] {
@@ -270,15 +265,14 @@ pub async fn consumer_groups(h: Arc<dyn Harness>) -> Result<Outcome> {
         exactly_once(&got, 0..N, &format!("subscription {name}"))?;
         all_first_attempts(&got, &format!("subscription {name}"))?;
     }
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// A consumer that takes deliveries and stalls (never settles): after the lease (not before)
 /// they come back with attempt ≥ 2; the stalled consumer's late ack fails with `LeaseLost`
 /// and the redelivery's ack succeeds.
-pub async fn lease_expiry_redelivers(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn lease_expiry_redelivers(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "lease_expiry_redelivers").await?;
-    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
     let lease = ctx.t.short_lease;
     let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.with_lease(lease).with_max_deliveries(None)).await?;
@@ -317,14 +311,13 @@ pub async fn lease_expiry_redelivers(h: Arc<dyn Harness>) -> Result<Outcome> {
         d.ack().await.with_context(|| format!("ack of redelivered message {seq}"))?;
     }
     expect_nothing(&mut sub, lease + ctx.t.quiet, "the redeliveries were acked").await?;
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// A slow handler extends its lease repeatedly: the message is not redelivered during
 /// three times the original lease, and the final ack succeeds.
-pub async fn lease_extension(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn lease_extension(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "lease_extension").await?;
-    require!(ctx, Capability::Queue, Capability::LeaseExtension);
     let topic = ctx.topic("t")?;
     let lease = ctx.t.short_lease;
     let mut sub = ctx.subscribe(&topic, ctx.queue("q")?.with_lease(lease).with_max_deliveries(None)).await?;
@@ -343,17 +336,17 @@ pub async fn lease_extension(h: Arc<dyn Harness>) -> Result<Outcome> {
     watch?;
     d.ack().await.context("ack after extending")?;
     expect_nothing(&mut sub, lease + ctx.t.quiet, "acked after extending").await?;
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// A delivery dropped without ack or nack (a cancelled handler), whole or split with
 /// `into_parts`, is delivered again with attempt 2.
-pub async fn drop_unsettled_delivery(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn drop_unsettled_delivery(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "drop_unsettled_delivery").await?;
-    require!(ctx, Capability::Queue);
     let topic = ctx.topic("t")?;
-    let mut sub =
-        ctx.subscribe(&topic, ctx.queue("q")?.with_lease(ctx.t.short_lease).with_max_deliveries(None)).await?;
+    let mut sub = ctx
+        .subscribe(&topic, ctx.queue("q")?.with_lease(ctx.t.short_lease).with_max_deliveries(None))
+        .await?;
     ctx.publish(&topic, ctx.msgs(0..2)).await?;
     let mut first = recv_n(&mut sub, 2, ctx.t.wait).await?;
     let split = first.pop().context("two deliveries")?;
@@ -375,5 +368,5 @@ pub async fn drop_unsettled_delivery(h: Arc<dyn Harness>) -> Result<Outcome> {
         bail!("dropped {seqs:?} but {again:?} came back");
     }
     expect_nothing(&mut sub, ctx.t.short_lease + ctx.t.quiet, "both were acked").await?;
-    Ok(Outcome::Passed)
+    Ok(())
 }

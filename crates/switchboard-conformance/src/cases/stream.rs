@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use switchboard_core::contract::{Capability, Start};
 
+use crate::Harness;
 use crate::util::{
-    Ctx, Got, ack_all, exactly_once, expect_nothing, publish_on, recv, recv_n, require, seq_of,
-    spawn_members, subscribe_on,
+    Ctx, Got, ack_all, exactly_once, expect_nothing, publish_on, recv, recv_n, seq_of, spawn_members,
+    subscribe_on,
 };
-use crate::{Harness, Outcome};
 
 /// Checks stream order: per partition offsets strictly increase, per key the sequence
 /// increases, and a key stays on one partition.
@@ -44,9 +44,8 @@ fn check_stream_order(got: &[Got], partitions: u32) -> Result<()> {
 /// A stream subscription on a 3-partition topic, keys published concurrently in batches:
 /// every message exactly once, offsets increasing per partition, each key on one partition
 /// and in publish order.
-pub async fn stream_order(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn stream_order(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "stream_order").await?;
-    require!(ctx, Capability::Stream);
     let topic = ctx.topic("t")?;
     ctx.ensure_partitions(&topic, 3).await?;
     let sub = ctx.subscribe(&topic, ctx.stream("log")?).await?;
@@ -73,14 +72,13 @@ pub async fn stream_order(h: Arc<dyn Harness>) -> Result<Outcome> {
     let got = members.finish(ctx.t).await?;
     exactly_once(&got, (0..KEYS).flat_map(|k| (0..PER_KEY).map(move |i| k * 1000 + i)), "stream")?;
     check_stream_order(&got, 3)?;
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// A stream subscription acks (commits) 0..10, receives 10..15 without acking and is closed;
 /// reopened, it resumes exactly at 10 and then reads on in order.
-pub async fn stream_resume_after_restart(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn stream_resume_after_restart(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "stream_resume_after_restart").await?;
-    require!(ctx, Capability::Stream);
     let topic = ctx.topic("t")?;
     let spec = ctx.stream("log")?;
     let mut sub = ctx.subscribe(&topic, spec.clone()).await?;
@@ -109,15 +107,14 @@ pub async fn stream_resume_after_restart(h: Arc<dyn Harness>) -> Result<Outcome>
         d.ack().await?;
     }
     expect_nothing(&mut sub, ctx.t.quiet, "read to the end").await?;
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// A stream subscription created after messages were published, starting at `Earliest`,
 /// gets them all from the start in order, then new ones; so does a second one created later;
 /// a new queue subscription starting at `Earliest` (where queues exist) gets them too.
-pub async fn replay_old_messages(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn replay_old_messages(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "replay_old_messages").await?;
-    require!(ctx, Capability::Stream, Capability::ReplayFromStart);
     let topic = ctx.topic("t")?;
     ctx.publish(&topic, ctx.msgs(0..25)).await?;
     let mut first = ctx.subscribe(&topic, ctx.stream("late")?.with_start(Start::Earliest)).await?;
@@ -161,15 +158,14 @@ pub async fn replay_old_messages(h: Arc<dyn Harness>) -> Result<Outcome> {
         ensure!(seen == (0..30).collect::<BTreeSet<_>>(), "queue replay got {seen:?}");
         expect_nothing(&mut q, ctx.t.quiet, "queue replay complete").await?;
     }
-    Ok(Outcome::Passed)
+    Ok(())
 }
 
 /// Two members of one stream subscription on a 4-partition topic split the partitions: each
 /// message goes to exactly one member, each partition to one member, both get some, order
 /// holds per partition.
-pub async fn stream_group_members_split(h: Arc<dyn Harness>) -> Result<Outcome> {
+pub async fn stream_group_members_split(h: Arc<dyn Harness>) -> Result<()> {
     let ctx = Ctx::new(h, "stream_group_members_split").await?;
-    require!(ctx, Capability::Stream, Capability::StreamGroups);
     let topic = ctx.topic("t")?;
     ctx.ensure_partitions(&topic, 4).await?;
     let spec = ctx.stream("group")?;
@@ -199,5 +195,5 @@ pub async fn stream_group_members_split(h: Arc<dyn Harness>) -> Result<Outcome> 
         let mine: Vec<Got> = got.iter().filter(|g| g.member == member).cloned().collect();
         check_stream_order(&mine, 4)?;
     }
-    Ok(Outcome::Passed)
+    Ok(())
 }

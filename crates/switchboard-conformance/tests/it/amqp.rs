@@ -1,21 +1,57 @@
-//! RabbitMQ at 127.0.0.1:5672 (guest/guest), which `.ci/run` makes sure is running. Every
-//! case uses its own topic names, so the cases share the one broker.
+//! RabbitMQ at 127.0.0.1:5672 (guest/guest), which `.ci/run` makes sure is running;
+//! `SWITCHBOARD_AMQP_ADDR` (`host:port`) points the suite at another one. Every case uses its
+//! own topic names, so the cases share the one broker. When it is not reachable (a laptop
+//! without RabbitMQ) the amqp trials are listed as ignored, unless `CI` is set.
 //!
 //! Each case reaches RabbitMQ through its own TCP proxy. Restarting the shared RabbitMQ would
 //! cut every case running beside it, so a "restart" here is what a restart looks like from
 //! the client: the proxy drops every connection and refuses new ones for a moment. RabbitMQ's
 //! own durability across a real restart (quorum queues, streams) is RabbitMQ's to prove.
 
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use switchboard_amqp::AmqpBackend;
-use switchboard_conformance::Harness;
+use switchboard_conformance::{Harness, Target};
 use switchboard_core::backend::Backend;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+/// The variable that names RabbitMQ's AMQP address (`host:port`).
+const ADDR_VAR: &str = "SWITCHBOARD_AMQP_ADDR";
+const DEFAULT_ADDR: &str = "127.0.0.1:5672";
+
+fn rabbitmq_addr() -> String {
+    std::env::var(ADDR_VAR).ok().filter(|a| !a.is_empty()).unwrap_or_else(|| DEFAULT_ADDR.to_owned())
+}
+
+/// RabbitMQ's declared capabilities are the backend's own.
+pub(crate) fn target() -> Target {
+    Target::new("amqp", AmqpBackend::capabilities(), harness)
+        .with_restart()
+        .needs_service("no RabbitMQ", reachable(&rabbitmq_addr()))
+}
+
+/// Whether something accepts TCP connections at `addr`, within a second.
+fn reachable(addr: &str) -> Result<(), String> {
+    let fail = |why: String| {
+        format!("RabbitMQ not reachable at {addr} ({why}); start it, or point {ADDR_VAR} at one")
+    };
+    let socket = addr
+        .to_socket_addrs()
+        .map_err(|e| fail(e.to_string()))?
+        .next()
+        .ok_or_else(|| fail("no address".to_owned()))?;
+    std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(1))
+        .map(drop)
+        .map_err(|e| fail(e.to_string()))
+}
+
 struct AmqpHarness {
+    /// RabbitMQ's address, which the proxy forwards to.
+    upstream: String,
     port: u16,
     /// Bumped to drop every open connection.
     cut: watch::Sender<u64>,
@@ -23,20 +59,22 @@ struct AmqpHarness {
     down: Arc<watch::Sender<bool>>,
 }
 
-pub(crate) async fn harness() -> Arc<dyn Harness> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a proxy port");
-    let port = listener.local_addr().expect("address").port();
+pub(crate) async fn harness() -> anyhow::Result<Arc<dyn Harness>> {
+    let upstream = rabbitmq_addr();
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("a proxy port")?;
+    let port = listener.local_addr().context("the proxy's address")?.port();
     let cut = watch::channel(0u64).0;
     let down = Arc::new(watch::channel(false).0);
-    let (c, d) = (cut.clone(), down.clone());
+    let (c, d, proxied) = (cut.clone(), down.clone(), upstream.clone());
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = listener.accept().await {
             if *d.borrow() {
                 continue; // dropped: connection refused, as by a broker that is restarting
             }
             let mut cut = c.subscribe();
+            let upstream = proxied.clone();
             tokio::spawn(async move {
-                let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5672").await else { return };
+                let Ok(mut outbound) = TcpStream::connect(upstream).await else { return };
                 tokio::select! {
                     _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                     _ = cut.changed() => {}
@@ -44,7 +82,7 @@ pub(crate) async fn harness() -> Arc<dyn Harness> {
             });
         }
     });
-    Arc::new(AmqpHarness { port, cut, down })
+    Ok(Arc::new(AmqpHarness { upstream, port, cut, down }))
 }
 
 #[async_trait::async_trait]
@@ -54,16 +92,18 @@ impl Harness for AmqpHarness {
     }
 
     async fn connect(&self) -> anyhow::Result<Arc<dyn Backend>> {
-        Ok(Arc::new(AmqpBackend::connect(&format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)).await?))
+        let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port);
+        let backend = AmqpBackend::connect(&url)
+            .await
+            .with_context(|| format!("RabbitMQ at {} (through this case's proxy)", self.upstream))?;
+        Ok(Arc::new(backend))
     }
 
-    async fn restart_broker(&self) -> anyhow::Result<bool> {
+    async fn restart_broker(&self) -> anyhow::Result<()> {
         self.down.send_replace(true);
         self.cut.send_modify(|n| *n += 1);
         tokio::time::sleep(Duration::from_millis(500)).await;
         self.down.send_replace(false);
-        Ok(true)
+        Ok(())
     }
 }
-
-switchboard_conformance::conformance_tests!(harness);

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use switchboard::embedded::EmbeddedBackend;
-use switchboard_conformance::Harness;
+use switchboard_conformance::{Harness, Target};
 use switchboard_core::backend::Backend;
+use switchboard_core::contract::Capabilities;
 use tokio::sync::Mutex;
 
 struct EmbeddedHarness {
@@ -15,10 +16,15 @@ struct EmbeddedHarness {
     current: Mutex<Option<Arc<EmbeddedBackend>>>,
 }
 
-pub(crate) async fn harness() -> Arc<dyn Harness> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let backend = EmbeddedBackend::open(dir.path()).await.expect("open the embedded broker");
-    Arc::new(EmbeddedHarness { dir, current: Mutex::new(Some(Arc::new(backend))) })
+/// On a data directory the embedded broker has every capability, persistence included.
+pub(crate) fn target() -> Target {
+    Target::new("embedded", Capabilities::ALL, harness).with_restart()
+}
+
+pub(crate) async fn harness() -> anyhow::Result<Arc<dyn Harness>> {
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let backend = EmbeddedBackend::open(dir.path()).await.context("open the embedded broker")?;
+    Ok(Arc::new(EmbeddedHarness { dir, current: Mutex::new(Some(Arc::new(backend))) }))
 }
 
 #[async_trait::async_trait]
@@ -33,14 +39,14 @@ impl Harness for EmbeddedHarness {
         Ok(backend)
     }
 
-    async fn restart_broker(&self) -> anyhow::Result<bool> {
+    async fn restart_broker(&self) -> anyhow::Result<()> {
         let mut current = self.current.lock().await;
         if let Some(old) = current.take() {
             old.close().await.context("close the broker")?;
         }
         let reopened = EmbeddedBackend::open(self.dir.path()).await.context("reopen the broker")?;
         *current = Some(Arc::new(reopened));
-        Ok(true)
+        Ok(())
     }
 
     async fn shutdown(&self) {
@@ -49,5 +55,3 @@ impl Harness for EmbeddedHarness {
         }
     }
 }
-
-switchboard_conformance::conformance_tests!(harness);

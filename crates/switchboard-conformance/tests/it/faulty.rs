@@ -1,13 +1,17 @@
 //! The suite can fail: the embedded backend wrapped with one injected bug at a time, and the
 //! cases that must catch that bug run against it and must fail.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_conformance::{Harness, Outcome, Timing, cases};
-use switchboard_core::contract::{BusError, Capabilities, Delivery, Nack, PublishOptions, Settled, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec};
-use switchboard_core::backend::{Backend, DeliverySource, Publisher, Settle, Subscriber};
+use anyhow::Context;
+use libtest_mimic::Trial;
+use switchboard_conformance::{Harness, Timing, async_trial};
+use switchboard_core::backend::{self, Backend, DeliverySource, Publisher, Settle, Subscriber};
+use switchboard_core::contract::{
+    BusError, Capabilities, Capability, Delivery, Nack, PublishOptions, Settled, Subscription,
+    SubscriptionSpec, SubscriptionStats, TopicSpec,
+};
 use switchboard_core::{Message, SubscriptionName, TopicName, new_message_id};
 use tokio::sync::Mutex;
 
@@ -94,7 +98,7 @@ impl Subscriber for FaultyBackend {
         }
         let inner = self.inner.subscribe(topic, inner_spec).await?;
         let source = FaultySource { inner: Mutex::new(Some(inner)), fault: self.fault };
-        Ok(Subscription::new(topic.clone(), spec, Box::new(source)))
+        Ok(backend::subscription(topic.clone(), spec, Box::new(source)))
     }
 
     async fn stats(&self, topic: &TopicName, sub: &SubscriptionName) -> Result<SubscriptionStats, BusError> {
@@ -109,11 +113,8 @@ impl Backend for FaultyBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut caps = self.inner.capabilities();
-        if self.fault == Fault::IgnoresUnsupported {
-            caps.contains(Capability::DelayedDelivery) = false;
-        }
-        caps
+        let caps = self.inner.capabilities();
+        if self.fault == Fault::IgnoresUnsupported { caps.without(Capability::DelayedDelivery) } else { caps }
     }
 
     async fn ensure_topic(&self, topic: &TopicName, spec: &TopicSpec) -> Result<(), BusError> {
@@ -153,7 +154,7 @@ impl DeliverySource for FaultySource {
             Fault::AttemptAlwaysOne => info.attempt = 1,
             _ => {}
         }
-        Some(Ok(Delivery::new(message, info, Box::new(FaultySettle { settled, fault: self.fault }))))
+        Some(Ok(backend::delivery(message, info, Box::new(FaultySettle { settled, fault: self.fault }))))
     }
 
     async fn close(&mut self) -> Result<(), BusError> {
@@ -189,56 +190,50 @@ impl Settle for FaultySettle {
 }
 
 /// Runs `case` against the embedded backend with `fault` injected; it must fail.
-async fn must_catch<F, Fut>(fault: Fault, case: &str, run: F)
-where
-    F: FnOnce(Arc<dyn Harness>) -> Fut,
-    Fut: Future<Output = anyhow::Result<Outcome>>,
-{
-    let inner = crate::embedded::harness().await;
+async fn must_catch(fault: Fault, case: &str) -> anyhow::Result<()> {
+    let case = switchboard_conformance::case(case).with_context(|| format!("no case {case}"))?;
+    let inner = crate::embedded::harness().await?;
     let harness: Arc<dyn Harness> = Arc::new(FaultyHarness { inner: inner.clone(), fault });
-    let result = run(harness).await;
+    let result = (case.run)(harness).await;
     inner.shutdown().await;
     match result {
-        Err(e) => eprintln!("[faulty] {case} caught {fault:?}: {e:#}"),
-        Ok(outcome) => panic!("{case} did not catch {fault:?}: {outcome:?}"),
+        Err(e) => {
+            if std::env::args().any(|a| a == "--nocapture") {
+                eprintln!("[faulty] {} caught {fault:?}: {e:#}", case.name);
+            }
+            Ok(())
+        }
+        Ok(()) => anyhow::bail!("{} did not catch {fault:?}", case.name),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_dropped_trace_state() {
-    must_catch(Fault::DropTraceState, "trace_context_round_trip", cases::trace_context_round_trip).await;
-    must_catch(Fault::DropTraceState, "publish_subscribe_metadata", cases::publish_subscribe_metadata).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_nack_that_acks() {
-    must_catch(Fault::NackIsAck, "resend_after_nack", cases::resend_after_nack).await;
-    must_catch(Fault::NackIsAck, "dead_letter_metadata", cases::dead_letter_metadata).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_ignored_prefetch() {
-    must_catch(Fault::DoublePrefetch, "back_pressure_prefetch", cases::back_pressure_prefetch).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_broken_dedup() {
-    must_catch(Fault::NewIdOnPublish, "dedup", cases::dedup).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_silently_ignored_feature() {
-    must_catch(Fault::IgnoresUnsupported, "unsupported_features", cases::unsupported_features).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_topic_leak() {
-    must_catch(Fault::LeakToParentTopic, "topic_isolation", cases::topic_isolation).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catches_wrong_attempt_count() {
-    must_catch(Fault::AttemptAlwaysOne, "resend_after_nack", cases::resend_after_nack).await;
-    must_catch(Fault::AttemptAlwaysOne, "continue_after_errors", cases::continue_after_errors).await;
-    must_catch(Fault::AttemptAlwaysOne, "lease_expiry_redelivers", cases::lease_expiry_redelivers).await;
+/// Each trial injects one fault and names the cases that must catch it.
+pub(crate) fn trials() -> Vec<Trial> {
+    [
+        (
+            "catches_dropped_trace_state",
+            Fault::DropTraceState,
+            &["trace_context_round_trip", "publish_subscribe_metadata"][..],
+        ),
+        ("catches_nack_that_acks", Fault::NackIsAck, &["resend_after_nack", "dead_letter_metadata"]),
+        ("catches_ignored_prefetch", Fault::DoublePrefetch, &["back_pressure_prefetch"]),
+        ("catches_broken_dedup", Fault::NewIdOnPublish, &["dedup"]),
+        ("catches_silently_ignored_feature", Fault::IgnoresUnsupported, &["unsupported_features"]),
+        ("catches_topic_leak", Fault::LeakToParentTopic, &["topic_isolation"]),
+        (
+            "catches_wrong_attempt_count",
+            Fault::AttemptAlwaysOne,
+            &["resend_after_nack", "continue_after_errors", "lease_expiry_redelivers"],
+        ),
+    ]
+    .into_iter()
+    .map(|(name, fault, cases)| {
+        async_trial(format!("faulty::{name}"), move || async move {
+            for case in cases {
+                must_catch(fault, case).await?;
+            }
+            Ok(())
+        })
+    })
+    .collect()
 }

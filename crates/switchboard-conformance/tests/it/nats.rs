@@ -1,35 +1,80 @@
 //! NATS JetStream: each case gets its own `nats-server` process (the machine's 2.9 binary, the
 //! same as the service on 127.0.0.1:4222) on a free loopback port with its own store, so a
 //! case can restart its broker (SIGKILL, then start again on the same port and store)
-//! without disturbing the cases running beside it.
+//! without disturbing the cases running beside it. The binary is `SWITCHBOARD_NATS_SERVER`,
+//! else `/usr/sbin/nats-server`, else `nats-server` on the `PATH`; without one the nats
+//! trials are listed as ignored, unless `CI` is set.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use switchboard_conformance::Harness;
+use switchboard_conformance::{Harness, Target};
 use switchboard_core::backend::Backend;
+use switchboard_core::contract::{Capabilities, Capability};
 use switchboard_nats::NatsBackend;
 use tokio::sync::Mutex;
 
-const SERVER: &str = "/usr/sbin/nats-server";
+/// The variable that names the `nats-server` binary.
+const SERVER_VAR: &str = "SWITCHBOARD_NATS_SERVER";
+const SYSTEM_SERVER: &str = "/usr/sbin/nats-server";
+
+/// What the NATS backend declares (its crate keeps its own constant private); the target's
+/// `declared_capabilities_are_the_backends` trial checks the two agree.
+const CAPABILITIES: Capabilities = Capabilities::NONE
+    .with(Capability::Queue)
+    .with(Capability::Stream)
+    .with(Capability::ReplayFromStart)
+    .with(Capability::QueueReplay)
+    .with(Capability::NackDelay)
+    .with(Capability::LeaseExtension)
+    .with(Capability::Dedup)
+    .with(Capability::Persistence)
+    .with(Capability::Stats);
+
+pub(crate) fn target() -> Target {
+    Target::new("nats", CAPABILITIES, harness)
+        .with_restart()
+        .needs_service("no nats-server", server().map(drop))
+}
+
+/// The `nats-server` binary to start, or why there is none.
+fn server() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(SERVER_VAR).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("{SERVER_VAR}={} is not a file", path.display()))
+        };
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("nats-server"));
+    std::iter::once(PathBuf::from(SYSTEM_SERVER)).chain(on_path).find(|p| p.is_file()).ok_or_else(|| {
+        format!("no nats-server binary at {SYSTEM_SERVER} or on the PATH; install nats-server 2.9+, or set {SERVER_VAR}")
+    })
+}
 
 struct NatsHarness {
+    binary: PathBuf,
     dir: tempfile::TempDir,
     port: u16,
     server: Mutex<Option<Child>>,
 }
 
-fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<Child> {
-    Command::new(SERVER)
+fn spawn(binary: &Path, port: u16, dir: &Path) -> anyhow::Result<Child> {
+    Command::new(binary)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("start {SERVER}"))
+        .with_context(|| format!("start {}", binary.display()))
 }
 
 async fn wait_listening(port: u16) -> anyhow::Result<()> {
@@ -41,12 +86,15 @@ async fn wait_listening(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn harness() -> Arc<dyn Harness> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-    let child = spawn(port, dir.path()).expect("nats-server");
-    wait_listening(port).await.expect("nats-server up");
-    Arc::new(NatsHarness { dir, port, server: Mutex::new(Some(child)) })
+pub(crate) async fn harness() -> anyhow::Result<Arc<dyn Harness>> {
+    let binary = server().map_err(anyhow::Error::msg)?;
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).context("a free port")?.port();
+    let child = spawn(&binary, port, dir.path())?;
+    // Built before the wait, so that its `Drop` kills a server that never comes up.
+    let harness = NatsHarness { binary, dir, port, server: Mutex::new(Some(child)) };
+    wait_listening(port).await?;
+    Ok(Arc::new(harness))
 }
 
 #[async_trait::async_trait]
@@ -59,16 +107,16 @@ impl Harness for NatsHarness {
         Ok(Arc::new(NatsBackend::connect(&format!("nats://127.0.0.1:{}", self.port)).await?))
     }
 
-    async fn restart_broker(&self) -> anyhow::Result<bool> {
+    async fn restart_broker(&self) -> anyhow::Result<()> {
         let mut server = self.server.lock().await;
         if let Some(mut old) = server.take() {
             // A crash, not a shutdown: what was acknowledged must survive it.
             let _ = old.kill();
             let _ = old.wait();
         }
-        *server = Some(spawn(self.port, self.dir.path())?);
+        *server = Some(spawn(&self.binary, self.port, self.dir.path())?);
         wait_listening(self.port).await?;
-        Ok(true)
+        Ok(())
     }
 
     async fn shutdown(&self) {
@@ -87,5 +135,3 @@ impl Drop for NatsHarness {
         }
     }
 }
-
-switchboard_conformance::conformance_tests!(harness);

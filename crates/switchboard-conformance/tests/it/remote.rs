@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use switchboard_conformance::Harness;
+use switchboard_conformance::{Harness, Target};
 use switchboard_core::backend::Backend;
+use switchboard_core::contract::Capabilities;
 use switchboard_remote::RemoteBackend;
 use switchboard_server::{Server, ServerConfig};
 use tokio::sync::Mutex;
@@ -27,13 +28,18 @@ fn config(dir: &std::path::Path, grpc: SocketAddr) -> ServerConfig {
     }
 }
 
-pub(crate) async fn harness() -> Arc<dyn Harness> {
-    let dir = tempfile::tempdir().expect("a temporary directory");
+/// `switchboard serve` has every capability.
+pub(crate) fn target() -> Target {
+    Target::new("remote", Capabilities::ALL, harness).with_restart()
+}
+
+pub(crate) async fn harness() -> anyhow::Result<Arc<dyn Harness>> {
+    let dir = tempfile::tempdir().context("a temporary directory")?;
     let server = Server::start(config(dir.path(), "127.0.0.1:0".parse().expect("address")))
         .await
-        .expect("start the server");
+        .context("start the server")?;
     let addr = server.grpc_addr();
-    Arc::new(RemoteHarness { dir, addr, server: Mutex::new(Some(server)) })
+    Ok(Arc::new(RemoteHarness { dir, addr, server: Mutex::new(Some(server)) }))
 }
 
 #[async_trait::async_trait]
@@ -47,14 +53,14 @@ impl Harness for RemoteHarness {
         Ok(Arc::new(backend))
     }
 
-    async fn restart_broker(&self) -> anyhow::Result<bool> {
+    async fn restart_broker(&self) -> anyhow::Result<()> {
         let mut server = self.server.lock().await;
         if let Some(old) = server.take() {
             old.shutdown().await.context("shut the server down")?;
         }
         *server =
             Some(Server::start(config(self.dir.path(), self.addr)).await.context("restart the server")?);
-        Ok(true)
+        Ok(())
     }
 
     async fn shutdown(&self) {
@@ -63,5 +69,3 @@ impl Harness for RemoteHarness {
         }
     }
 }
-
-switchboard_conformance::conformance_tests!(harness);
