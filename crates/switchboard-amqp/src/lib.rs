@@ -106,16 +106,14 @@ impl AmqpBackend {
     /// - `stats`: queue subscriptions (ready from RabbitMQ, in-flight from this process:
     ///   deliveries received and not settled, buffered or handed out; unacked messages held by
     ///   other processes are invisible without the management API).
-    pub fn capabilities() -> Capabilities {
-        Capabilities::NONE
-            .with(Capability::Queue)
-            .with(Capability::Stream)
-            .with(Capability::ReplayFromStart)
-            .with(Capability::NackDelay)
-            .with(Capability::LeaseExtension)
-            .with(Capability::Persistence)
-            .with(Capability::Stats)
-    }
+    pub const CAPABILITIES: Capabilities = Capabilities::NONE
+        .with(Capability::Queue)
+        .with(Capability::Stream)
+        .with(Capability::ReplayFromStart)
+        .with(Capability::NackDelay)
+        .with(Capability::LeaseExtension)
+        .with(Capability::Persistence)
+        .with(Capability::Stats);
 }
 
 #[async_trait::async_trait]
@@ -157,7 +155,7 @@ impl Backend for AmqpBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        AmqpBackend::capabilities()
+        AmqpBackend::CAPABILITIES
     }
 
     async fn ensure_topic(&self, topic: &TopicName, spec: &TopicSpec) -> Result<(), BusError> {

@@ -95,17 +95,19 @@ impl NatsBackend {
     }
 }
 
-/// What this backend supports; the crate docs explain each flag.
-pub(crate) const CAPABILITIES: Capabilities = Capabilities::NONE
-    .with(Capability::Queue)
-    .with(Capability::Stream)
-    .with(Capability::ReplayFromStart)
-    .with(Capability::QueueReplay)
-    .with(Capability::NackDelay)
-    .with(Capability::LeaseExtension)
-    .with(Capability::Dedup)
-    .with(Capability::Persistence)
-    .with(Capability::Stats);
+impl NatsBackend {
+    /// What this backend supports; the crate docs explain each flag.
+    pub const CAPABILITIES: Capabilities = Capabilities::NONE
+        .with(Capability::Queue)
+        .with(Capability::Stream)
+        .with(Capability::ReplayFromStart)
+        .with(Capability::QueueReplay)
+        .with(Capability::NackDelay)
+        .with(Capability::LeaseExtension)
+        .with(Capability::Dedup)
+        .with(Capability::Persistence)
+        .with(Capability::Stats);
+}
 
 #[async_trait::async_trait]
 impl Publisher for NatsBackend {
@@ -153,7 +155,7 @@ impl Backend for NatsBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        CAPABILITIES
+        NatsBackend::CAPABILITIES
     }
 
     async fn ensure_topic(&self, topic: &TopicName, spec: &TopicSpec) -> Result<(), BusError> {

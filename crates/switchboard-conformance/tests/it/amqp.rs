@@ -29,7 +29,7 @@ fn rabbitmq_addr() -> String {
 
 /// RabbitMQ's declared capabilities are the backend's own.
 pub(crate) fn target() -> Target {
-    Target::new("amqp", AmqpBackend::capabilities(), harness)
+    Target::new("amqp", AmqpBackend::CAPABILITIES, harness)
         .with_restart()
         .needs_service("no RabbitMQ", reachable(&rabbitmq_addr()))
 }

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use switchboard_conformance::{Harness, Target};
 use switchboard_core::backend::Backend;
-use switchboard_core::contract::{Capabilities, Capability};
 use switchboard_nats::NatsBackend;
 use tokio::sync::Mutex;
 
@@ -22,21 +21,8 @@ use tokio::sync::Mutex;
 const SERVER_VAR: &str = "SWITCHBOARD_NATS_SERVER";
 const SYSTEM_SERVER: &str = "/usr/sbin/nats-server";
 
-/// What the NATS backend declares (its crate keeps its own constant private); the target's
-/// `declared_capabilities_are_the_backends` trial checks the two agree.
-const CAPABILITIES: Capabilities = Capabilities::NONE
-    .with(Capability::Queue)
-    .with(Capability::Stream)
-    .with(Capability::ReplayFromStart)
-    .with(Capability::QueueReplay)
-    .with(Capability::NackDelay)
-    .with(Capability::LeaseExtension)
-    .with(Capability::Dedup)
-    .with(Capability::Persistence)
-    .with(Capability::Stats);
-
 pub(crate) fn target() -> Target {
-    Target::new("nats", CAPABILITIES, harness)
+    Target::new("nats", switchboard_nats::NatsBackend::CAPABILITIES, harness)
         .with_restart()
         .needs_service("no nats-server", server().map(drop))
 }
