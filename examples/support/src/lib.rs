@@ -1,6 +1,10 @@
 //! Runs an example's test on every backend: the embedded broker in a temporary directory,
 //! `switchboard serve` started in-process on a loopback port, and the RabbitMQ and NATS
-//! JetStream servers of this machine (which `.ci/run` makes sure are running).
+//! JetStream servers of this machine (which `.ci/run` makes sure are running). A backend that
+//! is not running is skipped, with a line on stderr, unless `CI` is set (then it fails).
+
+pub use switchboard_testkit::unique;
+use switchboard_testkit::{Service, TestServer};
 
 /// A backend an example can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,15 +24,16 @@ pub struct Target {
     /// What to pass to `Bus::connect`.
     pub url: String,
     _dir: Option<tempfile::TempDir>,
-    _server: Option<switchboard_server::Server>,
+    _server: Option<TestServer>,
 }
 
 impl Backend {
-    /// Starts (or points at) the backend. Returns `None` only when the environment variable
-    /// `SWITCHBOARD_EXAMPLES_ONLY` names other backends (to run one backend by hand).
+    /// Starts (or points at) the backend. Returns `None` when the environment variable
+    /// `SWITCHBOARD_EXAMPLES_ONLY` names other backends (to run one backend by hand), or when
+    /// RabbitMQ or NATS is not reachable outside CI (see `switchboard_testkit::require`).
     ///
     /// # Panics
-    /// If the in-process server cannot start.
+    /// If the in-process server cannot start, or in CI if RabbitMQ or NATS is not reachable.
     pub async fn start(self) -> Option<Target> {
         if let Ok(only) = std::env::var("SWITCHBOARD_EXAMPLES_ONLY")
             && !only.split(',').any(|b| b.trim() == self.name())
@@ -42,24 +47,17 @@ impl Backend {
                 Target { url: format!("embedded:{}", dir.path().display()), _dir: Some(dir), _server: None }
             }
             Backend::Remote => {
-                let dir = tempfile::tempdir().expect("temporary directory");
-                let config = switchboard_server::ServerConfig {
-                    data_dir: dir.path().to_owned(),
-                    http_addr: "127.0.0.1:0".parse().expect("address"),
-                    grpc_addr: "127.0.0.1:0".parse().expect("address"),
-                    ..switchboard_server::ServerConfig::default()
-                };
-                let server = switchboard_server::Server::start(config).await.expect("server starts");
-                Target {
-                    url: format!("switchboard://{}", server.grpc_addr()),
-                    _dir: Some(dir),
-                    _server: Some(server),
-                }
+                let server = TestServer::start().await;
+                Target { url: server.url(), _dir: None, _server: Some(server) }
             }
             Backend::Amqp => {
-                Target { url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(), _dir: None, _server: None }
+                switchboard_testkit::require(Service::RabbitMq)?;
+                Target { url: switchboard_testkit::rabbitmq_url(), _dir: None, _server: None }
             }
-            Backend::Nats => Target { url: "nats://127.0.0.1:4222".into(), _dir: None, _server: None },
+            Backend::Nats => {
+                switchboard_testkit::require(Service::Nats)?;
+                Target { url: switchboard_testkit::nats_url(), _dir: None, _server: None }
+            }
         })
     }
 
@@ -83,20 +81,15 @@ impl Target {
         let bus = switchboard::Bus::connect(&self.url).await.expect("connect for clean-up");
         let backend = bus.backend();
         for topic in topics {
-            let topic = switchboard::TopicName::new(*topic).expect("topic name");
+            let topic = switchboard_testkit::topic(topic);
             for sub in subscriptions {
-                let sub = switchboard::SubscriptionName::new(*sub).expect("subscription name");
+                let sub = switchboard_testkit::sub(sub);
                 backend.delete_subscription(&topic, &sub).await.expect("delete subscription");
             }
             backend.delete_topic(&topic).await.expect("delete topic");
         }
         bus.close().await.expect("close");
     }
-}
-
-/// A name no other test run has used (RabbitMQ and NATS keep topics between runs).
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{:016x}", rand::random::<u64>())
 }
 
 /// Expands to one test per backend calling `$case(Backend)`.

@@ -10,8 +10,9 @@ use crate::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_nack_dead_letters_with_metadata() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("dlnack");
+    let t = unique_topic("dlnack");
     let dlq = TopicName::new(format!("{t}.w.dlq")).unwrap();
     let spec = SubscriptionSpec::queue(sub("w")).with_max_deliveries(Some(2));
     let mut s = bus.subscribe(&t, spec).await.unwrap();
@@ -20,11 +21,11 @@ async fn the_last_nack_dead_letters_with_metadata() {
         msg(1).with_extension("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     publish(&bus, &t, vec![original.clone()]).await;
     for attempt in 1..=2 {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         assert_eq!(d.info().attempt, attempt);
         d.nack(Nack::now().with_error(format!("boom {attempt}"))).await.unwrap();
     }
-    let d = next(&mut dead).await;
+    let d = next(&mut dead, WAIT).await;
     let e = &d.message().extensions;
     assert_eq!(e[ext::REASON], "nacked");
     assert_eq!(e[ext::TOPIC], t.as_str());
@@ -43,9 +44,10 @@ async fn the_last_nack_dead_letters_with_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_expired_lease_dead_letters_to_a_custom_topic() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("dllease");
-    let dlq = unique("dllease-dead");
+    let t = unique_topic("dllease");
+    let dlq = unique_topic("dllease-dead");
     let spec = SubscriptionSpec::queue(sub("w"))
         .with_max_deliveries(Some(2))
         .with_lease(Duration::from_millis(300))
@@ -53,10 +55,10 @@ async fn the_last_expired_lease_dead_letters_to_a_custom_topic() {
     let mut s = bus.subscribe(&t, spec).await.unwrap();
     let mut dead = bus.subscribe(&dlq, SubscriptionSpec::queue(sub("audit"))).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
-    let first = next(&mut s).await;
-    let second = next(&mut s).await;
+    let first = next(&mut s, WAIT).await;
+    let second = next(&mut s, WAIT).await;
     assert_eq!(second.info().attempt, 2);
-    let d = next(&mut dead).await;
+    let d = next(&mut dead, WAIT).await;
     let e = &d.message().extensions;
     assert_eq!(e[ext::REASON], "lease expired");
     assert_eq!(e[ext::TOPIC], t.as_str());

@@ -30,8 +30,9 @@ async fn an_unreachable_broker_names_the_endpoint_only() {
 
 #[tokio::test]
 async fn a_closed_backend_refuses_calls() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("closed");
+    let t = unique_topic("closed");
     bus.close().await.unwrap();
     let e = bus.publish(&t, vec![msg(1)], &PublishOptions::default()).await.unwrap_err();
     assert!(matches!(e, BusError::Closed), "{e:?}");
@@ -41,8 +42,9 @@ async fn a_closed_backend_refuses_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_backend_ends_open_subscriptions() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("closesubs");
+    let t = unique_topic("closesubs");
     let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w"))).await.unwrap();
     let other = super::bus().await;
     bus.close().await.unwrap();

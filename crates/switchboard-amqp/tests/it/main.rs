@@ -1,5 +1,7 @@
-//! Integration tests against the RabbitMQ at 127.0.0.1:5672 (guest/guest). Every test uses
-//! topics with a random suffix, so tests run in parallel, and removes what it declared.
+//! Integration tests against the RabbitMQ at 127.0.0.1:5672 (guest/guest; see
+//! `switchboard_testkit::Service::RabbitMq`), skipped when it is not running (failed in CI).
+//! Every test uses topics with a random suffix, so tests run in parallel, and removes what it
+//! declared.
 #![allow(clippy::unwrap_used)]
 
 mod dead_letters;
@@ -13,47 +15,16 @@ use std::time::Duration;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use switchboard_amqp::AmqpBackend;
-use switchboard_core::backend::{Backend, Publisher};
-use switchboard_core::contract::{Delivery, PublishOptions, Subscription};
-use switchboard_core::{Message, SubscriptionName, TopicName};
+use switchboard_core::TopicName;
+use switchboard_core::backend::Backend;
+pub(crate) use switchboard_testkit::{
+    WAIT, body, msg, next, next_within, publish, rabbitmq_url, require_service, sub, unique_topic,
+};
 
-pub(crate) const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
+/// A backend on the test RabbitMQ (tests call `require_service!(RabbitMq)` first).
 pub(crate) async fn bus() -> AmqpBackend {
-    AmqpBackend::connect(URL).await.expect("RabbitMQ must run at 127.0.0.1:5672 (rabbitmq-server -detached)")
-}
-
-pub(crate) fn unique(prefix: &str) -> TopicName {
-    TopicName::new(format!("{prefix}.{:016x}", rand::random::<u64>())).unwrap()
-}
-
-pub(crate) fn sub(name: &str) -> SubscriptionName {
-    SubscriptionName::new(name).unwrap()
-}
-
-pub(crate) fn msg(i: usize) -> Message {
-    Message::new("/tests", "test.event", format!("m{i}")).with_id(format!("id-{i}"))
-}
-
-pub(crate) async fn publish(bus: &AmqpBackend, topic: &TopicName, messages: Vec<Message>) {
-    bus.publish(topic, messages, &PublishOptions::default()).await.unwrap();
-}
-
-/// The next delivery, failing the test after `secs` seconds.
-pub(crate) async fn next(s: &mut Subscription) -> Delivery {
-    next_within(s, Duration::from_secs(10)).await.expect("no delivery within 10 s")
-}
-
-pub(crate) async fn next_within(s: &mut Subscription, d: Duration) -> Option<Delivery> {
-    match tokio::time::timeout(d, s.next()).await {
-        Ok(Some(r)) => Some(r.unwrap()),
-        Ok(None) => panic!("subscription ended"),
-        Err(_) => None,
-    }
-}
-
-pub(crate) fn body(d: &Delivery) -> String {
-    String::from_utf8(d.message().data.to_vec()).unwrap()
+    let url = rabbitmq_url();
+    AmqpBackend::connect(&url).await.unwrap_or_else(|e| panic!("RabbitMQ at {url}: {e}"))
 }
 
 /// Deletes the exchanges and streams of `topics` and the queues (and default dead-letter
@@ -66,7 +37,7 @@ pub(crate) async fn cleanup(bus: &AmqpBackend, topics: &[&TopicName], subs: &[(&
     let bounded = Duration::from_secs(10);
     let conn = tokio::time::timeout(
         bounded,
-        lapin::Connection::connect(URL, lapin::ConnectionProperties::default()),
+        lapin::Connection::connect(&rabbitmq_url(), lapin::ConnectionProperties::default()),
     )
     .await
     .unwrap()

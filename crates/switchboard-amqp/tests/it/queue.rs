@@ -14,11 +14,12 @@ fn spec(name: &str) -> SubscriptionSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn competing_consumers_split_the_messages() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("compete");
+    let t = unique_topic("compete");
     let s1 = bus.subscribe(&t, spec("w").with_prefetch(1)).await.unwrap();
     let s2 = bus.subscribe(&t, spec("w").with_prefetch(1)).await.unwrap();
-    publish(&bus, &t, (0..20).map(msg).collect()).await;
+    publish(&bus, &t, (0..20).map(msg)).await;
     let consume = |mut s: switchboard_core::contract::Subscription| async move {
         let mut got = Vec::new();
         while let Some(d) = next_within(&mut s, Duration::from_millis(700)).await {
@@ -40,14 +41,15 @@ async fn competing_consumers_split_the_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_redelivers_with_the_next_attempt() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("nack");
+    let t = unique_topic("nack");
     let mut s = bus.subscribe(&t, spec("w")).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
     for attempt in 1..=3 {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         assert_eq!(d.info().attempt, attempt);
-        assert_eq!(body(&d), "m1");
+        assert_eq!(body(&d), "1");
         if attempt < 3 {
             d.nack(Nack::now().with_error("boom")).await.unwrap();
         } else {
@@ -61,22 +63,23 @@ async fn a_nack_redelivers_with_the_next_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_with_delay_redelivers_after_the_delay() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("delay");
+    let t = unique_topic("delay");
     let mut s = bus.subscribe(&t, spec("w")).await.unwrap();
     assert!(bus.capabilities().contains(Capability::NackDelay));
     publish(&bus, &t, vec![msg(1), msg(2)]).await;
-    let d = next(&mut s).await;
-    assert_eq!(body(&d), "m1");
+    let d = next(&mut s, WAIT).await;
+    assert_eq!(body(&d), "1");
     let nacked = Instant::now();
     d.nack(Nack::after(Duration::from_millis(600))).await.unwrap();
     // The other message is not held up by the delayed one.
-    let d = next(&mut s).await;
-    assert_eq!(body(&d), "m2");
+    let d = next(&mut s, WAIT).await;
+    assert_eq!(body(&d), "2");
     d.ack().await.unwrap();
-    let d = next(&mut s).await;
+    let d = next(&mut s, WAIT).await;
     assert!(nacked.elapsed() >= Duration::from_millis(600), "{:?}", nacked.elapsed());
-    assert_eq!((body(&d).as_str(), d.info().attempt), ("m1", 2));
+    assert_eq!((body(&d).as_str(), d.info().attempt), ("1", 2));
     d.ack().await.unwrap();
     s.close().await.unwrap();
     cleanup(&bus, &[&t], &[(&t, "w")]).await;
@@ -84,15 +87,16 @@ async fn a_nack_with_delay_redelivers_after_the_delay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_redelivers_and_the_late_ack_is_refused() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("lease");
+    let t = unique_topic("lease");
     let mut s = bus.subscribe(&t, spec("w").with_lease(Duration::from_millis(300))).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
-    let first = next(&mut s).await;
+    let first = next(&mut s, WAIT).await;
     let started = Instant::now();
-    let again = next(&mut s).await;
+    let again = next(&mut s, WAIT).await;
     assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
-    assert_eq!((body(&again).as_str(), again.info().attempt), ("m1", 2));
+    assert_eq!((body(&again).as_str(), again.info().attempt), ("1", 2));
     let e = first.ack().await.unwrap_err();
     assert!(matches!(e, BusError::LeaseLost { cause: LeaseLostCause::Expired, .. }), "{e:?}");
     again.ack().await.unwrap();
@@ -103,12 +107,13 @@ async fn an_expired_lease_redelivers_and_the_late_ack_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_keeps_the_lease() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("extend");
+    let t = unique_topic("extend");
     let mut s = bus.subscribe(&t, spec("w").with_lease(Duration::from_millis(300))).await.unwrap();
     assert!(bus.capabilities().contains(Capability::LeaseExtension));
     publish(&bus, &t, vec![msg(1)]).await;
-    let d = next(&mut s).await;
+    let d = next(&mut s, WAIT).await;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         d.extend(Duration::from_millis(300)).await.unwrap();
@@ -122,15 +127,16 @@ async fn extend_keeps_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_delivery_comes_back() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("abandon");
+    let t = unique_topic("abandon");
     let mut s = bus.subscribe(&t, spec("w")).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
-    drop(next(&mut s).await);
+    drop(next(&mut s, WAIT).await);
     let started = Instant::now();
-    let d = next(&mut s).await;
+    let d = next(&mut s, WAIT).await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!((body(&d).as_str(), d.info().attempt), ("m1", 2));
+    assert_eq!((body(&d).as_str(), d.info().attempt), ("1", 2));
     d.ack().await.unwrap();
     s.close().await.unwrap();
     cleanup(&bus, &[&t], &[(&t, "w")]).await;
@@ -138,17 +144,18 @@ async fn an_abandoned_delivery_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_requeues_unsettled_deliveries() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("closeq");
+    let t = unique_topic("closeq");
     let mut s = bus.subscribe(&t, spec("w")).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
-    let held = next(&mut s).await;
+    let held = next(&mut s, WAIT).await;
     s.close().await.unwrap();
     let e = held.ack().await.unwrap_err();
     assert!(matches!(e, BusError::LeaseLost { cause: LeaseLostCause::SubscriptionClosed, .. }), "{e:?}");
     let mut s = bus.subscribe(&t, spec("w")).await.unwrap();
-    let d = next(&mut s).await;
-    assert_eq!(body(&d), "m1");
+    let d = next(&mut s, WAIT).await;
+    assert_eq!(body(&d), "1");
     d.ack().await.unwrap();
     s.close().await.unwrap();
     cleanup(&bus, &[&t], &[(&t, "w")]).await;
@@ -156,11 +163,12 @@ async fn closing_requeues_unsettled_deliveries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_count_backlog_and_in_flight() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("stats");
+    let t = unique_topic("stats");
     let mut s = bus.subscribe(&t, spec("w").with_prefetch(1)).await.unwrap();
-    publish(&bus, &t, (0..3).map(msg).collect()).await;
-    let held = next(&mut s).await;
+    publish(&bus, &t, (0..3).map(msg)).await;
+    let held = next(&mut s, WAIT).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let st = bus.stats(&t, &sub("w")).await.unwrap();
     assert_eq!((st.backlog, st.in_flight), (3, 1), "{st:?}");
@@ -183,8 +191,9 @@ async fn stats_count_backlog_and_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_settings_for_an_existing_subscription_conflict() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("conflict");
+    let t = unique_topic("conflict");
     let s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).with_max_deliveries(Some(3))).await.unwrap();
     let e =
         bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).with_max_deliveries(Some(5))).await.unwrap_err();
@@ -201,10 +210,11 @@ async fn other_settings_for_an_existing_subscription_conflict() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_count_deliveries_buffered_for_the_caller() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("statsbuf");
+    let t = unique_topic("statsbuf");
     let mut s = bus.subscribe(&t, spec("w").with_prefetch(4)).await.unwrap();
-    publish(&bus, &t, (0..10).map(msg).collect()).await;
+    publish(&bus, &t, (0..10).map(msg)).await;
     // RabbitMQ pushes 4 to this process at once; none is handed out yet, and they still count.
     let name = sub("w");
     let stats = || bus.stats(&t, &name);
@@ -216,9 +226,9 @@ async fn stats_count_deliveries_buffered_for_the_caller() {
     }
     assert_eq!((st.backlog, st.in_flight, st.lag), (10, 4, 10), "{st:?}");
     for _ in 0..3 {
-        next(&mut s).await.ack().await.unwrap();
+        next(&mut s, WAIT).await.ack().await.unwrap();
     }
-    let held = next(&mut s).await;
+    let held = next(&mut s, WAIT).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut st = stats().await.unwrap();
     while (st.backlog, st.in_flight) != (7, 4) && Instant::now() < deadline {

@@ -35,7 +35,11 @@ impl Proxy {
                 let mut cut = k.subscribe();
                 let mut freeze = f.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5672").await else { return };
+                    let Ok(mut outbound) =
+                        TcpStream::connect(switchboard_testkit::Service::RabbitMq.addr()).await
+                    else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = cut.changed() => {}
@@ -77,13 +81,14 @@ async fn publish_retrying(bus: &AmqpBackend, topic: &TopicName, m: switchboard_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_survives_a_dropped_connection() {
+    require_service!(RabbitMq);
     let proxy = Proxy::start().await;
     let bus = AmqpBackend::connect(&proxy.url()).await.unwrap();
-    let t = unique("reconnect");
+    let t = unique_topic("reconnect");
     let spec = SubscriptionSpec::queue(sub("w")).with_max_deliveries(None);
     let mut s = bus.subscribe(&t, spec).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
-    let held = next(&mut s).await;
+    let held = next(&mut s, WAIT).await;
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let e = held.ack().await.unwrap_err();
@@ -91,30 +96,31 @@ async fn a_subscription_survives_a_dropped_connection() {
     publish_retrying(&bus, &t, msg(2)).await;
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         seen.push((body(&d), d.info().attempt));
         d.ack().await.unwrap();
     }
     seen.sort();
-    assert_eq!(seen, vec![("m1".to_owned(), 2), ("m2".to_owned(), 1)]);
+    assert_eq!(seen, vec![("1".to_owned(), 2), ("2".to_owned(), 1)]);
     s.close().await.unwrap();
     cleanup(&bus, &[&t], &[(&t, "w")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_dying_on_the_last_delivery_dead_letters_it() {
+    require_service!(RabbitMq);
     let proxy = Proxy::start().await;
     let bus = AmqpBackend::connect(&proxy.url()).await.unwrap();
-    let t = unique("death");
+    let t = unique_topic("death");
     let dlq = TopicName::new(format!("{t}.w.dlq")).unwrap();
     let mut s =
         bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).with_max_deliveries(Some(1))).await.unwrap();
     let watcher = super::bus().await;
     let mut dead = watcher.subscribe(&dlq, SubscriptionSpec::queue(sub("audit"))).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
-    let held = next(&mut s).await;
+    let held = next(&mut s, WAIT).await;
     proxy.cut();
-    let d = next(&mut dead).await;
+    let d = next(&mut dead, WAIT).await;
     assert_eq!(d.message().extensions[dead_letter_ext::REASON], "lease expired");
     assert_eq!(d.message().extensions[dead_letter_ext::ATTEMPTS], "1");
     d.ack().await.unwrap();
@@ -131,9 +137,10 @@ async fn a_consumer_dying_on_the_last_delivery_dead_letters_it() {
 /// (`RPC_TIMEOUT` = 10 s for requests, `CLOSE_TIMEOUT` = 5 s for closing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_that_stops_answering_gives_retryable_errors_in_bounded_time() {
+    require_service!(RabbitMq);
     let proxy = Proxy::start().await;
     let bus = AmqpBackend::connect(&proxy.url()).await.unwrap();
-    let t = unique("silent");
+    let t = unique_topic("silent");
     let s = bus.subscribe(&t, SubscriptionSpec::queue(sub("w")).with_max_deliveries(None)).await.unwrap();
     publish(&bus, &t, vec![msg(1)]).await;
     proxy.freeze();

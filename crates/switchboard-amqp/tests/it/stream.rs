@@ -14,16 +14,17 @@ use crate::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_stream_subscription_replays_from_the_start() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("replay");
+    let t = unique_topic("replay");
     bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
-    publish(&bus, &t, (0..5).map(msg).collect()).await;
+    publish(&bus, &t, (0..5).map(msg)).await;
     for name in ["first", "second"] {
         let mut s = bus.subscribe(&t, SubscriptionSpec::stream(sub(name))).await.unwrap();
         let mut offsets = Vec::new();
         for i in 0..5 {
-            let d = next(&mut s).await;
-            assert_eq!(body(&d), format!("m{i}"));
+            let d = next(&mut s, WAIT).await;
+            assert_eq!(body(&d), i.to_string());
             offsets.push(d.info().offset);
             d.ack().await.unwrap();
         }
@@ -36,22 +37,23 @@ async fn a_new_stream_subscription_replays_from_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_skips_older_messages_and_a_nack_redelivers() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("latest");
+    let t = unique_topic("latest");
     publish(&bus, &t, vec![msg(0)]).await;
     let mut s =
         bus.subscribe(&t, SubscriptionSpec::stream(sub("tail")).with_start(Start::Latest)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     publish(&bus, &t, vec![msg(1), msg(2)]).await;
-    let d = next(&mut s).await;
-    assert_eq!((body(&d).as_str(), d.info().attempt), ("m1", 1));
+    let d = next(&mut s, WAIT).await;
+    assert_eq!((body(&d).as_str(), d.info().attempt), ("1", 1));
     let offset = d.info().offset;
     d.nack(Nack::now()).await.unwrap();
-    let d = next(&mut s).await;
-    assert_eq!((body(&d).as_str(), d.info().attempt, d.info().offset), ("m1", 2, offset));
+    let d = next(&mut s, WAIT).await;
+    assert_eq!((body(&d).as_str(), d.info().attempt, d.info().offset), ("1", 2, offset));
     d.ack().await.unwrap();
-    let d = next(&mut s).await;
-    assert_eq!(body(&d), "m2");
+    let d = next(&mut s, WAIT).await;
+    assert_eq!(body(&d), "2");
     d.ack().await.unwrap();
     s.close().await.unwrap();
     cleanup(&bus, &[&t], &[(&t, "tail")]).await;
@@ -61,8 +63,8 @@ async fn latest_skips_older_messages_and_a_nack_redelivers() {
 async fn read_from(s: &mut Subscription, from: usize, n: usize) -> Vec<switchboard_core::contract::Delivery> {
     let mut got = Vec::new();
     for i in from..from + n {
-        let d = next(s).await;
-        assert_eq!(body(&d), format!("m{i}"));
+        let d = next(s, WAIT).await;
+        assert_eq!(body(&d), i.to_string());
         got.push(d);
     }
     got
@@ -70,10 +72,11 @@ async fn read_from(s: &mut Subscription, from: usize, n: usize) -> Vec<switchboa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_stream_subscription_resumes_at_the_commit_point() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("resume");
+    let t = unique_topic("resume");
     bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
-    publish(&bus, &t, (0..20).map(msg).collect()).await;
+    publish(&bus, &t, (0..20).map(msg)).await;
     let spec = SubscriptionSpec::stream(sub("log"));
     let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
     let mut held = Vec::new();
@@ -130,10 +133,11 @@ async fn a_reopened_stream_subscription_resumes_at_the_commit_point() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_the_backend_commits_stream_acks() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("resumeclose");
+    let t = unique_topic("resumeclose");
     bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();
-    publish(&bus, &t, (0..6).map(msg).collect()).await;
+    publish(&bus, &t, (0..6).map(msg)).await;
     let spec = SubscriptionSpec::stream(sub("log"));
     let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
     for d in read_from(&mut s, 0, 3).await {
@@ -153,8 +157,9 @@ async fn closing_the_backend_commits_stream_acks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_belongs_to_one_mode() {
+    require_service!(RabbitMq);
     let bus = bus().await;
-    let t = unique("modes");
+    let t = unique_topic("modes");
     // The reason a Conflict about subscription `name` on `t` gives.
     let conflict = |r: Result<Subscription, BusError>, name: &str| match r {
         Err(BusError::Conflict { resource, reason }) => {
@@ -178,7 +183,7 @@ async fn a_name_belongs_to_one_mode() {
     let other = super::bus().await;
     conflict(other.subscribe(&t, SubscriptionSpec::queue(sub("s"))).await, "s");
     // The same name on another topic is another subscription; the connection still works.
-    let elsewhere = unique("modes-other");
+    let elsewhere = unique_topic("modes-other");
     let s = other.subscribe(&elsewhere, SubscriptionSpec::queue(sub("s"))).await.unwrap();
     s.close().await.unwrap();
     // Once deleted, the name is free for the other mode.

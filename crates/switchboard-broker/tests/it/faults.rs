@@ -43,9 +43,9 @@ async fn a_failed_fsync_fails_the_publish_and_its_message_is_never_served() {
     let err = env.broker.publish(&topic("t"), msg(1)).await.unwrap_err();
     assert!(matches!(err, BrokerError::Storage(_)), "{err}");
     env.broker.publish(&topic("t"), msg(2)).await.unwrap();
-    assert_eq!(bodies_in_log(&env).await, ["message 0", "message 2"]);
+    assert_eq!(bodies_in_log(&env).await, ["0", "2"]);
     env.power_cut_and_restart().await;
-    assert_eq!(bodies_in_log(&env).await, ["message 0", "message 2"]);
+    assert_eq!(bodies_in_log(&env).await, ["0", "2"]);
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn damage_tail_and_restart(damage: impl FnOnce(&Env, &PathBuf, u64)) -> En
 #[tokio::test]
 async fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
     let env = damage_tail_and_restart(|env, seg, len| env.storage.truncate_raw(seg, len - 5)).await;
-    assert_eq!(bodies_in_log(&env).await, ["message 0", "message 1"]);
+    assert_eq!(bodies_in_log(&env).await, ["0", "1"]);
     let r = env.broker.publish(&topic("t"), msg(3)).await.unwrap();
     assert_eq!(r.offset, 2, "the next offset follows the last whole batch");
 }
@@ -155,7 +155,7 @@ async fn a_torn_tail_is_cut_back_to_the_last_whole_batch() {
 #[tokio::test]
 async fn a_corrupt_tail_record_is_never_served() {
     let env = damage_tail_and_restart(|env, seg, len| env.storage.corrupt(seg, len - 3)).await;
-    assert_eq!(bodies_in_log(&env).await, ["message 0", "message 1"]);
+    assert_eq!(bodies_in_log(&env).await, ["0", "1"]);
 }
 
 #[tokio::test]

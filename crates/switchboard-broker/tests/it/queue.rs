@@ -174,18 +174,15 @@ async fn ordered_by_key_keeps_one_message_per_key_in_flight() {
     let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
     let first = env.drain(&c).await;
     let bodies: Vec<_> = first.iter().map(body).collect();
-    assert_eq!(bodies, ["message 0", "message 1", "message 6"]);
+    assert_eq!(bodies, ["0", "1", "6"]);
     // Nacking the head of key a redelivers it before anything else of key a.
     c.nack(&first[0].receipt.unwrap(), Duration::ZERO, None).await.unwrap();
     let again = env.drain(&c).await;
-    assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["message 0"]);
+    assert_eq!(again.iter().map(body).collect::<Vec<_>>(), ["0"]);
     c.ack(&again[0].receipt.unwrap()).await.unwrap();
     c.ack(&first[1].receipt.unwrap()).await.unwrap();
     let next = env.drain(&c).await;
-    assert_eq!(
-        next.iter().map(body).collect::<BTreeSet<_>>(),
-        BTreeSet::from(["message 2".into(), "message 3".into()])
-    );
+    assert_eq!(next.iter().map(body).collect::<BTreeSet<_>>(), BTreeSet::from(["2".into(), "3".into()]));
 }
 
 #[tokio::test]
@@ -317,12 +314,12 @@ async fn delayed_delivery_waits_for_deliver_at() {
     env.broker.publish(&topic("jobs"), msg(1)).await.unwrap();
     let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
     let now = env.drain(&c).await;
-    assert_eq!(now.iter().map(body).collect::<Vec<_>>(), ["message 1"]);
+    assert_eq!(now.iter().map(body).collect::<Vec<_>>(), ["1"]);
     c.ack(&now[0].receipt.unwrap()).await.unwrap();
     env.advance(Duration::from_secs(29));
     assert!(env.drain(&c).await.is_empty());
     env.advance(Duration::from_secs(1));
-    assert_eq!(env.drain(&c).await.iter().map(body).collect::<Vec<_>>(), ["message 0"]);
+    assert_eq!(env.drain(&c).await.iter().map(body).collect::<Vec<_>>(), ["0"]);
 }
 
 #[tokio::test]

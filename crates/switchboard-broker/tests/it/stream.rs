@@ -44,7 +44,7 @@ async fn read_all(c: &switchboard_broker::StreamConsumer) -> Vec<switchboard_bro
 }
 
 fn seq(body: &str) -> usize {
-    body.trim_start_matches("message ").parse().unwrap()
+    body.parse().unwrap()
 }
 
 #[tokio::test]
@@ -138,9 +138,9 @@ async fn seek_to_earliest_latest_offset_and_time() {
     env.broker.seek(&o, &s, SeekTo::Earliest).await.unwrap();
     assert_eq!(read_all(&c).await.len(), 7);
     env.broker.seek(&o, &s, SeekTo::Time(t_mid)).await.unwrap();
-    assert_eq!(read_all(&c).await.iter().map(body).collect::<Vec<_>>(), ["message 5", "message 6"]);
+    assert_eq!(read_all(&c).await.iter().map(body).collect::<Vec<_>>(), ["5", "6"]);
     env.broker.seek(&o, &s, SeekTo::Offset { partition: 0, offset: 3 }).await.unwrap();
-    assert_eq!(read_all(&c).await.first().map(body).unwrap(), "message 3");
+    assert_eq!(read_all(&c).await.first().map(body).unwrap(), "3");
     env.broker.seek(&o, &s, SeekTo::Latest).await.unwrap();
     assert!(read_all(&c).await.is_empty());
     let err = env.broker.seek(&o, &s, SeekTo::Offset { partition: 0, offset: 99 }).await.unwrap_err();

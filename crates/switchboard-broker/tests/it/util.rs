@@ -4,21 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_broker::{Broker, BrokerConfig, BrokerDelivery, QueueConsumer, Receipt};
-use switchboard_core::{ManualClock, Message, SubscriptionName, TopicName};
+use switchboard_core::ManualClock;
 use switchboard_storage::MemStorage;
+pub use switchboard_testkit::{msg, sub, topic};
 
-pub fn topic(name: &str) -> TopicName {
-    TopicName::new(name).unwrap()
-}
-
-pub fn sub(name: &str) -> SubscriptionName {
-    SubscriptionName::new(name).unwrap()
-}
-
-pub fn msg(i: usize) -> Message {
-    Message::new("/test", "test.event", format!("message {i}")).with_id(format!("id-{i}"))
-}
-
+/// The data of a broker delivery as text (the SDK's `Delivery` has the testkit's `body`).
 pub fn body(d: &BrokerDelivery) -> String {
     String::from_utf8(d.message.data.to_vec()).unwrap()
 }

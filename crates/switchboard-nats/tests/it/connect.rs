@@ -32,6 +32,7 @@ async fn invalid_urls_are_rejected() {
 
 #[tokio::test]
 async fn capabilities_and_name() {
+    require_service!(Nats);
     let bus = bus().await;
     assert_eq!(bus.name(), "nats");
     let caps = bus.capabilities();
@@ -55,6 +56,7 @@ async fn capabilities_and_name() {
 
 #[tokio::test]
 async fn close_ends_subscriptions_and_refuses_calls() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("close");
     let mut sub = bus.subscribe(&t, queue("s")).await.unwrap();

@@ -10,6 +10,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn nacking_the_last_attempt_dead_letters_with_metadata() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("dlnack");
     let dlq = TopicName::new(format!("{t}.dn.dlq")).unwrap();
@@ -49,6 +50,7 @@ async fn nacking_the_last_attempt_dead_letters_with_metadata() {
 
 #[tokio::test]
 async fn a_lease_running_out_on_the_last_attempt_dead_letters() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("dllease");
     let dlq = topic("dllease-target");

@@ -1,5 +1,7 @@
-//! Integration tests against the NATS server at 127.0.0.1:4222 (JetStream enabled). Every
-//! test uses its own topics (random suffix) so they run in parallel, and deletes its streams.
+//! Integration tests against the NATS server at 127.0.0.1:4222 (JetStream enabled; see
+//! `switchboard_testkit::Service::Nats`), skipped when it is not running (failed in CI); the
+//! restart tests start private `nats-server`s instead. Every test uses its own topics (random
+//! suffix) so they run in parallel, and deletes its streams.
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,28 +12,22 @@ mod queue;
 mod restart;
 mod stream;
 
-use std::time::Duration;
-
-use switchboard_core::contract::{Delivery, Subscription, SubscriptionSpec};
-use switchboard_core::{Message, SubscriptionName, TopicName};
+use switchboard_core::TopicName;
+use switchboard_core::contract::SubscriptionSpec;
 use switchboard_nats::NatsBackend;
+/// A subscription name (`sub` is these tests' name for a subscription).
+pub use switchboard_testkit::sub as name;
+pub use switchboard_testkit::{msg, nats_url, next, nothing_for, require_service, unique_topic};
 
-/// The shared test server.
-pub const URL: &str = "nats://127.0.0.1:4222";
-
-/// A backend on the shared test server.
+/// A backend on the shared test server (tests call `require_service!(Nats)` first).
 pub async fn bus() -> NatsBackend {
-    NatsBackend::connect(URL).await.expect("a NATS server with JetStream at 127.0.0.1:4222")
+    let url = nats_url();
+    NatsBackend::connect(&url).await.unwrap_or_else(|e| panic!("a NATS server with JetStream at {url}: {e}"))
 }
 
-/// A fresh topic name: `it.<what>.<random>`.
+/// A fresh topic name: `it.<what>-<random>`.
 pub fn topic(what: &str) -> TopicName {
-    TopicName::new(format!("it.{what}.{:016x}", rand::random::<u64>())).unwrap()
-}
-
-/// A subscription name.
-pub fn name(s: &str) -> SubscriptionName {
-    SubscriptionName::new(s).unwrap()
+    unique_topic(&format!("it.{what}"))
 }
 
 /// A stream spec with defaults (starts at the earliest message).
@@ -42,27 +38,6 @@ pub fn stream(s: &str) -> SubscriptionSpec {
 /// A queue spec with defaults.
 pub fn queue(s: &str) -> SubscriptionSpec {
     SubscriptionSpec::queue(name(s))
-}
-
-/// A message with `body` as data.
-pub fn msg(body: &str) -> Message {
-    Message::new("/it", "it.event", body.to_owned())
-}
-
-/// The next delivery, failing the test after `within`.
-pub async fn next(sub: &mut Subscription, within: Duration) -> Delivery {
-    tokio::time::timeout(within, sub.next())
-        .await
-        .expect("no delivery in time")
-        .expect("subscription ended")
-        .expect("subscription error")
-}
-
-/// Asserts nothing is delivered for `d`.
-pub async fn nothing_for(sub: &mut Subscription, d: Duration) {
-    if let Ok(got) = tokio::time::timeout(d, sub.next()).await {
-        panic!("expected nothing, got {got:?}");
-    }
 }
 
 /// Deletes the streams of `topics` and of the topics named after them (their default

@@ -8,6 +8,7 @@ use crate::*;
 
 #[tokio::test]
 async fn every_attribute_and_extension_round_trips() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("roundtrip");
     let mut m = Message::new("/shop/orders", "com.example.order.created", &b"{\"id\":1}\x00\xff"[..])
@@ -39,6 +40,7 @@ async fn every_attribute_and_extension_round_trips() {
 
 #[tokio::test]
 async fn a_repeated_id_is_stored_once() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("dedup");
     let m = msg("once").with_id("same-id");
@@ -58,6 +60,7 @@ async fn a_repeated_id_is_stored_once() {
 
 #[tokio::test]
 async fn bad_requests_are_refused_before_anything_is_sent() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("refuse");
     let later = PublishOptions::default().with_deliver_at(Timestamp(u64::MAX / 2));
@@ -74,6 +77,7 @@ async fn bad_requests_are_refused_before_anything_is_sent() {
 
 #[tokio::test]
 async fn ensure_topic_is_idempotent_and_publish_recreates_a_deleted_stream() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("ensure");
     bus.ensure_topic(&t, &TopicSpec::default()).await.unwrap();

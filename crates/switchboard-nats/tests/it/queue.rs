@@ -10,12 +10,13 @@ const WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn competing_members_share_the_messages() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("compete");
     let spec = queue("workers").with_prefetch(1);
     let subs = [bus.subscribe(&t, spec.clone()).await.unwrap(), bus.subscribe(&t, spec).await.unwrap()];
     let n = 20;
-    let msgs: Vec<_> = (0..n).map(|i| msg(&format!("m{i}"))).collect();
+    let msgs: Vec<_> = (0..n).map(|i| msg(format!("m{i}"))).collect();
     let ids: HashSet<String> = msgs.iter().map(|m| m.id.clone()).collect();
     bus.publish(&t, msgs, &PublishOptions::default()).await.unwrap();
 
@@ -47,6 +48,7 @@ async fn competing_members_share_the_messages() {
 
 #[tokio::test]
 async fn nacked_messages_come_back_with_growing_attempts() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("nack");
     let mut sub = bus.subscribe(&t, queue("n")).await.unwrap();
@@ -66,6 +68,7 @@ async fn nacked_messages_come_back_with_growing_attempts() {
 
 #[tokio::test]
 async fn a_nack_delay_holds_the_message_back() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("delay");
     let mut sub = bus.subscribe(&t, queue("d")).await.unwrap();
@@ -83,6 +86,7 @@ async fn a_nack_delay_holds_the_message_back() {
 
 #[tokio::test]
 async fn an_expired_lease_redelivers() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("lease");
     let lease = Duration::from_millis(500);
@@ -102,6 +106,7 @@ async fn an_expired_lease_redelivers() {
 
 #[tokio::test]
 async fn an_abandoned_delivery_comes_back_at_once() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("abandon");
     let mut sub = bus.subscribe(&t, queue("a")).await.unwrap();
@@ -118,6 +123,7 @@ async fn an_abandoned_delivery_comes_back_at_once() {
 
 #[tokio::test]
 async fn extending_keeps_the_lease_beyond_its_length() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("extend");
     let mut sub = bus.subscribe(&t, queue("x").with_lease(Duration::from_millis(600))).await.unwrap();
@@ -142,6 +148,7 @@ async fn next_extend_error(bus: &switchboard_nats::NatsBackend, t: &switchboard_
 
 #[tokio::test]
 async fn stats_count_backlog_in_flight_and_lag() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("stats");
     let s = name("st");
@@ -172,6 +179,7 @@ async fn stats_count_backlog_in_flight_and_lag() {
 
 #[tokio::test]
 async fn joining_with_other_settings_is_a_conflict() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("conflict");
     let _a = bus.subscribe(&t, queue("c").with_lease(Duration::from_secs(1))).await.unwrap();
@@ -186,6 +194,7 @@ async fn joining_with_other_settings_is_a_conflict() {
 
 #[tokio::test]
 async fn deleting_a_subscription_is_idempotent() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("delete");
     let s = name("gone");
@@ -204,10 +213,11 @@ async fn deleting_a_subscription_is_idempotent() {
 
 #[tokio::test]
 async fn closing_a_subscription_hands_back_buffered_messages() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("closesub");
     let mut a = bus.subscribe(&t, queue("cs").with_prefetch(10)).await.unwrap();
-    bus.publish(&t, (0..5).map(|i| msg(&i.to_string())).collect(), &PublishOptions::default()).await.unwrap();
+    bus.publish(&t, (0..5).map(msg).collect(), &PublishOptions::default()).await.unwrap();
     let first = next(&mut a, WAIT).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.close().await.unwrap();
@@ -226,6 +236,7 @@ async fn closing_a_subscription_hands_back_buffered_messages() {
 
 #[tokio::test]
 async fn a_subscription_ends_with_not_found_when_its_topic_is_deleted() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("vanish");
     let mut sub = bus.subscribe(&t, queue("v")).await.unwrap();

@@ -10,15 +10,13 @@ use switchboard_nats::NatsBackend;
 
 use crate::*;
 
-const SERVER: &str = "/usr/sbin/nats-server";
-
 struct Server {
     child: Child,
 }
 
 impl Server {
-    fn start(port: u16, dir: &std::path::Path) -> Server {
-        let child = Command::new(SERVER)
+    fn start(binary: &std::path::Path, port: u16, dir: &std::path::Path) -> Server {
+        let child = Command::new(binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir)
             .stdout(Stdio::null())
@@ -41,6 +39,29 @@ impl Drop for Server {
     }
 }
 
+/// Where a private server runs: its binary, a free port and its own store, so that it can be
+/// started again in the same place.
+struct Place {
+    binary: std::path::PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Place {
+    fn new(binary: &std::path::Path) -> Place {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Place { binary: binary.to_owned(), port, dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn start(&self) -> Server {
+        Server::start(&self.binary, self.port, self.dir.path())
+    }
+
+    async fn connect(&self) -> NatsBackend {
+        connect_when_up(&format!("nats://127.0.0.1:{}", self.port)).await
+    }
+}
+
 async fn connect_when_up(url: &str) -> NatsBackend {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -57,15 +78,9 @@ async fn connect_when_up(url: &str) -> NatsBackend {
 
 #[tokio::test]
 async fn a_subscription_survives_a_server_restart_and_publish_fails_retryably_meanwhile() {
-    if !std::path::Path::new(SERVER).exists() {
-        eprintln!("skipped: {SERVER} not installed");
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("nats://127.0.0.1:{port}");
-    let server = Server::start(port, dir.path());
-    let bus = connect_when_up(&url).await;
+    let place = Place::new(require_service!(NatsServer).path());
+    let server = place.start();
+    let bus = place.connect().await;
     let t = topic("restart");
     let mut sub = bus.subscribe(&t, queue("r")).await.unwrap();
     bus.publish(&t, vec![msg("before")], &PublishOptions::default()).await.unwrap();
@@ -78,7 +93,7 @@ async fn a_subscription_survives_a_server_restart_and_publish_fails_retryably_me
     assert!(matches!(err, BusError::Backend { .. } | BusError::Unreachable { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(12), "took {:?}", started.elapsed());
 
-    let _server = Server::start(port, dir.path());
+    let _server = place.start();
     let after = msg("after");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -118,21 +133,13 @@ async fn publish_retrying(bus: &NatsBackend, t: &switchboard_core::TopicName, m:
 
 #[tokio::test]
 async fn a_stream_subscription_reads_on_in_order_across_a_server_restart() {
-    if !std::path::Path::new(SERVER).exists() {
-        eprintln!("skipped: {SERVER} not installed");
-        return;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("nats://127.0.0.1:{port}");
-    let server = Server::start(port, dir.path());
-    let bus = connect_when_up(&url).await;
+    let place = Place::new(require_service!(NatsServer).path());
+    let server = place.start();
+    let bus = place.connect().await;
     let t = topic("srestart");
     let spec = switchboard_core::contract::SubscriptionSpec::stream(name("log"));
     let mut sub = bus.subscribe(&t, spec.clone()).await.unwrap();
-    bus.publish(&t, (1..=10).map(|i| msg(&i.to_string())).collect(), &PublishOptions::default())
-        .await
-        .unwrap();
+    bus.publish(&t, (1..=10).map(msg).collect(), &PublishOptions::default()).await.unwrap();
     let mut held = None;
     for offset in 1..=6u64 {
         let d = next(&mut sub, Duration::from_secs(5)).await;
@@ -143,9 +150,9 @@ async fn a_stream_subscription_reads_on_in_order_across_a_server_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _server = Server::start(port, dir.path());
+    let _server = place.start();
     for i in 11..=15 {
-        publish_retrying(&bus, &t, msg(&i.to_string())).await;
+        publish_retrying(&bus, &t, msg(i)).await;
     }
     // The live reader goes on after 6 (its own position), without gaps or repeats.
     for offset in 7..=15u64 {
@@ -157,7 +164,7 @@ async fn a_stream_subscription_reads_on_in_order_across_a_server_restart() {
     sub.close().await.unwrap();
     drop(held);
     // 6 was never acked: a new reader (new connection) resumes there, in order.
-    let other = connect_when_up(&url).await;
+    let other = place.connect().await;
     let mut sub = other.subscribe(&t, spec.clone()).await.unwrap();
     for offset in 6..=15u64 {
         let d = next(&mut sub, Duration::from_secs(5)).await;

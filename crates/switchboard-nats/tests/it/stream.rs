@@ -9,11 +9,10 @@ const WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn stream_subscriptions_replay_from_the_start_and_resume() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("replay");
-    bus.publish(&t, (1..=5).map(|i| msg(&i.to_string())).collect(), &PublishOptions::default())
-        .await
-        .unwrap();
+    bus.publish(&t, (1..=5).map(msg).collect(), &PublishOptions::default()).await.unwrap();
 
     let mut a = bus.subscribe(&t, SubscriptionSpec::stream(name("a"))).await.unwrap();
     for offset in 1..=5 {
@@ -50,11 +49,12 @@ async fn stream_subscriptions_replay_from_the_start_and_resume() {
 
 #[tokio::test]
 async fn stream_order_holds_across_many_messages() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("order");
     let mut s = bus.subscribe(&t, SubscriptionSpec::stream(name("o"))).await.unwrap();
     for chunk in 0..4 {
-        let batch = (0..50).map(|i| msg(&(chunk * 50 + i).to_string())).collect();
+        let batch = (0..50).map(|i| msg(chunk * 50 + i)).collect();
         bus.publish(&t, batch, &PublishOptions::default()).await.unwrap();
     }
     for i in 0..200u64 {
@@ -73,13 +73,12 @@ async fn publish_range(
     from: u64,
     to: u64,
 ) {
-    bus.publish(t, (from..to).map(|i| msg(&i.to_string())).collect(), &PublishOptions::default())
-        .await
-        .unwrap();
+    bus.publish(t, (from..to).map(msg).collect(), &PublishOptions::default()).await.unwrap();
 }
 
 #[tokio::test]
 async fn reopening_on_a_new_connection_resumes_at_the_commit_in_order() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("resume");
     let mut s = bus.subscribe(&t, stream("r")).await.unwrap();
@@ -94,7 +93,7 @@ async fn reopening_on_a_new_connection_resumes_at_the_commit_in_order() {
     drop(unsettled);
     bus.close().await.unwrap();
 
-    let other = switchboard_nats::NatsBackend::connect(URL).await.unwrap();
+    let other = switchboard_nats::NatsBackend::connect(&nats_url()).await.unwrap();
     let mut s = other.subscribe(&t, stream("r")).await.unwrap();
     for offset in 4..=20u64 {
         let d = next(&mut s, WAIT).await;
@@ -111,6 +110,7 @@ async fn reopening_on_a_new_connection_resumes_at_the_commit_in_order() {
 
 #[tokio::test]
 async fn out_of_order_acks_hold_the_commit_back() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("holdback");
     let mut s = bus.subscribe(&t, stream("h")).await.unwrap();
@@ -146,6 +146,7 @@ async fn out_of_order_acks_hold_the_commit_back() {
 
 #[tokio::test]
 async fn nacked_messages_come_back_before_newer_ones_lowest_first() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("snack");
     let mut s = bus.subscribe(&t, stream("n")).await.unwrap();
@@ -189,6 +190,7 @@ async fn nacked_messages_come_back_before_newer_ones_lowest_first() {
 
 #[tokio::test]
 async fn queue_and_stream_names_conflict_both_ways() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("modes");
     let conflict_on = |err: &BusError, s: &str| matches!(err, BusError::Conflict { resource, .. } if *resource == Resource::subscription(&t, &name(s)));
@@ -199,7 +201,7 @@ async fn queue_and_stream_names_conflict_both_ways() {
     let err = bus.subscribe(&t, queue("s")).await.unwrap_err();
     assert!(conflict_on(&err, "s"), "{err:?}");
     // Another connection sees the same.
-    let other = switchboard_nats::NatsBackend::connect(URL).await.unwrap();
+    let other = switchboard_nats::NatsBackend::connect(&nats_url()).await.unwrap();
     let err = other.subscribe(&t, queue("s")).await.unwrap_err();
     assert!(conflict_on(&err, "s"), "{err:?}");
     // A stream subscription may be joined with another prefetch or start.
@@ -225,6 +227,7 @@ async fn queue_and_stream_names_conflict_both_ways() {
 
 #[tokio::test]
 async fn a_deleted_stream_subscription_ends_its_reader_and_starts_over() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("sdelete");
     let mut s = bus.subscribe(&t, stream("d")).await.unwrap();
@@ -257,6 +260,7 @@ async fn a_deleted_stream_subscription_ends_its_reader_and_starts_over() {
 
 #[tokio::test]
 async fn a_stream_subscription_ends_with_not_found_when_its_topic_is_deleted() {
+    require_service!(Nats);
     let bus = bus().await;
     let t = topic("svanish");
     let mut s = bus.subscribe(&t, stream("v")).await.unwrap();

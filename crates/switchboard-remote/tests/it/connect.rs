@@ -6,24 +6,9 @@ use switchboard_core::Message;
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec};
 use switchboard_remote::RemoteBackend;
-use switchboard_server::{Action, Permission, ServerConfig, TlsConfig, TokenConfig};
+use switchboard_server::TlsConfig;
 
-use crate::util::{next, start_with, sub, topic};
-
-const ADMIN: &str = "admin-token-0123456789abcdef";
-const ORDERS: &str = "orders-token-0123456789abcdef";
-
-fn with_tokens(c: &mut ServerConfig) {
-    let token = |name: &str, token: &str, topics: &str, actions: Vec<Action>| TokenConfig {
-        name: name.into(),
-        token: token.into(),
-        permissions: vec![Permission { topics: topics.into(), actions }],
-    };
-    c.tokens = vec![
-        token("admin", ADMIN, "*", vec![Action::Publish, Action::Consume, Action::Admin]),
-        token("orders", ORDERS, "orders*", vec![Action::Publish, Action::Consume]),
-    ];
-}
+use switchboard_testkit::{ADMIN_TOKEN, ORDERS_TOKEN, TestServer, WAIT, next, sub, topic};
 
 #[tokio::test]
 async fn invalid_urls_are_refused_without_showing_the_token() {
@@ -58,7 +43,7 @@ async fn an_unreachable_server_fails_fast_naming_the_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_sent_and_checked() {
-    let srv = start_with(with_tokens).await;
+    let srv = TestServer::start_with_auth().await;
     let t = topic("orders");
 
     // No token, or a wrong one: a clear, permanent error on the first call.
@@ -74,14 +59,14 @@ async fn tokens_are_sent_and_checked() {
     }
 
     // The admin token creates the topic and subscription.
-    let admin = RemoteBackend::connect(&format!("{}?token={ADMIN}", srv.url())).await.unwrap();
+    let admin = RemoteBackend::connect(&format!("{}?token={ADMIN_TOKEN}", srv.url())).await.unwrap();
     admin.subscribe(&t, SubscriptionSpec::queue(sub("billing"))).await.unwrap().close().await.unwrap();
 
     // A publish-and-consume token works on existing topics without admin rights.
-    let orders = RemoteBackend::connect(&format!("{}?token={ORDERS}", srv.url())).await.unwrap();
+    let orders = RemoteBackend::connect(&format!("{}?token={ORDERS_TOKEN}", srv.url())).await.unwrap();
     orders.publish(&t, vec![Message::new("/s", "t", "x")], &PublishOptions::default()).await.unwrap();
     let mut s = orders.subscribe(&t, SubscriptionSpec::queue(sub("billing"))).await.unwrap();
-    next(&mut s).await.ack().await.unwrap();
+    next(&mut s, WAIT).await.ack().await.unwrap();
     // ... but not elsewhere.
     let e = orders.subscribe(&topic("payments"), SubscriptionSpec::queue(sub("x"))).await.unwrap_err();
     assert!(e.to_string().contains("permission denied") || matches!(e, BusError::NotFound { .. }), "{e:?}");
@@ -110,15 +95,7 @@ async fn tls_with_a_private_ca() {
     let certs = tempfile::tempdir().unwrap();
     let tls = self_signed(certs.path());
     let ca = tls.cert.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        data_dir: dir.path().to_owned(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        grpc_addr: "127.0.0.1:0".parse().unwrap(),
-        tls: Some(tls),
-        ..ServerConfig::default()
-    };
-    let server = switchboard_server::Server::start(config).await.unwrap();
+    let server = TestServer::start_with(|c| c.tls = Some(tls)).await;
     let port = server.grpc_addr().port();
 
     let url = format!("switchboards://localhost:{port}?ca={}", ca.display());
@@ -126,7 +103,7 @@ async fn tls_with_a_private_ca() {
     let t = topic("secure");
     let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).await.unwrap();
     bus.publish(&t, vec![Message::new("/s", "t", "x")], &PublishOptions::default()).await.unwrap();
-    next(&mut s).await.ack().await.unwrap();
+    next(&mut s, WAIT).await.ack().await.unwrap();
     s.close().await.unwrap();
 
     // Without the CA the certificate is not trusted; plaintext is not served at all.

@@ -5,12 +5,13 @@ use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec, TopicSpec};
 use switchboard_core::{Message, Timestamp};
 
-use crate::util::{next, start, sub, topic};
+use crate::util::connect;
+use switchboard_testkit::{TestServer, WAIT, next, sub, topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attribute_and_extension_round_trips() {
-    let srv = start().await;
-    let bus = srv.connect().await;
+    let srv = TestServer::start().await;
+    let bus = connect(&srv).await;
     assert_eq!(bus.name(), "switchboard");
     assert_eq!(bus.capabilities(), switchboard_core::contract::Capabilities::ALL);
     let t = topic("roundtrip");
@@ -35,7 +36,7 @@ async fn every_attribute_and_extension_round_trips() {
 
     let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("reader"))).await.unwrap();
     for (i, expected) in sent.iter().enumerate() {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         assert_eq!(d.message(), expected);
         let info = d.info().clone();
         assert_eq!((info.topic, info.subscription.as_str()), (t.clone(), "reader"));
@@ -48,8 +49,8 @@ async fn every_attribute_and_extension_round_trips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_and_errors() {
-    let srv = start().await;
-    let bus = srv.connect().await;
+    let srv = TestServer::start().await;
+    let bus = connect(&srv).await;
     let t = topic("parts");
     bus.ensure_topic(&t, &TopicSpec::default().with_partitions(4)).await.unwrap();
     // Existing: left as it is, whatever the spec.
@@ -93,15 +94,15 @@ async fn topics_and_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliver_at_holds_messages_back() {
-    let srv = start().await;
-    let bus = srv.connect().await;
+    let srv = TestServer::start().await;
+    let bus = connect(&srv).await;
     let t = topic("later");
     let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).await.unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let options = PublishOptions::default().with_deliver_at(Timestamp(now + 600));
     let started = std::time::Instant::now();
     bus.publish(&t, vec![Message::new("/s", "t", "x")], &options).await.unwrap();
-    let d = next(&mut s).await;
+    let d = next(&mut s, WAIT).await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(400), "{:?}", started.elapsed());
     d.ack().await.unwrap();
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 use switchboard_core::backend::{Backend, Subscriber};
 use switchboard_core::contract::{BusError, SubscriptionSpec};
 
-use crate::util::{WAIT, next, nothing_for, num, publish, start, sub, topic};
+use crate::util::{connect, num, publish};
+use switchboard_testkit::{TestServer, WAIT, next, nothing_for, sub, topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_subscription_survives_a_server_restart() {
-    let mut srv = start().await;
-    let bus = srv.connect().await;
+    let mut srv = TestServer::start().await;
+    let bus = connect(&srv).await;
     let t = topic("jobs");
     let spec = SubscriptionSpec::queue(sub("runner")).with_lease(Duration::from_millis(300)).with_prefetch(4);
     let mut s = bus.subscribe(&t, spec).await.unwrap();
@@ -20,11 +21,11 @@ async fn a_queue_subscription_survives_a_server_restart() {
 
     let mut acked = BTreeSet::new();
     for _ in 0..5 {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         acked.insert(num(&d));
         d.ack().await.unwrap();
     }
-    let held = next(&mut s).await;
+    let held = next(&mut s, WAIT).await;
     let acked_before = acked.clone();
 
     srv.restart().await;
@@ -34,7 +35,7 @@ async fn a_queue_subscription_survives_a_server_restart() {
 
     let done = tokio::time::timeout(WAIT * 2, async {
         while acked.len() < 20 {
-            let d = next(&mut s).await;
+            let d = next(&mut s, WAIT).await;
             let n = num(&d);
             assert!(!acked_before.contains(&n), "{n} was acked before the restart and came back");
             d.ack().await.unwrap();
@@ -49,13 +50,13 @@ async fn a_queue_subscription_survives_a_server_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_subscription_resumes_from_its_commit_after_a_restart() {
-    let mut srv = start().await;
-    let bus = srv.connect().await;
+    let mut srv = TestServer::start().await;
+    let bus = connect(&srv).await;
     let t = topic("events");
     let mut s = bus.subscribe(&t, SubscriptionSpec::stream(sub("projection"))).await.unwrap();
     publish(&bus, &t, 0..10).await;
     for n in 0..6 {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         assert_eq!(num(&d), n);
         d.ack().await.unwrap();
     }
@@ -69,7 +70,7 @@ async fn a_stream_subscription_resumes_from_its_commit_after_a_restart() {
     // Offsets 0..6 were committed: the rest arrives, in order, from 6.
     let mut got = Vec::new();
     while got.len() < 6 {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         got.push(num(&d));
         d.ack().await.unwrap();
     }
@@ -82,8 +83,8 @@ async fn a_stream_subscription_resumes_from_its_commit_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_deleted_while_disconnected_ends_with_an_error() {
-    let mut srv = start().await;
-    let bus = srv.connect().await;
+    let mut srv = TestServer::start().await;
+    let bus = connect(&srv).await;
     let t = topic("gone");
     let mut s = bus.subscribe(&t, SubscriptionSpec::queue(sub("q"))).await.unwrap();
     bus.delete_subscription(&t, &sub("q")).await.unwrap();

@@ -6,12 +6,13 @@ use std::time::Duration;
 use switchboard_core::backend::{Backend, Subscriber};
 use switchboard_core::contract::{Nack, Start, SubscriptionSpec, TopicSpec};
 
-use crate::util::{next, nothing_for, num, publish, start, sub, topic};
+use crate::util::{connect, num, publish};
+use switchboard_testkit::{TestServer, WAIT, next, nothing_for, sub, topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_commit_and_resume() {
-    let srv = start().await;
-    let bus = srv.connect().await;
+    let srv = TestServer::start().await;
+    let bus = connect(&srv).await;
     let t = topic("audit");
     publish(&bus, &t, 0..5).await;
     let spec = SubscriptionSpec::stream(sub("archive"));
@@ -19,7 +20,7 @@ async fn replay_commit_and_resume() {
     let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
     let mut ds = Vec::new();
     for n in 0..5 {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         assert_eq!((num(&d), d.info().offset, d.info().attempt), (n, u64::from(n), 1));
         ds.push(d);
     }
@@ -40,13 +41,13 @@ async fn replay_commit_and_resume() {
     // Reopened: resumes at the committed offset, 3 (and 4, whose ack was not committed).
     let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
     for n in [3, 4] {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         assert_eq!(num(&d), n);
         d.ack().await.unwrap();
     }
     publish(&bus, &t, [5, 6]).await;
     for n in [5, 6] {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         assert_eq!(num(&d), n);
         d.ack().await.unwrap();
     }
@@ -59,23 +60,23 @@ async fn replay_commit_and_resume() {
         bus.subscribe(&t, SubscriptionSpec::stream(sub("tail")).with_start(Start::Latest)).await.unwrap();
     nothing_for(&mut tail, Duration::from_millis(200)).await;
     publish(&bus, &t, [7]).await;
-    assert_eq!(num(&next(&mut tail).await), 7);
-    assert_eq!(num(&next(&mut s).await), 7);
+    assert_eq!(num(&next(&mut tail, WAIT).await), 7);
+    assert_eq!(num(&next(&mut s, WAIT).await), 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_commit_independently() {
-    let srv = start().await;
-    let bus = srv.connect().await;
+    let srv = TestServer::start().await;
+    let bus = connect(&srv).await;
     let t = topic("keyed");
     bus.ensure_topic(&t, &TopicSpec::default().with_partitions(3)).await.unwrap();
-    let messages = (0..30).map(|n| crate::util::msg(n).with_key(format!("k{}", n % 7))).collect();
+    let messages = (0..30).map(|n| switchboard_testkit::msg(n).with_key(format!("k{}", n % 7))).collect();
     switchboard_core::backend::Publisher::publish(&bus, &t, messages, &Default::default()).await.unwrap();
     let spec = SubscriptionSpec::stream(sub("all"));
     let mut s = bus.subscribe(&t, spec.clone()).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..30 {
-        let d = next(&mut s).await;
+        let d = next(&mut s, WAIT).await;
         seen.push(num(&d));
         d.ack().await.unwrap();
     }

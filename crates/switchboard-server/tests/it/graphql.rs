@@ -6,14 +6,14 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard_broker::{SubscriptionConfig, TopicConfig};
-use switchboard_core::{Message, SubscriptionName, TopicName};
+use switchboard_core::Message;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::util::*;
+use switchboard_testkit::{ADMIN_TOKEN, ORDERS_TOKEN, TestServer, sub, topic};
 
 /// A GraphQL client of one test server, with an optional bearer token.
 struct Gql {
@@ -70,28 +70,20 @@ fn code(error: &Value) -> &str {
     error["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no code in {error}"))
 }
 
-fn topic(name: &str) -> TopicName {
-    TopicName::new(name).unwrap()
-}
-
-fn sub(name: &str) -> SubscriptionName {
-    SubscriptionName::new(name).unwrap()
-}
-
 /// Sum of end offsets: how many messages a topic holds.
 fn stored(s: &TestServer, name: &str) -> u64 {
-    let info = s.server.state().broker.topic_info(&topic(name)).unwrap();
+    let info = s.server().state().broker.topic_info(&topic(name)).unwrap();
     info.partitions.iter().map(|p| p.end_offset).sum()
 }
 
 fn topic_names(s: &TestServer) -> Vec<String> {
-    s.server.state().broker.topics().into_iter().map(|t| t.name.to_string()).collect()
+    s.server().state().broker.topics().into_iter().map(|t| t.name.to_string()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_show_topics_partitions_messages_and_subscription_counts() {
-    let s = start().await;
-    let broker = s.server.state().broker.clone();
+    let s = TestServer::start().await;
+    let broker = s.server().state().broker.clone();
     let orders = topic("orders");
     broker.create_topic(&orders, TopicConfig { partitions: 3, ..TopicConfig::default() }).await.unwrap();
     broker.create_subscription(&orders, &sub("billing"), SubscriptionConfig::queue()).await.unwrap();
@@ -203,12 +195,12 @@ async fn queries_show_topics_partitions_messages_and_subscription_counts() {
     // Reading moved nothing.
     let stats = broker.stats(&orders, &sub("audit")).unwrap();
     assert_eq!(stats.backlog, 5);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutations_create_publish_seek_redrive_and_delete() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let gql = Gql::new(&s);
 
     let data = gql
@@ -229,7 +221,7 @@ async fn mutations_create_publish_seek_redrive_and_delete() {
     let e = gql.error(r#"mutation { createTopic(name: "orders", partitions: 4) { name } }"#, json!({})).await;
     assert_eq!(code(&e), "CONFLICT", "{e}");
     assert_eq!(e["extensions"]["status"], 409);
-    assert_eq!(s.server.state().broker.topic_info(&topic("orders")).unwrap().partitions.len(), 2);
+    assert_eq!(s.server().state().broker.topic_info(&topic("orders")).unwrap().partitions.len(), 2);
 
     let data = gql
         .data(
@@ -318,7 +310,7 @@ async fn mutations_create_publish_seek_redrive_and_delete() {
     assert_eq!(data["seek"]["stats"]["backlog"], 3);
 
     // Dead-letter one message (one delivery allowed, nacked), then redrive it.
-    let broker = s.server.state().broker.clone();
+    let broker = s.server().state().broker.clone();
     let consumer = broker.queue_consumer(&topic("orders"), &sub("billing")).unwrap();
     let got = consumer.receive(1, Duration::from_secs(1)).await.unwrap();
     consumer.nack(got[0].receipt.as_ref().unwrap(), Duration::ZERO, Some("boom".into())).await.unwrap();
@@ -352,14 +344,14 @@ async fn mutations_create_publish_seek_redrive_and_delete() {
     let e = gql.error(r#"{ topic(name: "orders") { name } }"#, json!({})).await;
     assert_eq!(code(&e), "NOT_FOUND", "{e}");
     assert_eq!(e["message"], "topic orders does not exist");
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Opens a graphql-transport-ws socket, with `token` in the upgrade request if given.
 async fn ws_connect(s: &TestServer, token: Option<&str>) -> Ws {
-    let mut req = format!("ws://{}/graphql/ws", s.server.http_addr()).into_client_request().unwrap();
+    let mut req = format!("ws://{}/graphql/ws", s.server().http_addr()).into_client_request().unwrap();
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
     if let Some(t) = token {
         req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
@@ -419,8 +411,8 @@ async fn wait_for_open_streams(s: &TestServer, n: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_streams_new_messages_over_graphql_transport_ws() {
-    let s = start().await;
-    let broker = s.server.state().broker.clone();
+    let s = TestServer::start().await;
+    let broker = s.server().state().broker.clone();
     broker.create_topic(&topic("orders"), TopicConfig::default()).await.unwrap();
     broker.publish(&topic("orders"), Message::new("/shop", "old", "before the tail")).await.unwrap();
 
@@ -474,13 +466,13 @@ async fn tail_streams_new_messages_over_graphql_transport_ws() {
     assert_eq!(msg["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND", "{msg}");
     assert_eq!(ws_recv_for(&mut ws, "3").await, json!({"id": "3", "type": "complete"}));
     ws.close(None).await.unwrap();
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_needs_a_token_and_permission() {
-    let s = start_with_auth().await;
-    let broker = s.server.state().broker.clone();
+    let s = TestServer::start_with_auth().await;
+    let broker = s.server().state().broker.clone();
     broker.create_topic(&topic("orders"), TopicConfig::default()).await.unwrap();
     broker.create_topic(&topic("audit"), TopicConfig::default()).await.unwrap();
 
@@ -490,7 +482,7 @@ async fn websocket_needs_a_token_and_permission() {
     assert!(ws_recv(&mut ws).await.is_err(), "closed");
 
     // A wrong token in the upgrade request: refused before the upgrade.
-    let mut req = format!("ws://{}/graphql/ws", s.server.http_addr()).into_client_request().unwrap();
+    let mut req = format!("ws://{}/graphql/ws", s.server().http_addr()).into_client_request().unwrap();
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
     req.headers_mut().insert("Authorization", HeaderValue::from_static("Bearer wrong-token-0123456789"));
     match tokio_tungstenite::connect_async(req).await {
@@ -499,7 +491,7 @@ async fn websocket_needs_a_token_and_permission() {
     }
 
     // A page of another site may not open a socket, token or not.
-    let mut req = format!("ws://{}/graphql/ws", s.server.http_addr()).into_client_request().unwrap();
+    let mut req = format!("ws://{}/graphql/ws", s.server().http_addr()).into_client_request().unwrap();
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("graphql-transport-ws"));
     req.headers_mut().insert("Origin", HeaderValue::from_static("https://evil.example"));
     match tokio_tungstenite::connect_async(req).await {
@@ -527,12 +519,12 @@ async fn websocket_needs_a_token_and_permission() {
     broker.publish(&topic("orders"), Message::new("/shop", "t", "hello")).await.unwrap();
     let msg = ws_recv(&mut ws).await.unwrap();
     assert_eq!(msg["payload"]["data"]["tail"]["data"], "hello", "{msg}");
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphiql_sdl_and_introspection_are_served() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let http = reqwest::Client::new();
     let page = http.get(format!("{}/graphql", s.http())).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -549,13 +541,13 @@ async fn graphiql_sdl_and_introspection_are_served() {
     let types = data["__schema"]["types"].as_array().unwrap();
     assert!(types.iter().any(|t| t["name"] == "Topic"));
     assert_eq!(data["__schema"]["subscriptionType"]["name"], "Subscription");
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_fail_with_codes_and_change_nothing() {
-    let s = start().await;
-    s.server.state().broker.create_topic(&topic("orders"), TopicConfig::default()).await.unwrap();
+    let s = TestServer::start().await;
+    s.server().state().broker.create_topic(&topic("orders"), TopicConfig::default()).await.unwrap();
     let gql = Gql::new(&s);
 
     let e = gql.error("{ topics { name }", json!({})).await;
@@ -664,12 +656,12 @@ async fn bad_requests_fail_with_codes_and_change_nothing() {
         http.post(&gql.url).header("content-type", "application/json").body("[1, 2]").send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_limits_apply() {
-    let s = start_with(|c| {
+    let s = TestServer::start_with(|c| {
         c.limits.max_graphql_depth = 3;
         c.limits.max_graphql_complexity = 12;
     })
@@ -685,13 +677,13 @@ async fn configured_limits_apply() {
     gql.data("{ __schema { types { name } } }", json!({})).await;
     let e = gql.error(INTROSPECTION, json!({})).await;
     assert_eq!(code(&e), "GRAPHQL_VALIDATION_FAILED", "{e}");
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_permissions_are_enforced() {
-    let s = start_with_auth().await;
-    let broker = s.server.state().broker.clone();
+    let s = TestServer::start_with_auth().await;
+    let broker = s.server().state().broker.clone();
     broker.create_topic(&topic("orders"), TopicConfig::default()).await.unwrap();
     broker.create_topic(&topic("audit"), TopicConfig::default()).await.unwrap();
     broker
@@ -763,7 +755,7 @@ async fn tokens_and_permissions_are_enforced() {
         .data(r#"mutation { createSubscription(topic: "orders", name: "email") { name } }"#, json!({}))
         .await;
     assert_eq!(topic_names(&s), ["audit", "orders", "orders.email.dlq"]);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 /// The introspection query of graphql-js 16 (GraphiQL's), `ofType` nested nine deep.

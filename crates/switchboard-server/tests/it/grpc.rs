@@ -14,7 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status, Streaming};
 
-use crate::util::{ADMIN_TOKEN, ORDERS_TOKEN, TestServer, start, start_with, start_with_auth};
+use switchboard_testkit::{ADMIN_TOKEN, ORDERS_TOKEN, TestServer};
 
 use switchboard_proto as pb;
 use switchboard_proto::reason::{self, Reason, key};
@@ -280,7 +280,7 @@ fn outcome_code(o: &Outcome) -> Code {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_round_trip() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
 
     let config = api::TopicConfig {
@@ -360,7 +360,7 @@ async fn admin_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_publish_then_consume_with_acks() {
     use ce::cloud_event::cloud_event_attribute_value::Attr;
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 2).await;
     create_sub(&mut c, "orders", "billing", queue(Some(1_500), None)).await;
@@ -433,7 +433,7 @@ async fn unary_publish_then_consume_with_acks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_stream_answers_each_batch_in_order() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 1).await;
     create_sub(&mut c, "orders", "billing", queue(None, None)).await;
@@ -489,7 +489,7 @@ async fn publish_stream_answers_each_batch_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_bound_deliveries() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 2).await;
     create_sub(&mut c, "orders", "billing", queue(None, None)).await;
@@ -515,7 +515,7 @@ async fn credits_bound_deliveries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_are_clamped_to_the_limit() {
-    let srv = start_with(|c| c.limits.max_consume_credits = 5).await;
+    let srv = TestServer::start_with(|c| c.limits.max_consume_credits = 5).await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 1).await;
     create_sub(&mut c, "orders", "billing", queue(None, None)).await;
@@ -532,7 +532,7 @@ async fn credits_are_clamped_to_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_closed_stream_ends_once_its_credits_are_used() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 1).await;
     create_sub(&mut c, "orders", "billing", queue(None, None)).await;
@@ -548,7 +548,7 @@ async fn a_half_closed_stream_ends_once_its_credits_are_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_with_delay_redelivers_later() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 1).await;
     create_sub(&mut c, "orders", "billing", queue(None, None)).await;
@@ -578,7 +578,7 @@ async fn nack_with_delay_redelivers_later() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extend_keeps_a_lease() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 1).await;
     create_sub(&mut c, "orders", "billing", queue(Some(1_000), None)).await;
@@ -604,7 +604,7 @@ async fn extend_keeps_a_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_subscription_commit_and_seek() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "audit", 1).await;
     let stream = api::SubscriptionConfig { mode: api::SubscriptionMode::Stream as i32, ..Default::default() };
@@ -670,7 +670,7 @@ async fn stream_subscription_commit_and_seek() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_redriven() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 1).await;
     create_sub(&mut c, "orders", "billing", queue(None, Some(1))).await;
@@ -711,7 +711,7 @@ async fn dead_letters_are_redriven() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_and_changes_nothing() {
     use ce::cloud_event::cloud_event_attribute_value::Attr;
-    let srv = start_with(|c| {
+    let srv = TestServer::start_with(|c| {
         c.limits.max_message_bytes = 1024;
         c.limits.max_batch_messages = 5;
         c.limits.max_request_bytes = 64 * 1024;
@@ -909,7 +909,7 @@ fn meta(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_carries_its_reason_and_the_resources_it_is_about() {
-    let srv = start_with(|c| {
+    let srv = TestServer::start_with(|c| {
         c.limits.max_message_bytes = 1024;
         c.limits.max_batch_messages = 5;
     })
@@ -965,20 +965,20 @@ async fn every_refusal_carries_its_reason_and_the_resources_it_is_about() {
 
     // Without a token, the reason says so.
     drop(consume);
-    srv.server.shutdown().await.unwrap();
-    let srv = start_with_auth().await;
+    srv.shutdown().await.unwrap();
+    let srv = TestServer::start_with_auth().await;
     let mut anonymous = client(&srv).await;
     let r = anonymous.list_topics(api::ListTopicsRequest {}).await;
     assert_eq!(reason_of(r), (Reason::Unauthenticated, meta(&[])));
     let mut orders = client_as(&srv, Some(ORDERS_TOKEN)).await;
     let r = orders.publish(publish_req("audit", events("x", 1))).await;
     assert_eq!(reason_of(r), (Reason::Forbidden, meta(&[(key::TOPIC, "audit")])));
-    srv.server.shutdown().await.unwrap();
+    srv.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_protobuf_is_refused_and_changes_nothing() {
-    let srv = start().await;
+    let srv = TestServer::start().await;
     let mut c = client(&srv).await;
     create_topic(&mut c, "orders", 1).await;
 
@@ -1004,7 +1004,7 @@ async fn malformed_protobuf_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_permissions_are_enforced() {
-    let srv = start_with_auth().await;
+    let srv = TestServer::start_with_auth().await;
     let mut admin = client_as(&srv, Some(ADMIN_TOKEN)).await;
     create_topic(&mut admin, "orders", 1).await;
     create_topic(&mut admin, "audit", 1).await;
@@ -1083,7 +1083,7 @@ async fn health_reports_serving_and_reflection_lists_the_service() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
-    let srv = start_with_auth().await;
+    let srv = TestServer::start_with_auth().await;
     let mut health = HealthClient::new(channel(&srv).await);
     for service in ["", "switchboard.v1.Switchboard"] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
@@ -1137,8 +1137,8 @@ fn python_dirs() -> (PathBuf, PathBuf) {
 }
 
 /// A virtual environment with grpcio and grpcio-tools, created once under the target
-/// directory and reused. Panics with the reason when it cannot be built.
-fn python_env() -> PathBuf {
+/// directory by `python3` and reused. Panics with the reason when it cannot be built.
+fn python_env(python3: &Path) -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pyenv-grpc");
     let python = venv.join("bin/python");
     let ready = |python: &Path| {
@@ -1161,7 +1161,7 @@ fn python_env() -> PathBuf {
         );
     };
     run(
-        std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        std::process::Command::new(python3).args(["-m", "venv"]).arg(&venv),
         "creating a Python virtual environment (python3 -m venv; is python3-venv installed?)",
     );
     let (py_dir, _) = python_dirs();
@@ -1177,7 +1177,8 @@ fn python_env() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_publishes_and_consumes() {
-    let python = tokio::task::spawn_blocking(python_env).await.unwrap();
+    let python3 = switchboard_testkit::require_service!(Python).path().to_owned();
+    let python = tokio::task::spawn_blocking(move || python_env(&python3)).await.unwrap();
     let (py_dir, proto_dir) = python_dirs();
     let stubs = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(&python)
@@ -1190,7 +1191,7 @@ async fn python_grpcio_client_publishes_and_consumes() {
         .unwrap();
     assert!(out.status.success(), "protoc failed: {}", String::from_utf8_lossy(&out.stderr));
 
-    let srv = start_with_auth().await;
+    let srv = TestServer::start_with_auth().await;
     let mut c = client_as(&srv, Some(ADMIN_TOKEN)).await;
     create_topic(&mut c, "orders.py", 3).await;
     create_sub(&mut c, "orders.py", "workers", queue(None, None)).await;

@@ -5,4 +5,3 @@ mod graphql;
 mod grpc;
 mod ops;
 mod rest;
-mod util;

@@ -9,7 +9,7 @@ use switchboard_broker::{Broker, SubscriptionConfig, TopicConfig};
 use switchboard_core::{Message, SubscriptionName, TopicName};
 use switchboard_server::{ConfigError, Server, ServerConfig, ServerError, TlsConfig};
 
-use crate::util::*;
+use switchboard_testkit::{ADMIN_TOKEN, ORDERS_ADMIN_TOKEN, TestServer, test_config};
 
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
@@ -17,14 +17,14 @@ fn http_client() -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_are_served() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let c = http_client();
     let health = c.get(format!("{}/healthz", s.http())).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let ready = c.get(format!("{}/readyz", s.http())).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 
-    let broker = s.server.state().broker.clone();
+    let broker = s.server().state().broker.clone();
     let t = TopicName::new("orders").unwrap();
     broker.create_topic(&t, TopicConfig::default()).await.unwrap();
     broker
@@ -47,7 +47,7 @@ async fn health_readiness_and_metrics_are_served() {
         assert!(text.contains(name), "{name} missing");
     }
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,15 +146,15 @@ async fn tls_covers_both_listeners() {
     let certs = tempfile::tempdir().unwrap();
     let tls = self_signed(certs.path());
     let cert_pem = std::fs::read(&tls.cert).unwrap();
-    let s = start_with(|c| c.tls = Some(tls)).await;
+    let s = TestServer::start_with(|c| c.tls = Some(tls)).await;
 
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem).unwrap())
         .build()
         .unwrap();
-    let https = format!("https://{}/healthz", s.server.http_addr());
+    let https = format!("https://{}/healthz", s.server().http_addr());
     assert_eq!(client.get(&https).send().await.unwrap().status(), 200);
-    let plain = format!("http://{}/healthz", s.server.http_addr());
+    let plain = format!("http://{}/healthz", s.server().http_addr());
     assert!(http_client().get(&plain).send().await.is_err(), "plain HTTP is not served on a TLS listener");
 
     // The gRPC listener completes a TLS handshake and offers HTTP/2.
@@ -166,18 +166,18 @@ async fn tls_covers_both_listeners() {
         tokio_rustls::rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(s.server.grpc_addr()).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(s.server().grpc_addr()).await.unwrap();
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let stream = connector.connect(name, tcp).await.expect("TLS handshake with the gRPC listener");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     drop(stream);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_refused() {
-    let s = start_with(|c| c.limits.max_connections = 1).await;
-    let addr = s.server.http_addr();
+    let s = TestServer::start_with(|c| c.limits.max_connections = 1).await;
+    let addr = s.server().http_addr();
     let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     let held = std::thread::spawn(move || {
         let mut first = std::net::TcpStream::connect(addr).unwrap();
@@ -196,19 +196,19 @@ async fn connections_beyond_the_limit_are_refused() {
     let n = second.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the second connection was closed without an answer");
     drop(held);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_listening_and_flushes_the_broker() {
-    let s = start().await;
-    let broker = s.server.state().broker.clone();
+    let s = TestServer::start().await;
+    let broker = s.server().state().broker.clone();
     let t = TopicName::new("t").unwrap();
     let config = TopicConfig { fsync: switchboard_broker::FsyncPolicy::Never, ..TopicConfig::default() };
     broker.create_topic(&t, config).await.unwrap();
     broker.publish(&t, Message::new("/t", "t", "kept")).await.unwrap();
-    let addr = s.server.http_addr();
-    let TestServer { server, dir } = s;
+    let addr = s.server().http_addr();
+    let (server, dir) = s.into_parts();
     server.shutdown().await.unwrap();
     assert!(std::net::TcpStream::connect(addr).is_err(), "the listener is closed");
     let reopened = Broker::open(dir.path()).await.unwrap();
@@ -220,23 +220,23 @@ async fn shutdown_stops_listening_and_flushes_the_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_the_same_data_directory_is_refused() {
-    let s = start().await;
-    let mut config = test_config(s.dir.path());
+    let s = TestServer::start().await;
+    let mut config = test_config(s.dir());
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     match Server::start(config).await {
         Err(ServerError::Broker(switchboard_broker::BrokerError::DataDirInUse(d))) => {
-            assert!(d.contains(&s.dir.path().display().to_string()))
+            assert!(d.contains(&s.dir().display().to_string()))
         }
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("two servers opened one data directory"),
     }
-    assert!(Broker::open(s.dir.path()).await.is_err(), "nor may an embedded broker");
-    s.server.shutdown().await.unwrap();
+    assert!(Broker::open(s.dir()).await.is_err(), "nor may an embedded broker");
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_a_subscription_needs_admin_on_its_dead_letter_topic_too() {
-    let s = start_with_auth().await;
+    let s = TestServer::start_with_auth().await;
     let c = http_client();
     let post = |path: &str, token: &str, body: serde_json::Value| {
         c.post(format!("{}{path}", s.http())).bearer_auth(token).json(&body).send()
@@ -254,10 +254,10 @@ async fn creating_a_subscription_needs_admin_on_its_dead_letter_topic_too() {
         serde_json::json!({"name": "s", "config": {"max_deliveries": 1, "dead_letter_topic": "payments"}});
     let r = post("/v1/topics/orders/subscriptions", ORDERS_ADMIN_TOKEN, foreign).await.unwrap();
     assert_eq!(r.status(), 403);
-    let info = s.server.state().broker.topic_info(&TopicName::new("payments").unwrap()).unwrap();
+    let info = s.server().state().broker.topic_info(&TopicName::new("payments").unwrap()).unwrap();
     assert!(info.subscriptions.is_empty(), "no redrive subscription was attached to payments");
     assert!(
-        s.server
+        s.server()
             .state()
             .broker
             .topic_info(&TopicName::new("orders").unwrap())
@@ -268,5 +268,5 @@ async fn creating_a_subscription_needs_admin_on_its_dead_letter_topic_too() {
     // The default dead-letter topic, orders.s.dlq, is the caller's own: allowed.
     let own = serde_json::json!({"name": "s", "config": {"max_deliveries": 1}});
     assert_eq!(post("/v1/topics/orders/subscriptions", ORDERS_ADMIN_TOKEN, own).await.unwrap().status(), 201);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::util::*;
+use switchboard_testkit::{ADMIN_TOKEN, ORDERS_TOKEN, TestServer};
 
 /// A client of one test server, with an optional bearer token.
 struct Api {
@@ -138,7 +138,7 @@ fn queue(extra: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_and_subscriptions_are_created_listed_inspected_and_deleted() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     let (status, topic) =
         api.post("/v1/topics", json!({ "name": "orders", "config": { "partitions": 3 } })).await;
@@ -186,12 +186,12 @@ async fn topics_and_subscriptions_are_created_listed_inspected_and_deleted() {
     let del = api.req(Method::DELETE, "/v1/topics/orders").send().await.unwrap();
     assert_eq!(del.status(), StatusCode::NO_CONTENT);
     problem(api.req(Method::GET, "/v1/topics/orders").send().await.unwrap(), StatusCode::NOT_FOUND).await;
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_mode_event_round_trips_through_receive_and_ack() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("orders", json!({})).await;
     api.create_sub("orders", "billing", json!({})).await;
@@ -245,12 +245,12 @@ async fn a_binary_mode_event_round_trips_through_receive_and_ack() {
     let again =
         api.req(Method::POST, ack_path).json(&json!({ "receipt": m["receipt"] })).send().await.unwrap();
     problem(again, StatusCode::NOT_FOUND).await;
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn structured_events_carry_json_text_or_base64_data() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("t", json!({})).await;
     api.create_sub("t", "q", json!({})).await;
@@ -280,12 +280,12 @@ async fn structured_events_carry_json_text_or_base64_data() {
     let bin = by_id("bin");
     assert_eq!(bin["data_base64"], "iVBORw0KGgo=");
     assert!(bin.get("data").is_none());
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_published_in_order_and_acked_with_results_per_receipt() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("t", json!({})).await;
     api.create_sub("t", "q", json!({})).await;
@@ -313,12 +313,12 @@ async fn a_batch_is_published_in_order_and_acked_with_results_per_receipt() {
         body["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [200, 200, 200, 404]);
     assert_eq!(api.stats("t", "q").await["backlog"], 0);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_waits_and_wakes_on_a_publish() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("t", json!({})).await;
     api.create_sub("t", "q", json!({})).await;
@@ -336,12 +336,12 @@ async fn a_long_poll_waits_and_wakes_on_a_publish() {
     let messages = body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["event"]["id"], "late");
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_does_not_hold_shutdown_back() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("t", json!({})).await;
     api.create_sub("t", "q", json!({})).await;
@@ -354,14 +354,14 @@ async fn a_long_poll_does_not_hold_shutdown_back() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Well under the 20 s the poll asked for, even on a slow machine.
-    tokio::time::timeout(Duration::from_secs(10), s.server.shutdown()).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.shutdown()).await.unwrap().unwrap();
     let body = poll.await.unwrap();
     assert!(body["messages"].as_array().unwrap().is_empty(), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_returns_empty_when_the_wait_runs_out() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("t", json!({})).await;
     api.create_sub("t", "q", json!({})).await;
@@ -376,12 +376,12 @@ async fn a_long_poll_returns_empty_when_the_wait_runs_out() {
     assert_eq!(api.call(b).await.0, StatusCode::OK);
     assert!(api.receive("t", "q", 10, 100).await.is_empty());
     assert_eq!(api.stats("t", "q").await["scheduled"], 1);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nack_with_a_delay_redelivers_later_and_extend_moves_the_lease() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("t", json!({})).await;
     api.create_sub("t", "q", json!({ "lease_ms": 10_000 })).await;
@@ -406,12 +406,12 @@ async fn a_nack_with_a_delay_redelivers_later_and_extend_moves_the_lease() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0]["attempt"], 2);
     assert_ne!(again[0]["receipt"], first["receipt"]);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_read_from_an_offset_committed_and_sought() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("log", json!({})).await;
     api.create_sub("log", "audit", json!({ "mode": "stream" })).await;
@@ -448,12 +448,12 @@ async fn streams_are_read_from_an_offset_committed_and_sought() {
     }
     let wrong = api.req(Method::GET, "/v1/topics/log/subscriptions/work/messages").send().await.unwrap();
     problem(wrong, StatusCode::CONFLICT).await;
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_and_redriven() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("t", json!({})).await;
     api.create_sub("t", "q", queue(json!({ "max_deliveries": 1 }))).await;
@@ -493,12 +493,12 @@ async fn dead_letters_are_listed_and_redriven() {
     let back = api.receive("t", "q", 1, 5000).await;
     assert_eq!(back[0]["event"]["id"], "poison");
     assert_eq!(api.receive("t", "other", 10, 0).await.len(), 1, "other subscriptions do not see it again");
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_publishes_a_binary_mode_cloudevent() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     api.create_topic("t", json!({})).await;
     api.create_sub("t", "q", json!({})).await;
@@ -521,7 +521,7 @@ async fn curl_publishes_a_binary_mode_cloudevent() {
     let ev = &got[0]["event"];
     assert_eq!((ev["id"].as_str(), ev["type"].as_str()), (Some("curl-1"), Some("com.example.curl")));
     assert_eq!((ev["data"].as_str(), ev["myext"].as_str()), (Some("hello from curl"), Some("hi there")));
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 /// A well-formed body for the operations that take one, by `operationId` (names of the
@@ -563,7 +563,7 @@ fn media_type(resp: &Response) -> Option<String> {
 /// another handler mostly answers fields its schema does not list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_operation_answers_as_documented() {
-    let s = start().await;
+    let s = TestServer::start().await;
     let api = Api::new(&s);
     let doc = api.get("/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -656,7 +656,7 @@ async fn every_documented_operation_answers_as_documented() {
             "{id}: a sample body, no operation"
         );
     }
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 /// One request that must be refused.
@@ -693,7 +693,7 @@ fn bad(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_a_problem_that_changes_nothing() {
-    let s = start_with(|c| {
+    let s = TestServer::start_with(|c| {
         c.limits.max_message_bytes = 4096;
         c.limits.max_request_bytes = 64 * 1024;
         c.limits.max_batch_messages = 3;
@@ -917,12 +917,12 @@ async fn bad_input_is_a_problem_that_changes_nothing() {
         problem(resp, StatusCode::GONE).await;
     }
     assert_eq!(api.snapshot().await, before);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_required_and_permissions_are_checked_before_anything_happens() {
-    let s = start_with_auth().await;
+    let s = TestServer::start_with_auth().await;
     let admin = Api::with_token(&s, ADMIN_TOKEN);
     let orders = Api::with_token(&s, ORDERS_TOKEN);
     let anonymous = Api::new(&s);
@@ -979,5 +979,5 @@ async fn tokens_are_required_and_permissions_are_checked_before_anything_happens
     assert_eq!(orders.receive("orders", "q", 1, 0).await.len(), 1);
     assert!(orders.get("/v1/topics").await["topics"].as_array().unwrap().is_empty());
     assert_eq!(admin.get("/v1/topics").await["topics"].as_array().unwrap().len(), 3);
-    s.server.shutdown().await.unwrap();
+    s.shutdown().await.unwrap();
 }

@@ -1,6 +1,7 @@
 use switchboard::{Bus, BusError, Message, SubscriptionSpec};
 
-use crate::util::{bus, next, sub, topic};
+use crate::util::bus;
+use switchboard_testkit::{WAIT, next, sub, topic};
 
 #[tokio::test]
 async fn invalid_urls_and_missing_backends_are_clear_errors() {
@@ -18,7 +19,7 @@ async fn connections_to_one_directory_share_one_broker() {
     let b = Bus::connect(&format!("embedded:{}", dir.path().display())).await.expect("second connect");
     a.publish(&topic("shared"), Message::new("/t", "t", "x")).await.expect("publish");
     let mut s = b.subscribe(&topic("shared"), SubscriptionSpec::queue(sub("s"))).await.expect("subscribe");
-    let d = next(&mut s).await;
+    let d = next(&mut s, WAIT).await;
     assert_eq!(&d.message().data[..], b"x");
     d.ack().await.expect("ack");
 }
@@ -36,7 +37,7 @@ async fn publish_carries_the_callers_trace() {
     // one), the message must join the caller's trace.
     bus.publish(&topic("traced"), Message::new("/t", "t", "x")).with_context(cx).await.expect("publish");
     let mut s = bus.subscribe(&topic("traced"), SubscriptionSpec::stream(sub("s"))).await.expect("subscribe");
-    let d = next(&mut s).await;
+    let d = next(&mut s, WAIT).await;
     let tp = d.message().extensions.get("traceparent").expect("a traceparent");
     assert!(tp.starts_with(&format!("00-{trace_id}-")), "{tp}");
     d.ack().await.expect("ack");

@@ -11,11 +11,11 @@ use switchboard::layers::{
 use switchboard::router::{Handled, HandlerError, Incoming, Outgoing};
 use switchboard::{DeliveryInfo, Message, TopicName};
 
-use crate::util::topic;
+use switchboard_testkit::topic;
 use tower::{Layer, Service, ServiceExt};
 
 fn incoming(message: Message) -> Incoming {
-    let info = DeliveryInfo::new(TopicName::from_static("t"), crate::util::sub("s"), 0, 0);
+    let info = DeliveryInfo::new(TopicName::from_static("t"), switchboard_testkit::sub("s"), 0, 0);
     Incoming::new(message, info, "h").with_max_deliveries(Some(3))
 }
 
@@ -180,9 +180,11 @@ async fn store_survives_reopen(url: &str) {
 
 #[tokio::test]
 async fn the_postgres_inbox_keeps_ids_per_handler() {
-    let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/test")
+    switchboard_testkit::require_service!(Postgres);
+    let url = switchboard_testkit::postgres_url();
+    let pool = sqlx::PgPool::connect(&url)
         .await
-        .expect("PostgreSQL at 127.0.0.1:5432 (database test, trust auth); .ci/run starts it");
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} (database test, trust auth): {e}"));
     let store = switchboard::layers::PostgresInbox::new(pool, Duration::from_secs(60)).await.expect("store");
     // A handler name per run keeps parallel runs apart.
     let handler = format!("h-{}", switchboard::Message::new("/t", "t", "").id);

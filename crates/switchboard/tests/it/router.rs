@@ -8,7 +8,8 @@ use switchboard::{Bus, Message, SubscriptionSpec, dead_letter_ext as ext};
 
 use tower::Layer;
 
-use crate::util::{bus, eventually, next, sub, topic};
+use crate::util::bus;
+use switchboard_testkit::{WAIT, eventually, next, sub, topic};
 
 fn quick() -> Middleware {
     Middleware::default()
@@ -43,12 +44,12 @@ async fn handler_output_is_published_then_the_input_acked() {
     let order = Message::new("/orders", "order.created", "order-1");
     let order_id = order.id.clone();
     bus.publish(&topic("orders"), order).await.expect("publish");
-    let d = next(&mut shipments).await;
+    let d = next(&mut shipments, WAIT).await;
     assert_eq!(&d.message().data[..], b"order-1");
     assert_eq!(d.message().extensions["correlationid"], order_id, "correlation id is the input's id");
     assert_eq!(d.message().extensions["causationid"], order_id);
     d.ack().await.expect("ack");
-    eventually("the order acked", async || backlog(&bus, "orders", "shipping").await == 0).await;
+    eventually("the order acked", WAIT, async || backlog(&bus, "orders", "shipping").await == 0).await;
     router.shutdown().await.expect("shutdown");
 }
 
@@ -77,7 +78,7 @@ async fn a_panicking_handler_is_retried_and_the_service_lives_on() {
         .await
         .expect("start");
     bus.publish(&topic("p"), Message::new("/t", "t", "x")).await.expect("publish");
-    eventually("the retried message acked", async || backlog(&bus, "p", "s").await == 0).await;
+    eventually("the retried message acked", WAIT, async || backlog(&bus, "p", "s").await == 0).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one panic, one success");
     router.shutdown().await.expect("shutdown");
 }
@@ -109,8 +110,10 @@ async fn a_handler_past_its_timeout_is_retried() {
         .await
         .expect("start");
     bus.publish(&topic("slow"), Message::new("/t", "t", "x")).await.expect("publish");
-    eventually("the message acked on its second attempt", async || backlog(&bus, "slow", "s").await == 0)
-        .await;
+    eventually("the message acked on its second attempt", WAIT, async || {
+        backlog(&bus, "slow", "s").await == 0
+    })
+    .await;
     assert_eq!(attempts.load(Ordering::SeqCst), 2, "the timed-out attempt, then the successful one");
     router.shutdown().await.expect("shutdown");
 }
@@ -131,7 +134,7 @@ async fn a_rejected_message_is_dead_lettered_at_once_with_metadata() {
         .await
         .expect("dlq subscription");
     bus.publish(&topic("payments"), Message::new("/t", "payment", "-5")).await.expect("publish");
-    let d = next(&mut dlq).await;
+    let d = next(&mut dlq, WAIT).await;
     let e = &d.message().extensions;
     assert_eq!(e[ext::REASON], "rejected");
     assert_eq!(e[ext::TOPIC], "payments");
@@ -140,7 +143,7 @@ async fn a_rejected_message_is_dead_lettered_at_once_with_metadata() {
     assert_eq!(e[ext::ATTEMPTS], "1", "dead-lettered on the first attempt");
     assert!(e[ext::ERROR].contains("amount is negative"), "{}", e[ext::ERROR]);
     d.ack().await.expect("ack");
-    eventually("the original acked", async || backlog(&bus, "payments", "billing").await == 0).await;
+    eventually("the original acked", WAIT, async || backlog(&bus, "payments", "billing").await == 0).await;
     router.shutdown().await.expect("shutdown");
 }
 
@@ -163,7 +166,7 @@ async fn transient_failures_use_up_deliveries_then_the_broker_dead_letters() {
         .await
         .expect("dlq subscription");
     bus.publish(&topic("writes"), Message::new("/t", "t", "x")).await.expect("publish");
-    let d = next(&mut dlq).await;
+    let d = next(&mut dlq, WAIT).await;
     let e = &d.message().extensions;
     assert_eq!(e[ext::REASON], "nacked");
     assert_eq!(e[ext::ATTEMPTS], "3");
@@ -213,7 +216,7 @@ async fn a_stream_route_dead_letters_rejections_to_its_configured_topic() {
         .await
         .expect("subscribe");
     bus.publish(&topic("events"), Message::new("/t", "t", "x")).await.expect("publish");
-    let d = next(&mut rejects).await;
+    let d = next(&mut rejects, WAIT).await;
     assert_eq!(d.message().extensions[ext::HANDLER], "audit");
     d.ack().await.expect("ack");
     router.shutdown().await.expect("shutdown");
