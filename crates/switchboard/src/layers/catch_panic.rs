@@ -1,14 +1,15 @@
 //! Panic recovery: a panicking handler becomes a failed delivery (nacked and retried, then
 //! dead-lettered), never a dead service.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::task::{Context, Poll};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::router::{Handled, HandlerError, Incoming, Outgoing};
+use super::{Around, Wrapped};
+use crate::router::{Handled, HandlerError, Incoming};
 
 /// Catches panics of the inner service (see the module docs). Innermost in the stack, so
 /// every other layer sees a panic as an ordinary error.
@@ -18,15 +19,12 @@ pub struct CatchPanicLayer;
 impl<S> Layer<S> for CatchPanicLayer {
     type Service = CatchPanic<S>;
     fn layer(&self, inner: S) -> CatchPanic<S> {
-        CatchPanic { inner }
+        Wrapped::new(inner, *self)
     }
 }
 
 /// The service of [`CatchPanicLayer`].
-#[derive(Clone, Debug)]
-pub struct CatchPanic<S> {
-    inner: S,
-}
+pub type CatchPanic<S> = Wrapped<S, CatchPanicLayer>;
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -38,23 +36,13 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-impl<S> Service<Incoming> for CatchPanic<S>
-where
-    S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError>,
-    S::Future: Send + 'static,
-{
-    type Response = Vec<Outgoing>;
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Handled>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Incoming) -> Self::Future {
+impl Around for CatchPanicLayer {
+    fn around<F>(&self, req: Incoming, next: impl FnOnce(Incoming) -> F) -> BoxFuture<'static, Handled>
+    where
+        F: Future<Output = Handled> + Send + 'static,
+    {
         let handler = req.handler.clone();
-        // A panic may happen while building the future as well as while polling it.
-        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+        let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| next(req))) {
             Ok(fut) => fut,
             Err(payload) => {
                 let msg = panic_message(&*payload);

@@ -5,17 +5,18 @@
 //! Closed → (`failure_threshold` consecutive failures) → open for `open_for` → half-open:
 //! one trial call; success closes, failure opens again.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use tower::{Layer, Service};
+use tower::Layer;
 
 pub use switchboard_policy::Breaker;
 /// The breaker's settings, under the SDK's name for them.
 pub use switchboard_policy::BreakerConfig as CircuitBreakerConfig;
 
-use crate::router::{Handled, HandlerError, Incoming, Outgoing};
+use super::{Around, Wrapped};
+use crate::router::{Handled, HandlerError, Incoming};
 
 /// Wraps a service in a [`Breaker`].
 #[derive(Clone, Debug)]
@@ -38,36 +39,23 @@ impl CircuitBreakerLayer {
 impl<S> Layer<S> for CircuitBreakerLayer {
     type Service = CircuitBreaker<S>;
     fn layer(&self, inner: S) -> CircuitBreaker<S> {
-        CircuitBreaker { inner, breaker: self.breaker.clone() }
+        Wrapped::new(inner, self.clone())
     }
 }
 
 /// The service of [`CircuitBreakerLayer`].
-#[derive(Clone, Debug)]
-pub struct CircuitBreaker<S> {
-    inner: S,
-    breaker: Arc<Breaker>,
-}
+pub type CircuitBreaker<S> = Wrapped<S, CircuitBreakerLayer>;
 
-impl<S> Service<Incoming> for CircuitBreaker<S>
-where
-    S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError>,
-    S::Future: Send + 'static,
-{
-    type Response = Vec<Outgoing>;
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Handled>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Incoming) -> Self::Future {
+impl Around for CircuitBreakerLayer {
+    fn around<F>(&self, req: Incoming, next: impl FnOnce(Incoming) -> F) -> BoxFuture<'static, Handled>
+    where
+        F: Future<Output = Handled> + Send + 'static,
+    {
         if let Err(wait) = self.breaker.admit() {
             return Box::pin(async move { Err(HandlerError::CircuitOpen(wait)) });
         }
         let admitted = Admitted(Some(self.breaker.clone()));
-        let fut = self.inner.call(req);
+        let fut = next(req);
         Box::pin(async move {
             let result = fut.await;
             // A poison message says nothing about the dependency's health.
@@ -108,7 +96,7 @@ mod tests {
     use futures::FutureExt as _;
     use switchboard_core::contract::DeliveryInfo;
     use switchboard_core::{Message, SubscriptionName, TopicName};
-    use tower::service_fn;
+    use tower::{Service, service_fn};
 
     use super::*;
 

@@ -3,12 +3,13 @@
 //! `causationid` naming the message that caused it, so one business flow can be followed
 //! through every service and topic.
 
-use std::task::{Context, Poll};
+use std::future::Future;
 
 use futures::future::BoxFuture;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::router::{Handled, HandlerError, Incoming, Outgoing};
+use super::{Around, Wrapped};
+use crate::router::{Handled, Incoming};
 
 /// The extension carrying the conversation's id.
 pub const EXT_CORRELATION_ID: &str = "correlationid";
@@ -22,38 +23,26 @@ pub struct CorrelationLayer;
 impl<S> Layer<S> for CorrelationLayer {
     type Service = Correlation<S>;
     fn layer(&self, inner: S) -> Correlation<S> {
-        Correlation { inner }
+        Wrapped::new(inner, *self)
     }
 }
 
 /// The service of [`CorrelationLayer`].
-#[derive(Clone, Debug)]
-pub struct Correlation<S> {
-    inner: S,
-}
+pub type Correlation<S> = Wrapped<S, CorrelationLayer>;
 
 /// The correlation id of a message: its own `correlationid`, else its id.
 pub fn correlation_id(message: &switchboard_core::Message) -> &str {
     message.extensions.get(EXT_CORRELATION_ID).map_or(message.id.as_str(), String::as_str)
 }
 
-impl<S> Service<Incoming> for Correlation<S>
-where
-    S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError>,
-    S::Future: Send + 'static,
-{
-    type Response = Vec<Outgoing>;
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Handled>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Incoming) -> Self::Future {
+impl Around for CorrelationLayer {
+    fn around<F>(&self, req: Incoming, next: impl FnOnce(Incoming) -> F) -> BoxFuture<'static, Handled>
+    where
+        F: Future<Output = Handled> + Send + 'static,
+    {
         let correlation = correlation_id(&req.message).to_owned();
         let causation = req.message.id.clone();
-        let fut = self.inner.call(req);
+        let fut = next(req);
         Box::pin(async move {
             let mut outputs = fut.await?;
             for out in &mut outputs {

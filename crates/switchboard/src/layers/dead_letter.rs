@@ -7,13 +7,14 @@
 //! output, so a crash in between leaves a duplicate dead letter at worst, never a lost
 //! message. The layer needs no bus of its own for that.
 
-use std::task::{Context, Poll};
+use std::future::Future;
 
 use futures::future::BoxFuture;
 use switchboard_core::backend::DeadLetterStamp;
 use switchboard_core::contract::DeadLetterReason;
-use tower::{Layer, Service};
+use tower::Layer;
 
+use super::{Around, Wrapped};
 use crate::router::{Handled, HandlerError, Incoming, Outgoing};
 
 /// Dead-letters rejected messages.
@@ -30,15 +31,12 @@ impl DeadLetterLayer {
 impl<S> Layer<S> for DeadLetterLayer {
     type Service = DeadLetter<S>;
     fn layer(&self, inner: S) -> DeadLetter<S> {
-        DeadLetter { inner }
+        Wrapped::new(inner, *self)
     }
 }
 
 /// The service of [`DeadLetterLayer`].
-#[derive(Clone, Debug)]
-pub struct DeadLetter<S> {
-    inner: S,
-}
+pub type DeadLetter<S> = Wrapped<S, DeadLetterLayer>;
 
 /// The message as it goes to the dead-letter topic.
 pub(crate) fn dead_letter_message(req: &Incoming, error: &HandlerError) -> switchboard_core::Message {
@@ -58,21 +56,12 @@ pub(crate) fn dead_letter_message(req: &Incoming, error: &HandlerError) -> switc
     m
 }
 
-impl<S> Service<Incoming> for DeadLetter<S>
-where
-    S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError>,
-    S::Future: Send + 'static,
-{
-    type Response = Vec<Outgoing>;
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Handled>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Incoming) -> Self::Future {
-        let fut = self.inner.call(req.clone());
+impl Around for DeadLetterLayer {
+    fn around<F>(&self, req: Incoming, next: impl FnOnce(Incoming) -> F) -> BoxFuture<'static, Handled>
+    where
+        F: Future<Output = Handled> + Send + 'static,
+    {
+        let fut = next(req.clone());
         Box::pin(async move {
             match fut.await {
                 Err(e) if e.is_permanent() => {

@@ -7,13 +7,14 @@
 //! - `switchboard_handler_retries_total` (from the retry layer) and
 //!   `switchboard_handler_dead_lettered_total` (from the dead-letter layer).
 
-use std::task::{Context, Poll};
+use std::future::Future;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::router::{Handled, HandlerError, Incoming, Outgoing};
+use super::{Around, Wrapped};
+use crate::router::{Handled, Incoming};
 
 /// Records latency and outcome of every handler call.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,34 +23,22 @@ pub struct MetricsLayer;
 impl<S> Layer<S> for MetricsLayer {
     type Service = Metrics<S>;
     fn layer(&self, inner: S) -> Metrics<S> {
-        Metrics { inner }
+        Wrapped::new(inner, *self)
     }
 }
 
 /// The service of [`MetricsLayer`].
-#[derive(Clone, Debug)]
-pub struct Metrics<S> {
-    inner: S,
-}
+pub type Metrics<S> = Wrapped<S, MetricsLayer>;
 
-impl<S> Service<Incoming> for Metrics<S>
-where
-    S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError>,
-    S::Future: Send + 'static,
-{
-    type Response = Vec<Outgoing>;
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Handled>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Incoming) -> Self::Future {
+impl Around for MetricsLayer {
+    fn around<F>(&self, req: Incoming, next: impl FnOnce(Incoming) -> F) -> BoxFuture<'static, Handled>
+    where
+        F: Future<Output = Handled> + Send + 'static,
+    {
         let handler = req.handler.to_string();
         let topic = req.info.topic.to_string();
         let start = Instant::now();
-        let fut = self.inner.call(req);
+        let fut = next(req);
         Box::pin(async move {
             let result = fut.await;
             let outcome = match &result {

@@ -12,6 +12,7 @@
 //! # let _ = service;
 //! ```
 
+mod around;
 mod catch_panic;
 mod circuit_breaker;
 mod correlation;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder};
 
+pub use around::{Around, Wrapped};
 pub use catch_panic::{CatchPanic, CatchPanicLayer};
 pub use circuit_breaker::{Breaker, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerLayer};
 pub use correlation::{Correlation, CorrelationLayer, EXT_CAUSATION_ID, EXT_CORRELATION_ID, correlation_id};

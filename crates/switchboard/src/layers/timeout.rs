@@ -1,13 +1,14 @@
 //! A deadline per handler call: a stuck handler fails the attempt (and is retried) instead
 //! of holding its delivery until the lease runs out.
 
-use std::task::{Context, Poll};
+use std::future::Future;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use crate::router::{Handled, HandlerError, Incoming, Outgoing};
+use super::{Around, Wrapped};
+use crate::router::{Handled, HandlerError, Incoming};
 
 /// Fails calls that take longer than `timeout` with [`HandlerError::Timeout`]; the handler's
 /// future is dropped (cancelled).
@@ -26,33 +27,20 @@ impl TimeoutLayer {
 impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
     fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout { inner, timeout: self.timeout }
+        Wrapped::new(inner, *self)
     }
 }
 
 /// The service of [`TimeoutLayer`].
-#[derive(Clone, Debug)]
-pub struct Timeout<S> {
-    inner: S,
-    timeout: Duration,
-}
+pub type Timeout<S> = Wrapped<S, TimeoutLayer>;
 
-impl<S> Service<Incoming> for Timeout<S>
-where
-    S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError>,
-    S::Future: Send + 'static,
-{
-    type Response = Vec<Outgoing>;
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Handled>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Incoming) -> Self::Future {
+impl Around for TimeoutLayer {
+    fn around<F>(&self, req: Incoming, next: impl FnOnce(Incoming) -> F) -> BoxFuture<'static, Handled>
+    where
+        F: Future<Output = Handled> + Send + 'static,
+    {
         let timeout = self.timeout;
-        let fut = self.inner.call(req);
+        let fut = next(req);
         Box::pin(async move {
             tokio::time::timeout(timeout, fut).await.unwrap_or(Err(HandlerError::Timeout(timeout)))
         })

@@ -3,16 +3,17 @@
 //! parent is the `traceparent` the message carries; the handler's output carries this
 //! span's context on, so a trace crosses every hop.
 
-use std::task::{Context as TaskContext, Poll};
+use std::future::Future;
 
 use futures::future::BoxFuture;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{KeyValue, global};
-use tower::{Layer, Service};
+use tower::Layer;
 use tracing::Instrument;
 
-use crate::router::{Handled, HandlerError, Incoming, Outgoing};
+use super::{Around, Wrapped};
+use crate::router::{Handled, Incoming, Outgoing};
 use crate::trace::{TRACER_NAME, extract, inject};
 
 /// Starts a consumer span around every handler call; `messaging.system` is the backend the
@@ -30,30 +31,18 @@ impl TraceLayer {
 impl<S> Layer<S> for TraceLayer {
     type Service = Trace<S>;
     fn layer(&self, inner: S) -> Trace<S> {
-        Trace { inner }
+        Wrapped::new(inner, *self)
     }
 }
 
 /// The service of [`TraceLayer`].
-#[derive(Clone, Debug)]
-pub struct Trace<S> {
-    inner: S,
-}
+pub type Trace<S> = Wrapped<S, TraceLayer>;
 
-impl<S> Service<Incoming> for Trace<S>
-where
-    S: Service<Incoming, Response = Vec<Outgoing>, Error = HandlerError>,
-    S::Future: Send + 'static,
-{
-    type Response = Vec<Outgoing>;
-    type Error = HandlerError;
-    type Future = BoxFuture<'static, Handled>;
-
-    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Incoming) -> Self::Future {
+impl Around for TraceLayer {
+    fn around<F>(&self, req: Incoming, next: impl FnOnce(Incoming) -> F) -> BoxFuture<'static, Handled>
+    where
+        F: Future<Output = Handled> + Send + 'static,
+    {
         let parent = extract(&req.message);
         let tracer = global::tracer(TRACER_NAME);
         let info = &req.info;
@@ -78,7 +67,7 @@ where
             subscription = %info.subscription, id = %req.message.id, attempt = info.attempt);
         let fut = {
             let _attached = cx.clone().attach();
-            self.inner.call(req)
+            next(req)
         };
         Box::pin(async move {
             let result = fut.with_context(cx.clone()).instrument(log_span).await;
