@@ -31,6 +31,8 @@ mod wait;
 
 pub use names::{body, msg, sub, topic, unique, unique_topic};
 #[cfg(feature = "server")]
-pub use server::{ADMIN_TOKEN, ORDERS_ADMIN_TOKEN, ORDERS_TOKEN, TestServer, test_config, test_tokens};
+pub use server::{
+    ADMIN_TOKEN, ORDERS_ADMIN_TOKEN, ORDERS_TOKEN, TestServer, self_signed, test_config, test_tokens,
+};
 pub use services::{Found, Service, ci_is_set, nats_url, postgres_url, rabbitmq_url, require};
 pub use wait::{WAIT, eventually, next, next_within, nothing_for, publish};

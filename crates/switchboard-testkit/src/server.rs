@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use switchboard_server::{Action, Permission, Server, ServerConfig, ServerError, TokenConfig};
+use switchboard_server::{Action, Permission, Server, ServerConfig, ServerError, TlsConfig, TokenConfig};
 
 use crate::WAIT;
 
@@ -167,6 +167,28 @@ impl TestServer {
         let server = self.server.take().expect("the test server is stopped");
         (server, self.dir)
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost in `dir`, made with the `openssl`
+/// command (which the TLS tests need).
+///
+/// # Panics
+/// When `openssl` is missing or fails.
+pub fn self_signed(dir: &Path) -> TlsConfig {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command is needed to make a test certificate");
+    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
+    TlsConfig { cert, key }
 }
 
 #[cfg(test)]

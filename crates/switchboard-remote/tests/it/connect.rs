@@ -6,7 +6,6 @@ use switchboard_core::Message;
 use switchboard_core::backend::{Backend, Publisher, Subscriber};
 use switchboard_core::contract::{BusError, PublishOptions, SubscriptionSpec};
 use switchboard_remote::RemoteBackend;
-use switchboard_server::TlsConfig;
 
 use switchboard_testkit::{ADMIN_TOKEN, ORDERS_TOKEN, TestServer, WAIT, next, sub, topic};
 
@@ -72,28 +71,10 @@ async fn tokens_are_sent_and_checked() {
     assert!(e.to_string().contains("permission denied") || matches!(e, BusError::NotFound { .. }), "{e:?}");
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` command.
-fn self_signed(dir: &std::path::Path) -> TlsConfig {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
-        .args(["-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("the openssl command is needed to make a test certificate");
-    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
-    TlsConfig { cert, key }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca() {
     let certs = tempfile::tempdir().unwrap();
-    let tls = self_signed(certs.path());
+    let tls = switchboard_testkit::self_signed(certs.path());
     let ca = tls.cert.clone();
     let server = TestServer::start_with(|c| c.tls = Some(tls)).await;
     let port = server.grpc_addr().port();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use switchboard_broker::{Broker, SubscriptionConfig, TopicConfig};
 use switchboard_core::{Message, SubscriptionName, TopicName};
-use switchboard_server::{ConfigError, Server, ServerConfig, ServerError, TlsConfig};
+use switchboard_server::{ConfigError, Server, ServerConfig, ServerError};
 
 use switchboard_testkit::{ADMIN_TOKEN, ORDERS_ADMIN_TOKEN, TestServer, test_config};
 
@@ -113,38 +113,11 @@ permissions = [{ topics = "orders*", actions = ["publish", "consume"] }]
     ));
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost, made with the `openssl` command.
-fn self_signed(dir: &std::path::Path) -> TlsConfig {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("the openssl command is needed to make a test certificate");
-    assert!(out.status.success(), "openssl failed: {}", String::from_utf8_lossy(&out.stderr));
-    TlsConfig { cert, key }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_covers_both_listeners() {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let certs = tempfile::tempdir().unwrap();
-    let tls = self_signed(certs.path());
+    let tls = switchboard_testkit::self_signed(certs.path());
     let cert_pem = std::fs::read(&tls.cert).unwrap();
     let s = TestServer::start_with(|c| c.tls = Some(tls)).await;
 
