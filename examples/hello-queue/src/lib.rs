@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use parking_lot::Mutex;
-use switchboard::{Bus, Handled, Incoming, Message, Middleware, Router, SubscriptionName, SubscriptionSpec, TopicName};
+use switchboard::{
+    Bus, Handled, Incoming, Message, Middleware, Router, SubscriptionName, SubscriptionSpec, TopicName,
+};
 use tower::Layer;
 
 /// Who handled which job.
