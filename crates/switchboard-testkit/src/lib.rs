@@ -34,5 +34,5 @@ pub use names::{body, msg, sub, topic, unique, unique_topic};
 pub use server::{
     ADMIN_TOKEN, ORDERS_ADMIN_TOKEN, ORDERS_TOKEN, TestServer, self_signed, test_config, test_tokens,
 };
-pub use services::{Found, Service, ci_is_set, nats_url, postgres_url, rabbitmq_url, require};
+pub use services::{Found, Missing, Service, ci_is_set, find, nats_url, postgres_url, rabbitmq_url, require};
 pub use wait::{WAIT, eventually, next, next_within, nothing_for, publish};

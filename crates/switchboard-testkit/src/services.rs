@@ -38,8 +38,9 @@ pub enum Service {
 enum Probe {
     /// Something listens on the address in the environment variable, or on the default.
     Tcp { env: &'static str, default: &'static str },
-    /// An executable of this name is on `PATH` or in [`EXTRA_BIN_DIRS`].
-    Binary(&'static str),
+    /// The executable the environment variable names, or else one of this name on `PATH` or
+    /// in [`EXTRA_BIN_DIRS`].
+    Binary { env: &'static str, name: &'static str },
 }
 
 impl Service {
@@ -59,8 +60,8 @@ impl Service {
             Service::RabbitMq => Probe::Tcp { env: "SWITCHBOARD_TEST_RABBITMQ", default: "127.0.0.1:5672" },
             Service::Nats => Probe::Tcp { env: "SWITCHBOARD_TEST_NATS", default: "127.0.0.1:4222" },
             Service::Postgres => Probe::Tcp { env: "SWITCHBOARD_TEST_POSTGRES", default: "127.0.0.1:5432" },
-            Service::NatsServer => Probe::Binary("nats-server"),
-            Service::Python => Probe::Binary("python3"),
+            Service::NatsServer => Probe::Binary { env: "SWITCHBOARD_TEST_NATS_SERVER", name: "nats-server" },
+            Service::Python => Probe::Binary { env: "SWITCHBOARD_TEST_PYTHON", name: "python3" },
         }
     }
 
@@ -106,9 +107,9 @@ impl Found {
     }
 }
 
-/// Why a service is missing, in words that finish "RabbitMQ is …".
+/// Why a service is missing.
 #[derive(Debug)]
-struct Missing {
+pub struct Missing {
     service: Service,
     why: String,
     /// What would make it available: "start it", "install it".
@@ -166,10 +167,29 @@ macro_rules! require_service {
     };
 }
 
-fn find(service: Service) -> Result<Found, Missing> {
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is {} ({})", self.service.name(), self.why, self.remedy)
+    }
+}
+
+/// Looks for `service` without deciding what its absence means (for a runner that lists
+/// tests, such as the conformance suite's); a test calls [`require`] instead.
+///
+/// # Errors
+/// [`Missing`] says what is missing and how to get it.
+pub fn find(service: Service) -> Result<Found, Missing> {
     match service.probe() {
         Probe::Tcp { .. } => connect(service, service.addr()),
-        Probe::Binary(name) => lookup(service, name, std::env::var_os("PATH").as_deref()),
+        Probe::Binary { env, name } => match std::env::var_os(env).filter(|p| !p.is_empty()) {
+            Some(path) if is_executable(Path::new(&path)) => Ok(Found::Binary(path.into())),
+            Some(path) => Err(Missing {
+                service,
+                why: format!("not at {} ({env})", Path::new(&path).display()),
+                remedy: "install it",
+            }),
+            None => lookup(service, name, std::env::var_os("PATH").as_deref()),
+        },
     }
 }
 

@@ -1,5 +1,6 @@
 //! RabbitMQ at 127.0.0.1:5672 (guest/guest), which `.ci/run` makes sure is running;
-//! `SWITCHBOARD_AMQP_ADDR` (`host:port`) points the suite at another one. Every case uses its
+//! `SWITCHBOARD_TEST_RABBITMQ` (`host:port`) points the suite at another one, as it does every
+//! test of the workspace (`switchboard-testkit`). Every case uses its
 //! own topic names, so the cases share the one broker. When it is not reachable (a laptop
 //! without RabbitMQ) the amqp trials are listed as ignored, unless `CI` is set.
 //!
@@ -8,7 +9,6 @@
 //! the client: the proxy drops every connection and refuses new ones for a moment. RabbitMQ's
 //! own durability across a real restart (quorum queues, streams) is RabbitMQ's to prove.
 
-use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,37 +16,20 @@ use anyhow::Context;
 use switchboard_amqp::AmqpBackend;
 use switchboard_conformance::{Harness, Target};
 use switchboard_core::backend::Backend;
+use switchboard_testkit::Service;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// The variable that names RabbitMQ's AMQP address (`host:port`).
-const ADDR_VAR: &str = "SWITCHBOARD_AMQP_ADDR";
-const DEFAULT_ADDR: &str = "127.0.0.1:5672";
-
 fn rabbitmq_addr() -> String {
-    std::env::var(ADDR_VAR).ok().filter(|a| !a.is_empty()).unwrap_or_else(|| DEFAULT_ADDR.to_owned())
+    Service::RabbitMq.addr().to_string()
 }
 
 /// RabbitMQ's declared capabilities are the backend's own.
 pub(crate) fn target() -> Target {
+    let reachable = switchboard_testkit::find(Service::RabbitMq).map(drop).map_err(|m| m.to_string());
     Target::new("amqp", AmqpBackend::CAPABILITIES, harness)
         .with_restart()
-        .needs_service("no RabbitMQ", reachable(&rabbitmq_addr()))
-}
-
-/// Whether something accepts TCP connections at `addr`, within a second.
-fn reachable(addr: &str) -> Result<(), String> {
-    let fail = |why: String| {
-        format!("RabbitMQ not reachable at {addr} ({why}); start it, or point {ADDR_VAR} at one")
-    };
-    let socket = addr
-        .to_socket_addrs()
-        .map_err(|e| fail(e.to_string()))?
-        .next()
-        .ok_or_else(|| fail("no address".to_owned()))?;
-    std::net::TcpStream::connect_timeout(&socket, Duration::from_secs(1))
-        .map(drop)
-        .map_err(|e| fail(e.to_string()))
+        .needs_service("no RabbitMQ", reachable)
 }
 
 struct AmqpHarness {

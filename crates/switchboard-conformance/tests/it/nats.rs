@@ -1,7 +1,7 @@
 //! NATS JetStream: each case gets its own `nats-server` process (the machine's 2.9 binary, the
 //! same as the service on 127.0.0.1:4222) on a free loopback port with its own store, so a
 //! case can restart its broker (SIGKILL, then start again on the same port and store)
-//! without disturbing the cases running beside it. The binary is `SWITCHBOARD_NATS_SERVER`,
+//! without disturbing the cases running beside it. The binary is `SWITCHBOARD_TEST_NATS_SERVER`,
 //! else `/usr/sbin/nats-server`, else `nats-server` on the `PATH`; without one the nats
 //! trials are listed as ignored, unless `CI` is set.
 
@@ -15,11 +15,8 @@ use anyhow::Context;
 use switchboard_conformance::{Harness, Target};
 use switchboard_core::backend::Backend;
 use switchboard_nats::NatsBackend;
+use switchboard_testkit::Service;
 use tokio::sync::Mutex;
-
-/// The variable that names the `nats-server` binary.
-const SERVER_VAR: &str = "SWITCHBOARD_NATS_SERVER";
-const SYSTEM_SERVER: &str = "/usr/sbin/nats-server";
 
 pub(crate) fn target() -> Target {
     Target::new("nats", switchboard_nats::NatsBackend::CAPABILITIES, harness)
@@ -27,23 +24,12 @@ pub(crate) fn target() -> Target {
         .needs_service("no nats-server", server().map(drop))
 }
 
-/// The `nats-server` binary to start, or why there is none.
+/// The `nats-server` binary to start (`SWITCHBOARD_TEST_NATS_SERVER`, else on the PATH or in
+/// the system's sbin directories), or why there is none.
 fn server() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(SERVER_VAR).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(format!("{SERVER_VAR}={} is not a file", path.display()))
-        };
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("nats-server"));
-    std::iter::once(PathBuf::from(SYSTEM_SERVER)).chain(on_path).find(|p| p.is_file()).ok_or_else(|| {
-        format!("no nats-server binary at {SYSTEM_SERVER} or on the PATH; install nats-server 2.9+, or set {SERVER_VAR}")
-    })
+    switchboard_testkit::find(Service::NatsServer)
+        .map(|found| found.path().to_owned())
+        .map_err(|m| m.to_string())
 }
 
 struct NatsHarness {
