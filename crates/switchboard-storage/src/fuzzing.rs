@@ -100,6 +100,15 @@ pub fn reseal_batches(bytes: &mut [u8]) {
     }
 }
 
+/// An `.index` file with no entries whose header describes a segment of `log_len` bytes holding
+/// offsets `base_offset..end_offset`, whether or not the segment does (for regression tests of
+/// an index that lies).
+pub fn offset_index_file(log_len: u64, base_offset: u64, end_offset: u64) -> Vec<u8> {
+    let summary =
+        index::SegmentSummary { log_len, base_offset, end_offset, max_timestamp: 0, first_timestamp: 0 };
+    index::encode(index::IndexKind::Offset, &summary, &[])
+}
+
 /// Rewrites both checksums of an `.index` / `.timeindex` file that is at least a header long.
 pub fn reseal_index(bytes: &mut [u8]) {
     index::reseal(bytes);

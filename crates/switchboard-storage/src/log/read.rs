@@ -101,6 +101,22 @@ impl Inner {
                 }
                 cursor.set_chunk(chunk_for(bytes));
                 let (pos, header, raw) = match cursor.next_batch()? {
+                    // Offsets are dense, so a segment holds every offset up to the next one's
+                    // base (the log's end for the last). Data that ends short of that means a
+                    // sealed segment's index promised records that are not there (found by the
+                    // `storage_recovery` fuzz target): serving nothing would leave a reader
+                    // waiting at `next` forever, so what was read is returned and the gap is
+                    // reported.
+                    Step::End if expect < seg_end.min(end) && next < seg_end.min(end) => {
+                        if !out.is_empty() {
+                            break 'segments;
+                        }
+                        let reason = format!(
+                            "the segment's records end at offset {expect}, but it should hold offsets up to {}",
+                            seg_end.min(end)
+                        );
+                        return Err(StorageError::corrupt(&seg.log_path, limit, reason));
+                    }
                     Step::End => break,
                     Step::Defect { pos, defect } => {
                         return Err(StorageError::corrupt(&seg.log_path, pos, defect.to_string()));

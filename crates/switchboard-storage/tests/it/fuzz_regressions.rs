@@ -1,11 +1,12 @@
 //! Regressions found by the fuzz targets in `fuzz/` (`storage_recovery`): log directories
-//! whose segment names put offsets at the very top of the `u64` range.
+//! whose segment names put offsets at the very top of the `u64` range, damaged sealed
+//! segments, and an index that promises more than its segment holds.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use switchboard_core::ManualClock;
-use switchboard_storage::fuzzing::encode_batch;
+use switchboard_storage::fuzzing::{encode_batch, offset_index_file};
 use switchboard_storage::{FsyncPolicy, Log, LogConfig, MemStorage, Storage, StorageError};
 
 use crate::common::{dir, seg_path};
@@ -79,4 +80,35 @@ fn a_damaged_sealed_segment_serves_only_its_own_offsets() {
     let records = log.read(0, 10, usize::MAX).unwrap();
     let got: Vec<(u64, Bytes)> = records.into_iter().map(|r| (r.offset, r.payload)).collect();
     assert_eq!(got, vec![(0, Bytes::from("a")), (1, Bytes::from("b"))]);
+}
+
+/// A sealed segment whose index header promises offsets its data does not hold (the index
+/// says 0..15, the records end at 9): reads returned nothing at offset 9, so a reader waited
+/// there forever, and the fuzz target saw an append vanish behind the gap on reopen
+/// (its input is the seed `corpus/storage_recovery/seed-index-promises-more-than-its-segment`
+/// of `fuzz/`). Now what is there is served and the gap is an error naming the segment.
+#[test]
+fn a_sealed_segment_short_of_what_its_index_promises_is_reported_not_skipped() {
+    let storage = MemStorage::new();
+    storage.create_dir_all(&dir()).unwrap();
+    let rec = |o: u64| Bytes::from(format!("r{o}"));
+    let mut first = encode_batch(&[rec(0), rec(1), rec(2)], 0, 5);
+    first.extend(encode_batch(&(3..9).map(rec).collect::<Vec<_>>(), 3, 5));
+    let len = first.len() as u64;
+    storage.open_file(&seg_path(&dir(), 0, "log"), true).unwrap().write_at(&first, 0).unwrap();
+    let index = offset_index_file(len, 0, 15);
+    storage.open_file(&seg_path(&dir(), 0, "index"), true).unwrap().write_at(&index, 0).unwrap();
+    let second = encode_batch(&[rec(15)], 15, 6);
+    storage.open_file(&seg_path(&dir(), 15, "log"), true).unwrap().write_at(&second, 0).unwrap();
+    let config = LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() };
+    let log = Log::open(Arc::new(storage), dir(), config, Arc::new(ManualClock::default())).unwrap();
+    assert_eq!((log.start_offset(), log.end_offset()), (0, 16));
+
+    let served: Vec<u64> = log.read(0, 100, usize::MAX).unwrap().iter().map(|r| r.offset).collect();
+    assert_eq!(served, (0..9).collect::<Vec<_>>(), "what the segment holds is served");
+    match log.read(9, 100, usize::MAX) {
+        Err(StorageError::Corrupt { .. }) => {}
+        other => panic!("the gap at offset 9 must be an error, not {other:?}"),
+    }
+    assert_eq!(log.read(15, 1, usize::MAX).unwrap()[0].payload, rec(15), "the next segment still reads");
 }
