@@ -59,8 +59,13 @@ impl Details {
 /// Codes that repeating the call may cure (the server restarting, overloaded, a dropped
 /// connection, a full disk) become retryable errors; the caller's mistakes do not.
 pub(crate) fn from_status(status: Status, endpoint: &str) -> BusError {
-    let msg = status.message().to_owned();
     let details = Details::of(&status);
+    classify(status, &details, endpoint)
+}
+
+/// [`from_status`] once the details are known (from the status, or from a stream item).
+fn classify(status: Status, details: &Details, endpoint: &str) -> BusError {
+    let msg = status.message().to_owned();
     match status.code() {
         Code::InvalidArgument | Code::OutOfRange => BusError::InvalidArgument(msg),
         Code::NotFound => BusError::NotFound { resource: details.resource(&msg) },
@@ -114,9 +119,8 @@ pub(crate) fn from_outcome(error: api::Error, endpoint: &str) -> BusError {
         Some(Reason::UnknownReceipt | Reason::NotAssigned) => {
             BusError::lease_lost(LeaseLostCause::Unknown, message)
         }
-        Some(r) => {
-            let status = reason::attach(Status::new(Code::from_i32(code), message), r, metadata);
-            from_status(status, endpoint)
+        reason @ Some(_) => {
+            classify(Status::new(Code::from_i32(code), message), &Details { reason, metadata }, endpoint)
         }
         // A server from before reasons: the code alone.
         None => match Code::from_i32(code) {
