@@ -36,7 +36,11 @@ const RESERVED: [&str; 10] = [
 ];
 
 /// One event or command as published: CloudEvents attributes and data bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Message::default()` has every attribute empty, which is not a valid message: it is the
+/// starting point of decoders that fill it attribute by attribute; services use
+/// [`Message::new`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Message {
     /// Identifies the event; unique per `source`. Also the idempotency key for publish.
     pub id: String,

@@ -11,7 +11,7 @@
 //! - [`message_from_trusted`]: what a server sent, which it validated when it was published,
 //!   taken as it is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::convert::Infallible;
 
 use base64::Engine as _;
@@ -134,12 +134,7 @@ fn decode<E>(
         source,
         ty: r#type,
         specversion: if spec_version.is_empty() { SPEC_VERSION.to_owned() } else { spec_version },
-        subject: None,
-        time: None,
-        datacontenttype: None,
-        dataschema: None,
-        extensions: BTreeMap::new(),
-        data: Bytes::new(),
+        ..Message::default()
     };
     for (name, value) in attributes {
         attribute(&mut m, name, value.attr)?;

@@ -10,8 +10,6 @@
 //! every byte comes back exactly as published. Extension values are stored as strings, so a
 //! number or boolean extension published in JSON comes back as its string form.
 
-use std::collections::BTreeMap;
-
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -113,21 +111,6 @@ fn is_json(content_type: &str) -> bool {
     m == "application/json" || m == "text/json" || m.ends_with("+json")
 }
 
-fn empty_message() -> Message {
-    Message {
-        id: String::new(),
-        source: String::new(),
-        ty: String::new(),
-        specversion: String::new(),
-        subject: None,
-        time: None,
-        datacontenttype: None,
-        dataschema: None,
-        extensions: BTreeMap::new(),
-        data: Bytes::new(),
-    }
-}
-
 /// Binary mode: attributes from `ce-*` headers.
 fn binary(
     headers: &HeaderMap,
@@ -135,9 +118,8 @@ fn binary(
     body: Bytes,
     max_size: usize,
 ) -> Result<Message, EventError> {
-    let mut m = empty_message();
-    m.datacontenttype = content_type.map(str::to_owned);
-    m.data = body;
+    let mut m =
+        Message { datacontenttype: content_type.map(str::to_owned), data: body, ..Message::default() };
     for name in headers.keys() {
         let Some(attr) = name.as_str().strip_prefix("ce-") else { continue };
         let mut values = headers.get_all(name).iter();
@@ -198,7 +180,7 @@ fn structured(event: Value, max_size: usize) -> Result<Message, EventError> {
     let Value::Object(fields) = event else {
         return Err(EventError::Bad("an event must be a JSON object".into()));
     };
-    let mut m = empty_message();
+    let mut m = Message::default();
     let mut data = None;
     let mut data_base64 = None;
     for (name, value) in fields {
