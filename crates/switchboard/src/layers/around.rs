@@ -64,11 +64,6 @@ impl<S, L> Wrapped<S, L> {
     pub fn new(inner: S, layer: L) -> Wrapped<S, L> {
         Wrapped { inner, layer }
     }
-
-    /// The layer's own state (a breaker, a timeout).
-    pub fn layer(&self) -> &L {
-        &self.layer
-    }
 }
 
 impl<S, L> Service<Incoming> for Wrapped<S, L>
