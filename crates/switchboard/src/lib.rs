@@ -32,8 +32,8 @@
 //! | `amqp://user:pass@host:port/vhost`, `amqps://…` | RabbitMQ 3.10+ | `amqp` |
 //! | `nats://host:port` | NATS JetStream 2.9+ | `nats` |
 //!
-//! Other features: `inbox-sqlite` and `inbox-postgres` add the SQL stores of the
-//! idempotent-consumer inbox. What each backend supports is declared as
+//! Other features: `sqlite` and `postgres` keep the SDK's state in a database: the
+//! idempotent-consumer inbox's store, the transactional [`outbox`] and sagas. What each backend supports is declared as
 //! [`Capabilities`] (`bus.capabilities().contains(Capability::Dedup)`); a feature a backend
 //! lacks is refused with [`BusError::Unsupported`], never silently ignored.
 //!
@@ -81,6 +81,8 @@ mod connect;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod layers;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod outbox;
 pub mod router;
 pub mod trace;
 

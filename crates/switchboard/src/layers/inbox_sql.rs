@@ -82,7 +82,7 @@ macro_rules! sql_inbox {
 sql_inbox!(
     /// An inbox in SQLite.
     SqliteInbox,
-    "inbox-sqlite",
+    "sqlite",
     sqlx::SqlitePool,
     "SELECT 1 FROM switchboard_inbox WHERE handler = ? AND message_id = ? AND processed_at >= ?",
     "INSERT INTO switchboard_inbox (handler, message_id, processed_at) VALUES (?, ?, ?)
@@ -93,7 +93,7 @@ sql_inbox!(
 sql_inbox!(
     /// An inbox in PostgreSQL.
     PostgresInbox,
-    "inbox-postgres",
+    "postgres",
     sqlx::PgPool,
     "SELECT 1 FROM switchboard_inbox WHERE handler = $1 AND message_id = $2 AND processed_at >= $3",
     "INSERT INTO switchboard_inbox (handler, message_id, processed_at) VALUES ($1, $2, $3)

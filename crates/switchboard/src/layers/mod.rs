@@ -18,7 +18,7 @@ mod circuit_breaker;
 mod correlation;
 mod dead_letter;
 mod inbox;
-#[cfg(any(feature = "inbox-sqlite", feature = "inbox-postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod inbox_sql;
 mod key_order;
 mod metrics;
@@ -38,9 +38,9 @@ pub use circuit_breaker::{Breaker, CircuitBreaker, CircuitBreakerConfig, Circuit
 pub use correlation::{Correlation, CorrelationLayer, EXT_CAUSATION_ID, EXT_CORRELATION_ID, correlation_id};
 pub use dead_letter::{DeadLetter, DeadLetterLayer};
 pub use inbox::{Inbox, InboxLayer, InboxStore, MemoryInbox};
-#[cfg(feature = "inbox-postgres")]
+#[cfg(feature = "postgres")]
 pub use inbox_sql::PostgresInbox;
-#[cfg(feature = "inbox-sqlite")]
+#[cfg(feature = "sqlite")]
 pub use inbox_sql::SqliteInbox;
 pub use key_order::{KeyOrder, KeyOrderLayer};
 pub use metrics::{Metrics, MetricsLayer};

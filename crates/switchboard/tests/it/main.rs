@@ -3,5 +3,6 @@
 
 mod bus;
 mod layers;
+mod outbox;
 mod router;
 mod util;
