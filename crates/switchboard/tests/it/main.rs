@@ -4,5 +4,6 @@
 mod bus;
 mod layers;
 mod outbox;
+mod outbox_crash;
 mod router;
 mod util;

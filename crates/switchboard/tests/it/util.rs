@@ -182,9 +182,13 @@ pub(crate) mod pg {
             .await
             .expect("schema");
         admin.close().await;
-        let options: PgConnectOptions = url.parse().expect("url");
-        let options = options.options([("search_path", name.as_str())]);
-        let pool = PgPoolOptions::new().max_connections(size).connect_with(options).await.expect("pool");
-        (pool, Schema { name })
+        (pool_on(&name, size).await, Schema { name })
+    }
+
+    /// A pool of `size` connections on the existing schema `name`.
+    pub(crate) async fn pool_on(name: &str, size: u32) -> sqlx::PgPool {
+        let options: PgConnectOptions = switchboard_testkit::postgres_url().parse().expect("url");
+        let options = options.options([("search_path", name)]);
+        PgPoolOptions::new().max_connections(size).connect_with(options).await.expect("pool")
     }
 }
