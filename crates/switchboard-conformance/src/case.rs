@@ -157,6 +157,7 @@ pub const CASES: &[Case] = &[
     case!(dedup, Needs::all(&[Dedup]).and_any_mode()),
     case!(stats_backlog, Needs::all(&[Queue, Stats])),
     case!(invalid_input_errors, Needs::any_mode()),
+    case!(request_reply, Needs::any_mode()),
     // Every flag whose absence `unsupported_features` probes: with one of them off it always
     // has something to check.
     case!(

@@ -1,12 +1,15 @@
 //! [`Bus`]: the handle a service holds — publish, subscribe, and the backend's capabilities.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchboard_core::backend::Backend;
 use switchboard_core::contract::{
     BusError, Capabilities, PublishOptions, Subscription, SubscriptionSpec, SubscriptionStats, TopicSpec,
 };
 use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
+
+use crate::request::{CORRELATION_ID, REPLY_TO, Replies};
 
 /// A connection to a messaging backend, chosen by URL. Cheap to clone; clones share the
 /// connection.
@@ -17,6 +20,8 @@ use switchboard_core::{Message, SubscriptionName, Timestamp, TopicName};
 #[derive(Clone)]
 pub struct Bus {
     backend: Arc<dyn Backend>,
+    /// The reply topic of [`Bus::request`], opened on the first request.
+    replies: Arc<tokio::sync::OnceCell<Replies>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -33,12 +38,12 @@ impl Bus {
     /// [`BusError::InvalidUrl`], [`BusError::BackendNotEnabled`] for a backend this build
     /// leaves out, [`BusError::Unreachable`] when the broker does not answer.
     pub async fn connect(url: &str) -> Result<Bus, BusError> {
-        Ok(Bus { backend: crate::connect::connect(url).await? })
+        Ok(Bus::from_backend(crate::connect::connect(url).await?))
     }
 
     /// Wraps a backend built by hand.
     pub fn from_backend(backend: Arc<dyn Backend>) -> Bus {
-        Bus { backend }
+        Bus { backend, replies: Arc::default() }
     }
 
     /// The backend, for the contract's full surface.
@@ -143,11 +148,57 @@ impl Bus {
         self.backend.flush().await
     }
 
-    /// Flushes and closes the connection; open subscriptions end.
+    /// Publishes `message` as a request to `topic` and waits up to `timeout` for the reply
+    /// (see [`request`](crate::request) for how replies find their way back). The request's
+    /// id is its correlation id; a responder answers with [`reply_to`](crate::request::reply_to).
+    ///
+    /// # Errors
+    /// [`BusError::Timeout`] when no reply came in time (a reply that comes later is
+    /// dropped); otherwise as [`Bus::publish`], or a failure to open the reply topic.
+    pub async fn request(
+        &self,
+        topic: &TopicName,
+        mut message: Message,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        let replies = self.replies.get_or_try_init(|| Replies::open(self.backend.clone())).await?;
+        let correlation = message.id.clone();
+        message.extensions.insert(REPLY_TO.to_owned(), replies.topic().to_string());
+        message.extensions.insert(CORRELATION_ID.to_owned(), correlation.clone());
+        let reply = replies.expect(correlation.clone());
+        if let Err(e) = self.publish(topic, message).await {
+            replies.forget(&correlation);
+            return Err(e);
+        }
+        match tokio::time::timeout(timeout, reply).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(BusError::Closed),
+            Err(_) => {
+                replies.forget(&correlation);
+                Err(BusError::Timeout {
+                    operation: format!("request {correlation} to {topic}"),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// The reply topic of this client's requests, once it made one.
+    pub fn reply_topic(&self) -> Option<&TopicName> {
+        self.replies.get().map(Replies::topic)
+    }
+
+    /// Deletes the reply topic (if a request opened one), flushes and closes the
+    /// connection; open subscriptions end.
     ///
     /// # Errors
     /// A backend error while flushing.
     pub async fn close(&self) -> Result<(), BusError> {
+        if let Some(replies) = self.replies.get()
+            && let Err(e) = replies.close().await
+        {
+            tracing::debug!(error = %e, "Could not delete the reply topic.");
+        }
         self.backend.close().await
     }
 }

@@ -83,6 +83,7 @@ pub mod embedded;
 pub mod layers;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod outbox;
+pub mod request;
 pub mod router;
 pub mod trace;
 

@@ -6,6 +6,7 @@ mod faults;
 mod features;
 mod pubsub;
 mod queue;
+mod request;
 mod stream;
 
 pub use faults::{
@@ -24,6 +25,7 @@ pub use queue::{
     back_pressure_prefetch, competing_consumers, consumer_groups, continue_after_errors,
     drop_unsettled_delivery, lease_expiry_redelivers, lease_extension, order_per_key, resend_after_nack,
 };
+pub use request::request_reply;
 pub use stream::{
     replay_old_messages, stream_group_members_split, stream_order, stream_resume_after_restart,
 };

@@ -167,6 +167,14 @@ pub enum BusError {
     /// The bus, publisher or subscription was closed.
     #[error("closed")]
     Closed,
+    /// Nothing answered in time (a request that got no reply).
+    #[error("{operation} got no answer within {after:?}")]
+    Timeout {
+        /// What waited (`request to orders.commands`).
+        operation: String,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
     /// The broker refused or failed the operation.
     #[error("{backend}: {message}")]
     Backend {

@@ -48,6 +48,17 @@ impl Incoming {
         }
     }
 
+    /// `message` as the reply to this request (to the topic its `replyto` names, with its
+    /// correlation id): return it from the handler and the router publishes it.
+    ///
+    /// # Errors
+    /// [`BusError::InvalidArgument`](switchboard_core::contract::BusError::InvalidArgument)
+    /// when the message asked for no reply.
+    pub fn reply(&self, message: Message) -> Result<super::Outgoing, switchboard_core::contract::BusError> {
+        let (topic, reply) = crate::request::reply_to(&self.message, message)?;
+        Ok(super::Outgoing::new(topic, reply))
+    }
+
     /// Sets the subscription's delivery limit.
     #[must_use]
     pub fn with_max_deliveries(mut self, max: Option<u32>) -> Incoming {

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use switchboard::{Bus, BusError, Message, SubscriptionSpec};
 
 use crate::util::bus;
@@ -51,4 +53,43 @@ async fn invalid_names_are_refused_before_anything_is_sent() {
     let bad = Message::new("/t", "t", "x").with_extension("Bad-Name", "v");
     let err = bus.publish(&topic("ok"), bad).await.expect_err("invalid extension");
     assert!(matches!(err, BusError::InvalidMessage(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_router_handler_answers_a_request_with_incoming_reply() {
+    use switchboard::{Handled, Incoming, Router, SubscriptionName, SubscriptionSpec};
+    let (bus, _dir) = crate::util::bus().await;
+    let prices = switchboard_testkit::unique_topic("prices");
+    let quote = tower::service_fn(|request: Incoming| async move {
+        let answer = Message::new(
+            "/pricing",
+            "price.quoted",
+            format!("{}: 42", String::from_utf8_lossy(&request.message.data)),
+        );
+        Handled::Ok(vec![request.reply(answer).map_err(|e| switchboard::HandlerError::Permanent(e.into()))?])
+    });
+    let router = Router::new(bus.clone())
+        .route(
+            "quote",
+            prices.clone(),
+            SubscriptionSpec::queue(SubscriptionName::from_static("pricing")),
+            quote,
+        )
+        .start()
+        .await
+        .expect("router");
+    let reply = bus
+        .request(&prices, Message::new("/shop", "price.requested", "sku-1"), Duration::from_secs(10))
+        .await
+        .expect("a reply");
+    assert_eq!(reply.data, "sku-1: 42".as_bytes());
+    router.shutdown().await.expect("shutdown");
+
+    // A request that asks for no reply gets a clear error from `reply`, not a publish to nowhere.
+    let info = switchboard::DeliveryInfo::new(prices.clone(), switchboard_testkit::sub("pricing"), 0, 0);
+    let plain = Incoming::new(Message::new("/shop", "price.requested", "x"), info, "quote");
+    assert!(matches!(
+        plain.reply(Message::new("/p", "t", "y")),
+        Err(switchboard::BusError::InvalidArgument(_))
+    ));
 }
