@@ -85,6 +85,8 @@ pub mod layers;
 pub mod outbox;
 pub mod request;
 pub mod router;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod saga;
 pub mod trace;
 
 pub use bus::Bus;
