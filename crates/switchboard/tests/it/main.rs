@@ -6,4 +6,5 @@ mod layers;
 mod outbox;
 mod outbox_crash;
 mod router;
+mod saga;
 mod util;
