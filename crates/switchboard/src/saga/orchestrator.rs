@@ -137,7 +137,7 @@ where
         let row = Machine::<S>::new_row(&self.inner.saga, id, json, now);
         let mut machine = Machine::load(&self.inner.saga, row.clone(), state, now)?;
         machine.start();
-        let mut tx = self.inner.pool.begin().await?;
+        let mut tx = DB::begin_write(&self.inner.pool).await?;
         if !DB::insert_instance(&mut tx, &row).await? {
             return Err(SagaError::AlreadyExists(id.to_owned()));
         }
@@ -279,7 +279,7 @@ where
     async fn apply(&self, id: &str, event: Event<S>) -> Result<Handled, SagaError> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let now = self.now();
-            let mut tx = self.inner.pool.begin().await?;
+            let mut tx = DB::begin_write(&self.inner.pool).await?;
             let row = DB::load_instance(&mut tx, id)
                 .await?
                 .ok_or_else(|| SagaError::UnknownInstance(id.to_owned()))?;

@@ -316,3 +316,76 @@ async fn an_instance_finishes_on_its_version_unless_a_migration_moves_it() {
         Err(SagaError::UnknownVersion { version: 1, .. })
     ));
 }
+
+/// Two orchestrators (two pools, as two processes would have) handle the same replies at
+/// the same moment: for every instance exactly one wins each reply, and exactly one next
+/// command is committed.
+macro_rules! race_case {
+    ($name:ident, $open:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (pools, _guard) = $open;
+            let (a_pool, b_pool) = pools;
+            let a_outbox = switchboard::outbox::Outbox::open(a_pool.clone()).await.expect("outbox");
+            let b_outbox = switchboard::outbox::Outbox::open(b_pool.clone()).await.expect("outbox");
+            let a = switchboard::saga::Orchestrator::new(checkout(Arc::default()), a_pool.clone(), a_outbox)
+                .await
+                .expect("a");
+            let b = switchboard::saga::Orchestrator::new(checkout(Arc::default()), b_pool, b_outbox).await.expect("b");
+            const N: usize = 40;
+            for i in 0..N {
+                a.start(&format!("race-{i}"), state(&format!("race-{i}"))).await.expect("start");
+            }
+            let mut applied = 0;
+            let mut ignored = 0;
+            let mut handles = Vec::new();
+            for i in 0..N {
+                let reserved = reply("stock.reserved", "r").with_extension("correlationid", format!("race-{i}/0/a"));
+                for orchestrator in [a.clone(), b.clone()] {
+                    let reserved = reserved.clone();
+                    handles.push(tokio::spawn(async move { orchestrator.handle_reply(&reserved).await }));
+                }
+            }
+            for h in handles {
+                match h.await.expect("task").expect("handled") {
+                    ReplyOutcome::Applied => applied += 1,
+                    ReplyOutcome::Ignored(_) => ignored += 1,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!((applied, ignored), (N, N), "each reply won exactly once");
+            let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM switchboard_outbox WHERE ty = 'payment.charge'")
+                .fetch_one(&a_pool)
+                .await
+                .expect("count");
+            assert_eq!(charges, N as i64, "one charge per instance");
+            for i in 0..N {
+                let view = a.instance(&format!("race-{i}")).await.expect("instance");
+                assert_eq!(view.summary.step.as_deref(), Some("charge"));
+                assert_eq!(view.summary.attempt, 1);
+            }
+        }
+    };
+}
+
+race_case!(two_orchestrators_on_one_sqlite_file_never_both_apply_a_reply, {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("sagas.db"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        sqlx::sqlite::SqlitePoolOptions::new().max_connections(2).connect_with(options)
+    };
+    let a = open().await.expect("a");
+    let b = open().await.expect("b");
+    ((a, b), dir)
+});
+
+race_case!(two_orchestrators_on_one_postgres_database_never_both_apply_a_reply, {
+    switchboard_testkit::require_service!(Postgres);
+    let (a, schema) = crate::util::pg::pool(4).await;
+    let b = crate::util::pg::pool_on(&schema.name, 4).await;
+    ((a, b), schema)
+});
