@@ -16,6 +16,7 @@ use crate::outbox::Outbox;
 pub struct SagaTest<S> {
     orchestrator: Orchestrator<S, sqlx::Sqlite>,
     clock: Arc<ManualClock>,
+    pool: sqlx::SqlitePool,
 }
 
 impl<S> std::fmt::Debug for SagaTest<S> {
@@ -38,9 +39,26 @@ where
             sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
         let outbox = Outbox::sqlite(pool.clone()).await?;
         let clock = Arc::new(ManualClock::new(Timestamp(1_000_000)));
-        let orchestrator =
-            Orchestrator::new(saga, pool, outbox).await?.with_clock(clock.clone()).with_queued_calls();
-        Ok(SagaTest { orchestrator, clock })
+        let orchestrator = Orchestrator::new(saga, pool.clone(), outbox)
+            .await?
+            .with_clock(clock.clone())
+            .with_queued_calls();
+        Ok(SagaTest { orchestrator, clock, pool })
+    }
+
+    /// A new orchestrator for `saga` on the same database and clock, as after a crash and
+    /// restart of the orchestrator process: whatever it held in memory (calls not yet run)
+    /// is gone; what it committed is not.
+    ///
+    /// # Errors
+    /// The database cannot be opened again.
+    pub async fn restart(&mut self, saga: Saga<S>) -> Result<(), SagaError> {
+        let outbox = Outbox::sqlite(self.pool.clone()).await?;
+        self.orchestrator = Orchestrator::new(saga, self.pool.clone(), outbox)
+            .await?
+            .with_clock(self.clock.clone())
+            .with_queued_calls();
+        Ok(())
     }
 
     /// The orchestrator under test (inspection and operator actions).

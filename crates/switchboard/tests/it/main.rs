@@ -7,4 +7,5 @@ mod outbox;
 mod outbox_crash;
 mod router;
 mod saga;
+mod saga_model;
 mod util;

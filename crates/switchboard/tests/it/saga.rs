@@ -331,7 +331,9 @@ macro_rules! race_case {
             let a = switchboard::saga::Orchestrator::new(checkout(Arc::default()), a_pool.clone(), a_outbox)
                 .await
                 .expect("a");
-            let b = switchboard::saga::Orchestrator::new(checkout(Arc::default()), b_pool, b_outbox).await.expect("b");
+            let b = switchboard::saga::Orchestrator::new(checkout(Arc::default()), b_pool, b_outbox)
+                .await
+                .expect("b");
             const N: usize = 40;
             for i in 0..N {
                 a.start(&format!("race-{i}"), state(&format!("race-{i}"))).await.expect("start");
@@ -340,7 +342,8 @@ macro_rules! race_case {
             let mut ignored = 0;
             let mut handles = Vec::new();
             for i in 0..N {
-                let reserved = reply("stock.reserved", "r").with_extension("correlationid", format!("race-{i}/0/a"));
+                let reserved =
+                    reply("stock.reserved", "r").with_extension("correlationid", format!("race-{i}/0/a"));
                 for orchestrator in [a.clone(), b.clone()] {
                     let reserved = reserved.clone();
                     handles.push(tokio::spawn(async move { orchestrator.handle_reply(&reserved).await }));
@@ -354,10 +357,11 @@ macro_rules! race_case {
                 }
             }
             assert_eq!((applied, ignored), (N, N), "each reply won exactly once");
-            let charges: i64 = sqlx::query_scalar("SELECT count(*) FROM switchboard_outbox WHERE ty = 'payment.charge'")
-                .fetch_one(&a_pool)
-                .await
-                .expect("count");
+            let charges: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM switchboard_outbox WHERE ty = 'payment.charge'")
+                    .fetch_one(&a_pool)
+                    .await
+                    .expect("count");
             assert_eq!(charges, N as i64, "one charge per instance");
             for i in 0..N {
                 let view = a.instance(&format!("race-{i}")).await.expect("instance");
