@@ -158,6 +158,7 @@ pub const CASES: &[Case] = &[
     case!(stats_backlog, Needs::all(&[Queue, Stats])),
     case!(invalid_input_errors, Needs::any_mode()),
     case!(request_reply, Needs::any_mode()),
+    case!(saga_over_the_backend, Needs::any_mode()),
     // Every flag whose absence `unsupported_features` probes: with one of them off it always
     // has something to check.
     case!(

@@ -7,6 +7,7 @@ mod features;
 mod pubsub;
 mod queue;
 mod request;
+mod saga;
 mod stream;
 
 pub use faults::{
@@ -26,6 +27,7 @@ pub use queue::{
     drop_unsettled_delivery, lease_expiry_redelivers, lease_extension, order_per_key, resend_after_nack,
 };
 pub use request::request_reply;
+pub use saga::saga_over_the_backend;
 pub use stream::{
     replay_old_messages, stream_group_members_split, stream_order, stream_resume_after_restart,
 };

@@ -39,6 +39,7 @@ pub struct NewRow {
     pub(crate) lane: i32,
     pub(crate) key: Option<String>,
     /// For PostgreSQL's per-key advisory lock, which makes id order commit order per key.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) key_lock: Option<i32>,
     pub(crate) topic: String,
     pub(crate) message: Message,

@@ -164,7 +164,7 @@ pub type Migration<S> = Arc<dyn Fn(&mut S, usize) -> usize + Send + Sync>;
 /// [`migration`](Saga::migrate_from) that moves such instances to this version when they
 /// are next touched.
 pub struct Saga<S> {
-    pub(crate) name: &'static str,
+    pub(crate) name: String,
     pub(crate) version: u32,
     pub(crate) steps: Vec<Step<S>>,
     pub(crate) older: HashMap<u32, Vec<Step<S>>>,
@@ -184,10 +184,11 @@ impl<S> std::fmt::Debug for Saga<S> {
 }
 
 impl<S: Send + 'static> Saga<S> {
-    /// An empty saga `name` at `version`.
-    pub fn new(name: &'static str, version: u32) -> Saga<S> {
+    /// An empty saga `name` at `version`. The name also names its reply topic
+    /// (`<name>.replies`), so it is a valid topic name.
+    pub fn new(name: impl Into<String>, version: u32) -> Saga<S> {
         Saga {
-            name,
+            name: name.into(),
             version,
             steps: Vec::new(),
             older: HashMap::new(),

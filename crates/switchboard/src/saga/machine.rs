@@ -91,7 +91,7 @@ impl<'a, S: Clone + Send + 'static> Machine<'a, S> {
     pub(crate) fn new_row(saga: &Saga<S>, id: &str, state_json: String, now: i64) -> InstanceRow {
         InstanceRow {
             id: id.to_owned(),
-            saga: saga.name.to_owned(),
+            saga: saga.name.clone(),
             saga_version: i32::try_from(saga.version).unwrap_or(i32::MAX),
             status: Status::Running.as_str().to_owned(),
             paused: 0,
@@ -358,7 +358,7 @@ impl<'a, S: Clone + Send + 'static> Machine<'a, S> {
                 let mut command = make(&self.state);
                 let m = &mut command.message;
                 m.id = format!("{correlation}/{}", self.row.attempt);
-                m.extensions.insert(REPLY_TO.to_owned(), super::reply_topic_name(self.saga.name));
+                m.extensions.insert(REPLY_TO.to_owned(), super::reply_topic_name(&self.saga.name));
                 m.extensions.insert(CORRELATION_ID.to_owned(), correlation.clone());
                 m.extensions.insert(SAGA_ID.to_owned(), self.row.id.clone());
                 m.extensions.insert(IDEMPOTENCY_KEY.to_owned(), correlation.clone());

@@ -67,7 +67,7 @@ where
         if saga.steps.is_empty() {
             return Err(SagaError::Invalid(format!("saga {} has no steps", saga.name)));
         }
-        let reply_topic = TopicName::new(super::reply_topic_name(saga.name)).map_err(|e| {
+        let reply_topic = TopicName::new(super::reply_topic_name(&saga.name)).map_err(|e| {
             SagaError::Invalid(format!("saga name {:?} makes no reply topic: {e}", saga.name))
         })?;
         DB::create_saga_tables(&pool).await?;
@@ -145,7 +145,8 @@ where
             .commit(tx, machine, row.row_version)
             .await?
             .ok_or_else(|| SagaError::Conflict(id.to_owned()))?;
-        metrics::counter!("switchboard_saga_started_total", "saga" => self.inner.saga.name).increment(1);
+        metrics::counter!("switchboard_saga_started_total", "saga" => self.inner.saga.name.clone())
+            .increment(1);
         self.run_calls(id, calls);
         Ok(())
     }
@@ -176,7 +177,7 @@ where
     /// # Errors
     /// A database failure.
     pub async fn fire_due(&self) -> Result<usize, SagaError> {
-        let due = DB::due_instances(&self.inner.pool, self.inner.saga.name, self.now(), 256).await?;
+        let due = DB::due_instances(&self.inner.pool, &self.inner.saga.name, self.now(), 256).await?;
         let mut fired = 0;
         for id in due {
             match self.apply(&id, Event::Timer).await {
@@ -244,7 +245,7 @@ where
     pub async fn list(&self, status: Option<Status>, limit: u32) -> Result<Vec<InstanceSummary>, SagaError> {
         let rows = DB::list_instances(
             &self.inner.pool,
-            self.inner.saga.name,
+            &self.inner.saga.name,
             status.map(Status::as_str),
             i64::from(limit),
         )
@@ -299,7 +300,7 @@ where
                 self.run_calls(id, calls);
                 return Ok(Handled::Applied);
             }
-            metrics::counter!("switchboard_saga_conflicts_total", "saga" => self.inner.saga.name)
+            metrics::counter!("switchboard_saga_conflicts_total", "saga" => self.inner.saga.name.clone())
                 .increment(1);
         }
         Err(SagaError::Conflict(id.to_owned()))
@@ -328,15 +329,15 @@ where
         self.inner.outbox.commit(tx).await?;
         match Status::parse(&row.status) {
             Status::Completed => {
-                metrics::counter!("switchboard_saga_completed_total", "saga" => self.inner.saga.name)
+                metrics::counter!("switchboard_saga_completed_total", "saga" => self.inner.saga.name.clone())
                     .increment(1)
             }
             Status::Compensated => {
-                metrics::counter!("switchboard_saga_compensated_total", "saga" => self.inner.saga.name)
+                metrics::counter!("switchboard_saga_compensated_total", "saga" => self.inner.saga.name.clone())
                     .increment(1)
             }
             Status::Parked => {
-                metrics::counter!("switchboard_saga_parked_total", "saga" => self.inner.saga.name)
+                metrics::counter!("switchboard_saga_parked_total", "saga" => self.inner.saga.name.clone())
                     .increment(1)
             }
             _ => {}
