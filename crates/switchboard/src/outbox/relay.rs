@@ -1,7 +1,7 @@
 //! The relay: claims committed rows, publishes them in order per key, records what
 //! happened, and keeps the table small.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -238,8 +238,7 @@ async fn round(store: &Arc<dyn Store>, bus: &Bus, config: &RelayConfig) -> Resul
             Outcome::Park { .. } => report.parked += 1,
         }
     }
-    let enqueued: std::collections::HashMap<i64, i64> =
-        claim.rows.iter().map(|r| (r.id, r.enqueued_at)).collect();
+    let enqueued: HashMap<i64, i64> = claim.rows.iter().map(|r| (r.id, r.enqueued_at)).collect();
     let sent_latencies: Vec<i64> = outcomes
         .iter()
         .filter(|(_, o)| *o == Outcome::Sent)
@@ -259,10 +258,13 @@ async fn round(store: &Arc<dyn Store>, bus: &Bus, config: &RelayConfig) -> Resul
     Ok(report)
 }
 
-/// Publishes `rows` (in id order) in runs of one topic, holding back every later row of a
-/// key whose earlier row is waiting or failed, so a key's messages go out in order.
-/// Returns an outcome for each row it tried (untried rows stay pending) and when the
-/// earliest held-back row is due.
+/// Publishes `rows` (in id order) in batches of one topic each, holding back every later
+/// row of a key whose earlier row is waiting or failed, so a key's messages go out in
+/// order. Rows for different topics interleave in commit order (a saga's commands, say);
+/// they are gathered into one batch per topic, except that a key whose earlier row sits in
+/// another topic's batch makes the gathered batches go out first, so per key the publish
+/// order stays the commit order. Returns an outcome for each row it tried (untried rows
+/// stay pending) and when the earliest held-back row is due.
 async fn publish_rows(
     bus: &Bus,
     rows: Vec<Row>,
@@ -272,7 +274,8 @@ async fn publish_rows(
     let mut blocked: HashSet<String> = HashSet::new();
     let mut outcomes = Vec::with_capacity(rows.len());
     let mut next_due: Option<i64> = None;
-    let mut run: Vec<Row> = Vec::new();
+    let mut batches: Vec<Vec<Row>> = Vec::new();
+    let mut key_topic: HashMap<String, String> = HashMap::new();
     for row in rows {
         if row.key.as_ref().is_some_and(|k| blocked.contains(k)) {
             continue;
@@ -284,15 +287,28 @@ async fn publish_rows(
             }
             continue;
         }
-        if run.first().is_some_and(|head| head.topic != row.topic) || run.len() >= config.publish_batch {
-            publish_run(bus, std::mem::take(&mut run), now, config, &mut blocked, &mut outcomes).await;
+        let crosses_topics = row.key.as_ref().and_then(|k| key_topic.get(k)).is_some_and(|t| *t != row.topic);
+        let full = batches.iter().any(|b| b[0].topic == row.topic && b.len() >= config.publish_batch);
+        if crosses_topics || full {
+            for batch in batches.drain(..) {
+                publish_run(bus, batch, now, config, &mut blocked, &mut outcomes).await;
+            }
+            key_topic.clear();
             if row.key.as_ref().is_some_and(|k| blocked.contains(k)) {
                 continue;
             }
         }
-        run.push(row);
+        if let Some(k) = &row.key {
+            key_topic.insert(k.clone(), row.topic.clone());
+        }
+        match batches.iter_mut().find(|b| b[0].topic == row.topic) {
+            Some(batch) => batch.push(row),
+            None => batches.push(vec![row]),
+        }
     }
-    publish_run(bus, run, now, config, &mut blocked, &mut outcomes).await;
+    for batch in batches {
+        publish_run(bus, batch, now, config, &mut blocked, &mut outcomes).await;
+    }
     let retry_due = outcomes.iter().filter_map(|(_, o)| match o {
         Outcome::Retry { next_attempt_at, .. } => Some(*next_attempt_at),
         _ => None,

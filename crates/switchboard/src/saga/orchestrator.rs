@@ -24,6 +24,9 @@ use crate::outbox::Outbox;
 /// [`SagaError::Conflict`].
 const MAX_CONFLICT_RETRIES: u32 = 20;
 
+/// Replies a spawned orchestrator applies at once.
+const REPLIES_IN_FLIGHT: usize = 32;
+
 /// Runs the instances of one saga, stored in `DB`. Cheap to clone.
 pub struct Orchestrator<S, DB: SagaDatabase> {
     inner: Arc<Inner<S, DB>>,
@@ -403,42 +406,47 @@ where
         } else {
             SubscriptionSpec::stream(name)
         };
-        let mut replies = bus.subscribe(&self.inner.reply_topic, spec.with_start(Start::Earliest)).await?;
+        let replies = bus.subscribe(&self.inner.reply_topic, spec.with_start(Start::Earliest)).await?;
         let nack_delay = caps.contains(Capability::NackDelay);
         let (stop, mut stopped) = watch::channel(false);
         let mut stopped_timers = stopped.clone();
         let this = self.clone();
+        // Replies for different instances are applied concurrently (a sequential loop would
+        // bound the saga rate by one transaction's latency); two for one instance race on
+        // the version column, and the loser reloads.
         let readers = tokio::spawn(async move {
-            loop {
-                let delivery = tokio::select! {
-                    d = replies.next() => d,
-                    _ = stopped.changed() => return,
-                };
-                let Some(delivery) = delivery else { return };
-                let Ok(delivery) = delivery else { continue };
-                let outcome = this.handle_reply(delivery.message()).await;
-                let settled = match outcome {
-                    Ok(ReplyOutcome::Held) => {
-                        let nack = if nack_delay { Nack::after(Duration::from_secs(1)) } else { Nack::now() };
-                        if !nack_delay {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
+            use futures::StreamExt;
+            let handle = replies.for_each_concurrent(REPLIES_IN_FLIGHT, |delivery| {
+                let this = this.clone();
+                async move {
+                    let Ok(delivery) = delivery else { return };
+                    let settled = match this.handle_reply(delivery.message()).await {
+                        Ok(ReplyOutcome::Held) => {
+                            if !nack_delay {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            let nack = if nack_delay { Nack::after(Duration::from_secs(1)) } else { Nack::now() };
+                            delivery.nack(nack).await
                         }
-                        delivery.nack(nack).await
-                    }
-                    Ok(outcome) => {
-                        if !matches!(outcome, ReplyOutcome::Applied) {
-                            tracing::debug!(?outcome, "A saga reply changed nothing.");
+                        Ok(outcome) => {
+                            if !matches!(outcome, ReplyOutcome::Applied) {
+                                tracing::debug!(?outcome, "A saga reply changed nothing.");
+                            }
+                            delivery.ack().await
                         }
-                        delivery.ack().await
+                        Err(e) => {
+                            tracing::warn!(error = %e, "A saga reply could not be applied; it will be delivered again.");
+                            delivery.nack(Nack::now()).await
+                        }
+                    };
+                    if let Err(e) = settled {
+                        tracing::debug!(error = %e, "Could not settle a saga reply.");
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "A saga reply could not be applied; it will be delivered again.");
-                        delivery.nack(Nack::now()).await
-                    }
-                };
-                if let Err(e) = settled {
-                    tracing::debug!(error = %e, "Could not settle a saga reply.");
                 }
+            });
+            tokio::select! {
+                () = handle => {}
+                _ = stopped.changed() => {}
             }
         });
         let timers = tokio::spawn(async move {
