@@ -291,9 +291,15 @@ fn main() {
         println!("patterns: bench");
         return;
     }
+    // `SWITCHBOARD_BENCH_ONLY=sagas` (or `outbox`) runs one part, for profiling.
+    let only = std::env::var("SWITCHBOARD_BENCH_ONLY").unwrap_or_default();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    runtime.block_on(async {
+    runtime.block_on(async move {
+        if only == "sagas" {
+            sagas(2_000, sqlx::sqlite::SqliteSynchronous::Full).await;
+            return;
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let sqlite = |name: &str| {
             let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -329,8 +335,10 @@ fn main() {
         outbox_drain("SQLite", sqlite("drain.db").await.expect("sqlite"), 50_000).await;
         // FULL (sqlx's default) fsyncs every commit; NORMAL in WAL mode fsyncs at checkpoints,
         // which survives a process crash but may lose the last commits on power loss.
-        sagas(2_000, sqlx::sqlite::SqliteSynchronous::Full).await;
-        sagas(2_000, sqlx::sqlite::SqliteSynchronous::Normal).await;
+        if only != "outbox" {
+            sagas(2_000, sqlx::sqlite::SqliteSynchronous::Full).await;
+            sagas(2_000, sqlx::sqlite::SqliteSynchronous::Normal).await;
+        }
         if let Some(pg) = &pg {
             let _ = sqlx::query("DROP SCHEMA IF EXISTS switchboard_bench CASCADE").execute(pg).await;
         }
