@@ -24,6 +24,10 @@ use crate::outbox::Outbox;
 /// [`SagaError::Conflict`].
 const MAX_CONFLICT_RETRIES: u32 = 20;
 
+/// How long a reply delivered to an orchestrator stays its own before the broker offers
+/// it to another (applying one is a single transaction).
+const REPLY_LEASE: Duration = Duration::from_secs(10);
+
 /// Replies a spawned orchestrator applies at once.
 const REPLIES_IN_FLIGHT: usize = 32;
 
@@ -401,11 +405,14 @@ where
     pub async fn spawn(self, bus: Bus, tick: Duration) -> Result<RunningOrchestrator, BusError> {
         let name = SubscriptionName::new(format!("{}-orchestrator", self.inner.saga.name))?;
         let caps = bus.capabilities();
+        // Replies leased to an orchestrator that dies come back after the lease: keep it
+        // well under a step's usual timeout, so a restart does not turn them into timeouts.
         let spec = if caps.contains(Capability::Queue) {
-            SubscriptionSpec::queue(name)
+            SubscriptionSpec::queue(name).with_lease(REPLY_LEASE)
         } else {
             SubscriptionSpec::stream(name)
-        };
+        }
+        .with_prefetch(REPLIES_IN_FLIGHT as u32 * 2);
         let replies = bus.subscribe(&self.inner.reply_topic, spec.with_start(Start::Earliest)).await?;
         let nack_delay = caps.contains(Capability::NackDelay);
         let (stop, mut stopped) = watch::channel(false);

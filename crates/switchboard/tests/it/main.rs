@@ -7,5 +7,6 @@ mod outbox;
 mod outbox_crash;
 mod router;
 mod saga;
+mod saga_crash;
 mod saga_model;
 mod util;
