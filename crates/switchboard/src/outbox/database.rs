@@ -45,11 +45,13 @@ pub enum Outcome {
     Park { error: String },
 }
 
+/// Records a round's outcomes (at a time in ms) and releases its claim.
+pub(crate) type Finish = Box<dyn FnOnce(Vec<(i64, Outcome)>, i64) -> BoxFuture<'static, Result<(), sqlx::Error>> + Send>;
+
 /// The rows of one round, claimed by one relay until [`Claim::finish`].
 pub struct Claim {
     pub rows: Vec<Row>,
-    pub finish:
-        Box<dyn FnOnce(Vec<(i64, Outcome)>, i64) -> BoxFuture<'static, Result<(), sqlx::Error>> + Send>,
+    pub finish: Finish,
 }
 
 impl Claim {

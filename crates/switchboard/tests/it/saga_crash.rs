@@ -32,7 +32,7 @@ struct Trip {
 
 /// Every third trip has no car: the third step fails and the first two are undone.
 fn refuses(n: u32, step: usize) -> bool {
-    step == 2 && n % 3 == 0
+    step == 2 && n.is_multiple_of(3)
 }
 
 fn saga() -> Saga<Trip> {
@@ -244,7 +244,7 @@ async fn every_saga_finishes_and_the_books_balance_across_orchestrator_sigkills(
             "{}: work done twice: {effects:?}",
             instance.id
         );
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             assert_eq!(instance.status, Status::Compensated, "{} has no car", instance.id);
             assert!(
                 effects.iter().all(|(b, c)| b == c || *b == 0),
