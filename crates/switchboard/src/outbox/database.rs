@@ -46,7 +46,8 @@ pub enum Outcome {
 }
 
 /// Records a round's outcomes (at a time in ms) and releases its claim.
-pub(crate) type Finish = Box<dyn FnOnce(Vec<(i64, Outcome)>, i64) -> BoxFuture<'static, Result<(), sqlx::Error>> + Send>;
+pub(crate) type Finish =
+    Box<dyn FnOnce(Vec<(i64, Outcome)>, i64) -> BoxFuture<'static, Result<(), sqlx::Error>> + Send>;
 
 /// The rows of one round, claimed by one relay until [`Claim::finish`].
 pub struct Claim {
