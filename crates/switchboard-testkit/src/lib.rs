@@ -4,6 +4,7 @@
 //! - bounded waits on a [`Subscription`](switchboard_core::contract::Subscription): [`next`],
 //!   [`next_within`], [`nothing_for`], and [`eventually`] for any condition;
 //! - [`publish`] with default options;
+//! - crash tests: [`Child`] runs one test of this binary as a child process to SIGKILL;
 //! - external services: [`require`] and [`require_service!`] make a test that needs RabbitMQ,
 //!   NATS, PostgreSQL, `nats-server` or Python skip with one line on stderr when the service
 //!   is missing, and fail when the `CI` environment variable is set;
@@ -23,12 +24,14 @@
 //!
 //! A test on RabbitMQ starts with `switchboard_testkit::require_service!(RabbitMq);`.
 
+mod child;
 mod names;
 #[cfg(feature = "server")]
 mod server;
 mod services;
 mod wait;
 
+pub use child::Child;
 pub use names::{body, msg, sub, topic, unique, unique_topic};
 #[cfg(feature = "server")]
 pub use server::{

@@ -12,6 +12,33 @@
 //! A responder answers with [`reply_to`] (or [`Incoming::reply`](crate::Incoming::reply) in
 //! a router handler), which addresses the answer from the request's `replyto` and
 //! `correlationid`.
+//!
+//! ```
+//! # async fn run() -> Result<(), switchboard::BusError> {
+//! use std::time::Duration;
+//! use switchboard::request::reply_to;
+//! use switchboard::{Bus, Message, SubscriptionName, SubscriptionSpec, TopicName};
+//!
+//! let bus = Bus::connect("embedded:").await?;
+//! let prices = TopicName::from_static("request-doc-prices");
+//! let mut requests = bus.subscribe(&prices, SubscriptionSpec::queue(SubscriptionName::from_static("pricing"))).await?;
+//! let responder = bus.clone();
+//! tokio::spawn(async move {
+//!     while let Some(Ok(request)) = requests.next().await {
+//!         let answer = Message::new("/pricing", "price.quoted", "42");
+//!         if let Ok((to, reply)) = reply_to(request.message(), answer) {
+//!             responder.publish(&to, reply).await.ok();
+//!         }
+//!         request.ack().await.ok();
+//!     }
+//! });
+//!
+//! let reply = bus.request(&prices, Message::new("/shop", "price.requested", "sku-1"), Duration::from_secs(5)).await?;
+//! assert_eq!(reply.data, "42".as_bytes());
+//! // `bus.close()` deletes the reply topic (not called here: this broker is the process's).
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;

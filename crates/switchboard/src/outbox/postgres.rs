@@ -21,7 +21,7 @@ use switchboard_policy::Reconnect;
 use tokio::sync::watch;
 
 use super::database::{Claim, OutboxDatabase, Outcome, Store, split};
-use super::row::{NewRow, raw_row, row_columns};
+use super::row::{NewRow, bind_new_row, raw_row, row_columns};
 use super::{LANES, OutboxRowId, OutboxStats, ParkedRow};
 
 /// The channel enqueues notify on.
@@ -98,26 +98,9 @@ impl OutboxDatabase for Postgres {
         row: &'c NewRow,
     ) -> BoxFuture<'c, Result<OutboxRowId, sqlx::Error>> {
         Box::pin(async move {
-            let m = &row.message;
             let sql = if row.key_lock.is_some() { INSERT_KEYED } else { INSERT_KEYLESS };
-            let id: i64 = sqlx::query_scalar(sql)
-                .bind(LOCK_SPACE)
-                .bind(row.key_lock.unwrap_or(0))
-                .bind(row.lane)
-                .bind(row.key.as_deref())
-                .bind(&row.topic)
-                .bind(&m.id)
-                .bind(&m.source)
-                .bind(&m.ty)
-                .bind(m.subject.as_deref())
-                .bind(m.time.as_deref())
-                .bind(m.datacontenttype.as_deref())
-                .bind(m.dataschema.as_deref())
-                .bind(&row.extensions)
-                .bind(m.data.as_ref())
-                .bind(row.enqueued_at)
-                .fetch_one(conn)
-                .await?;
+            let insert = sqlx::query_scalar(sql).bind(LOCK_SPACE).bind(row.key_lock.unwrap_or(0));
+            let id: i64 = bind_new_row!(insert, row).fetch_one(conn).await?;
             Ok(OutboxRowId(id))
         })
     }

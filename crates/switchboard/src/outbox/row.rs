@@ -69,6 +69,30 @@ impl NewRow {
     }
 }
 
+/// Binds a [`NewRow`]'s columns, in the order both dialects' inserts list them (`lane`
+/// through `enqueued_at`), to the query `$query`.
+macro_rules! bind_new_row {
+    ($query:expr, $row:expr) => {{
+        let row = $row;
+        let m = &row.message;
+        $query
+            .bind(row.lane)
+            .bind(row.key.as_deref())
+            .bind(&row.topic)
+            .bind(&m.id)
+            .bind(&m.source)
+            .bind(&m.ty)
+            .bind(m.subject.as_deref())
+            .bind(m.time.as_deref())
+            .bind(m.datacontenttype.as_deref())
+            .bind(m.dataschema.as_deref())
+            .bind(&row.extensions)
+            .bind(m.data.as_ref())
+            .bind(row.enqueued_at)
+    }};
+}
+pub(crate) use bind_new_row;
+
 /// A pending row as a relay reads it.
 #[derive(Debug, Clone)]
 pub struct Row {

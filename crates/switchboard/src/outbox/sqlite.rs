@@ -10,7 +10,7 @@ use sqlx::{Sqlite, SqlitePool};
 use tokio::sync::watch;
 
 use super::database::{Claim, OutboxDatabase, Outcome, Store, split};
-use super::row::{NewRow, raw_row, row_columns};
+use super::row::{NewRow, bind_new_row, raw_row, row_columns};
 use super::{OutboxRowId, OutboxStats, ParkedRow};
 
 const CREATE: [&str; 3] = [
@@ -58,27 +58,12 @@ impl OutboxDatabase for Sqlite {
         row: &'c NewRow,
     ) -> BoxFuture<'c, Result<OutboxRowId, sqlx::Error>> {
         Box::pin(async move {
-            let m = &row.message;
-            let id: i64 = sqlx::query_scalar(
+            let insert = sqlx::query_scalar(
                 "INSERT INTO switchboard_outbox (lane, partition_key, topic, message_id, source, ty, subject, time,
                     datacontenttype, dataschema, extensions, data, enqueued_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(row.lane)
-            .bind(row.key.as_deref())
-            .bind(&row.topic)
-            .bind(&m.id)
-            .bind(&m.source)
-            .bind(&m.ty)
-            .bind(m.subject.as_deref())
-            .bind(m.time.as_deref())
-            .bind(m.datacontenttype.as_deref())
-            .bind(m.dataschema.as_deref())
-            .bind(&row.extensions)
-            .bind(m.data.as_ref())
-            .bind(row.enqueued_at)
-            .fetch_one(conn)
-            .await?;
+            );
+            let id: i64 = bind_new_row!(insert, row).fetch_one(conn).await?;
             Ok(OutboxRowId(id))
         })
     }

@@ -75,6 +75,7 @@ mod definition;
 mod machine;
 mod orchestrator;
 mod store;
+// The harness defaults to an in-memory SQLite database.
 #[cfg(feature = "sqlite")]
 mod testing;
 

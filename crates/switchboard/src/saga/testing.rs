@@ -1,6 +1,6 @@
 //! A harness for testing a saga without a broker, in the spirit of NServiceBus's testable
-//! sagas: an orchestrator on an in-memory SQLite database and a manual clock; the test
-//! reads the commands it sent, answers them, and moves time.
+//! sagas: an orchestrator on an in-memory SQLite database (or a database the test gives)
+//! and a manual clock; the test reads the commands it sent, answers them, and moves time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,27 +9,27 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchboard_core::{ManualClock, Message, Timestamp};
 
-use super::{Command, InstanceView, Orchestrator, ReplyOutcome, Saga, SagaError};
+use super::{Command, InstanceView, Orchestrator, ReplyOutcome, Saga, SagaDatabase, SagaError};
 use crate::outbox::Outbox;
 
 /// Drives one saga by hand. See the [module docs](super) for an example.
-pub struct SagaTest<S> {
-    orchestrator: Orchestrator<S, sqlx::Sqlite>,
+pub struct SagaTest<S, DB: SagaDatabase = sqlx::Sqlite> {
+    orchestrator: Orchestrator<S, DB>,
     clock: Arc<ManualClock>,
-    pool: sqlx::SqlitePool,
+    pool: sqlx::Pool<DB>,
 }
 
-impl<S> std::fmt::Debug for SagaTest<S> {
+impl<S, DB: SagaDatabase> std::fmt::Debug for SagaTest<S, DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SagaTest").field("orchestrator", &self.orchestrator).finish_non_exhaustive()
     }
 }
 
-impl<S> SagaTest<S>
+impl<S> SagaTest<S, sqlx::Sqlite>
 where
     S: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    /// `saga` on a fresh in-memory database, at clock time 1,000,000 ms.
+    /// `saga` on a fresh in-memory SQLite database, at clock time 1,000,000 ms.
     ///
     /// # Errors
     /// The database cannot be set up.
@@ -37,7 +37,22 @@ where
         // One connection: every connection to `sqlite::memory:` is a database of its own.
         let pool =
             sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect("sqlite::memory:").await?;
-        let outbox = Outbox::sqlite(pool.clone()).await?;
+        SagaTest::on(saga, pool).await
+    }
+}
+
+impl<S, DB> SagaTest<S, DB>
+where
+    S: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    DB: SagaDatabase,
+{
+    /// `saga` on the database behind `pool` (the PostgreSQL of a test, say; its outbox and
+    /// saga tables should be empty), at clock time 1,000,000 ms.
+    ///
+    /// # Errors
+    /// The database cannot be set up.
+    pub async fn on(saga: Saga<S>, pool: sqlx::Pool<DB>) -> Result<Self, SagaError> {
+        let outbox = Outbox::open(pool.clone()).await?;
         let clock = Arc::new(ManualClock::new(Timestamp(1_000_000)));
         let orchestrator = Orchestrator::new(saga, pool.clone(), outbox)
             .await?
@@ -53,7 +68,7 @@ where
     /// # Errors
     /// The database cannot be opened again.
     pub async fn restart(&mut self, saga: Saga<S>) -> Result<(), SagaError> {
-        let outbox = Outbox::sqlite(self.pool.clone()).await?;
+        let outbox = Outbox::open(self.pool.clone()).await?;
         self.orchestrator = Orchestrator::new(saga, self.pool.clone(), outbox)
             .await?
             .with_clock(self.clock.clone())
@@ -62,7 +77,7 @@ where
     }
 
     /// The orchestrator under test (inspection and operator actions).
-    pub fn orchestrator(&self) -> &Orchestrator<S, sqlx::Sqlite> {
+    pub fn orchestrator(&self) -> &Orchestrator<S, DB> {
         &self.orchestrator
     }
 

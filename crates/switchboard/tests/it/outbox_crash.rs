@@ -11,7 +11,6 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use switchboard::outbox::{Outbox, Relay, RelayConfig};
@@ -98,54 +97,24 @@ async fn sqlite_pool(file: &Path) -> sqlx::SqlitePool {
 
 /// Runs the child on `db` and SIGKILLs it 50–500 ms after it is ready, `kills()` times.
 fn kill_children(db: &str, broker: &Path) -> u32 {
-    let exe = if Path::new("/proc/self/exe").exists() {
-        std::path::PathBuf::from("/proc/self/exe")
-    } else {
-        std::env::current_exe().expect("exe")
-    };
     let rounds = kills();
     for round in 0..rounds {
-        let mut child = KillOnDrop(
-            Command::new(&exe)
-                .args(["--exact", "outbox_crash::child", "--nocapture", "--test-threads=1"])
-                .env(CHILD_DB, db)
-                .env(CHILD_BROKER, broker)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("child"),
+        let db = std::ffi::OsString::from(db);
+        let mut child = switchboard_testkit::Child::spawn(
+            "outbox_crash::child",
+            &[(CHILD_DB, &db), (CHILD_BROKER, broker.as_os_str())],
         );
-        let stdout = child.0.stdout.take().expect("stdout");
-        let ready = std::thread::spawn(move || {
-            use std::io::BufRead;
-            std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.ends_with("READY"))
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !ready.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(ready.is_finished(), "round {round}: the child did not get ready within 60 s");
+        assert!(
+            child.wait_ready(Duration::from_secs(60)),
+            "round {round}: the child did not get ready within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50 + random_below(450)));
-        if let Ok(Some(status)) = child.0.try_wait() {
+        if let Some(status) = child.exited() {
             panic!("round {round}: the child ended on its own: {status}");
         }
-        child.0.kill().expect("SIGKILL");
-        child.0.wait().expect("wait");
-        let _ = ready.join();
+        child.kill();
     }
     rounds
-}
-
-/// Kills the child if the test fails while it runs (a child outliving its test would write
-/// into a schema that is being dropped).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Every message id in the broker's log, with how often it was stored.

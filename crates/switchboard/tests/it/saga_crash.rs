@@ -11,7 +11,6 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::path::Path;
-use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,38 +147,12 @@ fn participants(
         .collect()
 }
 
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_child(db: &Path, broker: &str) -> (KillOnDrop, std::thread::JoinHandle<bool>) {
-    let exe = if Path::new("/proc/self/exe").exists() {
-        "/proc/self/exe".into()
-    } else {
-        std::env::current_exe().expect("exe")
-    };
-    let mut child = KillOnDrop(
-        Process::new(exe)
-            .args(["--exact", "saga_crash::child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DB, db)
-            .env(CHILD_BROKER, broker)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("child"),
-    );
-    let stdout = child.0.stdout.take().expect("stdout");
-    let ready = std::thread::spawn(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.ends_with("READY"))
-    });
-    (child, ready)
+fn spawn_child(db: &Path, broker: &str) -> switchboard_testkit::Child {
+    let broker = std::ffi::OsString::from(broker);
+    switchboard_testkit::Child::spawn(
+        "saga_crash::child",
+        &[(CHILD_DB, db.as_os_str()), (CHILD_BROKER, &broker)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,21 +171,16 @@ async fn every_saga_finishes_and_the_books_balance_across_orchestrator_sigkills(
 
     let kills: u32 = std::env::var("SWITCHBOARD_SAGA_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     for round in 0..kills {
-        let (child, ready) = spawn_child(&db, &server.url());
-        tokio::task::block_in_place(|| {
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while !ready.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        assert!(ready.is_finished(), "round {round}: the child did not get ready");
+        let mut child = spawn_child(&db, &server.url());
+        let ready = tokio::task::block_in_place(|| child.wait_ready(Duration::from_secs(60)));
+        assert!(ready, "round {round}: the child did not get ready");
         let pause = 50 + std::collections::hash_map::RandomState::new().hash_one(round) % 600;
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        drop(child);
+        child.kill();
     }
 
     // One last orchestrator runs until every instance has finished.
-    let (_child, _ready) = spawn_child(&db, &server.url());
+    let _last = spawn_child(&db, &server.url());
     let view =
         Orchestrator::new(saga(), pool(&db).await, Outbox::sqlite(pool(&db).await).await.expect("outbox"))
             .await

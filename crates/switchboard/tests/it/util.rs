@@ -152,6 +152,13 @@ pub(crate) mod pg {
     impl Drop for Schema {
         fn drop(&mut self) {
             let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+            // The test's own connections may still hold the schema's tables (a dropped
+            // transaction is rolled back only when its connection is next used, and the
+            // test's runtime is the one this drop blocks): end them first.
+            let kick = format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}' AND pid <> pg_backend_pid()",
+                self.name
+            );
             // Best effort, on a connection and runtime of its own: the test's runtime may be
             // the thread this drop blocks, and its connections are tied to it.
             std::thread::spawn(move || {
@@ -161,6 +168,7 @@ pub(crate) mod pg {
                     if let Ok(mut conn) =
                         sqlx::PgConnection::connect(&switchboard_testkit::postgres_url()).await
                     {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(kick)).execute(&mut conn).await;
                         let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
                     }
                 });
@@ -188,7 +196,8 @@ pub(crate) mod pg {
     /// A pool of `size` connections on the existing schema `name`.
     pub(crate) async fn pool_on(name: &str, size: u32) -> sqlx::PgPool {
         let options: PgConnectOptions = switchboard_testkit::postgres_url().parse().expect("url");
-        let options = options.options([("search_path", name)]);
+        // Named after the schema, so the guard can find them.
+        let options = options.options([("search_path", name)]).application_name(name);
         PgPoolOptions::new().max_connections(size).connect_with(options).await.expect("pool")
     }
 }
