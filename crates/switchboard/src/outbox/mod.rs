@@ -224,8 +224,8 @@ impl<DB: OutboxDatabase> Outbox<DB> {
     /// Marks every pending row sent and returns them in order, without publishing: the
     /// saga test harness reads the commands this way, with no broker.
     pub(crate) async fn take_pending(&self) -> Result<Vec<(TopicName, Message)>, OutboxError> {
-        let claim = self.store.claim(u32::MAX >> 1).await?;
-        let rows: Vec<_> = claim.rows.clone();
+        let mut claim = self.store.claim(u32::MAX >> 1).await?;
+        let rows = std::mem::take(&mut claim.rows);
         let outcomes = rows.iter().map(|r| (r.id, database::Outcome::Sent)).collect();
         claim.finish(outcomes, now_ms()).await?;
         Ok(rows.into_iter().filter_map(|r| TopicName::new(r.topic).ok().map(|t| (t, r.message))).collect())

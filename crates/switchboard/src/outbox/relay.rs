@@ -226,11 +226,13 @@ async fn publish_gauges(store: &Arc<dyn Store>) {
 
 /// One round: claim, publish, record.
 async fn round(store: &Arc<dyn Store>, bus: &Bus, config: &RelayConfig) -> Result<RoundReport, sqlx::Error> {
-    let claim = store.claim(config.batch).await?;
+    let mut claim = store.claim(config.batch).await?;
     let now = now_ms();
-    let rows = claim.rows.clone();
-    let (outcomes, next_due) = publish_rows(bus, rows, now, config).await;
-    let mut report = RoundReport { claimed: claim.rows.len(), next_due, ..RoundReport::default() };
+    let claimed = claim.rows.len();
+    let enqueued: HashMap<i64, i64> = claim.rows.iter().map(|r| (r.id, r.enqueued_at)).collect();
+    // The rows move into the publish: only their ids and enqueue times are needed after it.
+    let (outcomes, next_due) = publish_rows(bus, std::mem::take(&mut claim.rows), now, config).await;
+    let mut report = RoundReport { claimed, next_due, ..RoundReport::default() };
     for (_, outcome) in &outcomes {
         match outcome {
             Outcome::Sent => report.sent += 1,
@@ -238,7 +240,6 @@ async fn round(store: &Arc<dyn Store>, bus: &Bus, config: &RelayConfig) -> Resul
             Outcome::Park { .. } => report.parked += 1,
         }
     }
-    let enqueued: HashMap<i64, i64> = claim.rows.iter().map(|r| (r.id, r.enqueued_at)).collect();
     let sent_latencies: Vec<i64> = outcomes
         .iter()
         .filter(|(_, o)| *o == Outcome::Sent)
