@@ -80,6 +80,8 @@ mod bus;
 mod connect;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod eventstore;
 pub mod layers;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod outbox;

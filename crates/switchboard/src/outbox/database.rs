@@ -19,6 +19,12 @@ pub trait OutboxDatabase: sqlx::Database + sealed::Sealed {
     #[doc(hidden)]
     fn open_store(pool: sqlx::Pool<Self>) -> BoxFuture<'static, Result<Arc<dyn Store>, sqlx::Error>>;
 
+    /// A transaction that will read and then write. On SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`): a deferred one that read first could not upgrade after
+    /// another writer committed, and would fail instead of waiting.
+    #[doc(hidden)]
+    fn begin_write(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>>;
+
     #[doc(hidden)]
     fn insert<'c>(
         conn: &'c mut Self::Connection,

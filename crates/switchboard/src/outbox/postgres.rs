@@ -93,6 +93,10 @@ impl OutboxDatabase for Postgres {
         })
     }
 
+    fn begin_write(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>> {
+        Box::pin(async move { pool.begin_with("BEGIN").await })
+    }
+
     fn insert<'c>(
         conn: &'c mut sqlx::PgConnection,
         row: &'c NewRow,

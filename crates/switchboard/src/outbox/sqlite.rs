@@ -53,6 +53,10 @@ impl OutboxDatabase for Sqlite {
         })
     }
 
+    fn begin_write(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>> {
+        Box::pin(async move { pool.begin_with("BEGIN IMMEDIATE").await })
+    }
+
     fn insert<'c>(
         conn: &'c mut sqlx::SqliteConnection,
         row: &'c NewRow,

@@ -45,13 +45,6 @@ pub struct HistoryEntry {
 
 /// A database sagas can live in (SQLite or PostgreSQL; sealed with the outbox's).
 pub trait SagaDatabase: OutboxDatabase {
-    /// A transaction that will read an instance and then write it. On SQLite it takes the
-    /// write lock at once (`BEGIN IMMEDIATE`): a deferred one that read first could not
-    /// upgrade after another writer committed, and would fail instead of waiting.
-    #[doc(hidden)]
-    fn begin_write(
-        pool: &sqlx::Pool<Self>,
-    ) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>>;
     #[doc(hidden)]
     fn create_saga_tables(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<(), sqlx::Error>>;
     #[doc(hidden)]
@@ -143,13 +136,9 @@ fn from_tuple(t: Tuple) -> InstanceRow {
 }
 
 macro_rules! saga_database {
-    ($db:ty, $feature:literal, $begin:literal) => {
+    ($db:ty, $feature:literal) => {
         #[cfg(feature = $feature)]
         impl SagaDatabase for $db {
-            fn begin_write(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>> {
-                Box::pin(async move { pool.begin_with($begin).await })
-            }
-
             fn create_saga_tables(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<(), sqlx::Error>> {
                 Box::pin(async move {
                     let mut tx = pool.begin().await?;
@@ -345,5 +334,5 @@ macro_rules! saga_database {
     };
 }
 
-saga_database!(sqlx::Sqlite, "sqlite", "BEGIN IMMEDIATE");
-saga_database!(sqlx::Postgres, "postgres", "BEGIN");
+saga_database!(sqlx::Sqlite, "sqlite");
+saga_database!(sqlx::Postgres, "postgres");
