@@ -85,6 +85,8 @@ pub mod eventstore;
 pub mod layers;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod outbox;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod projection;
 pub mod request;
 pub mod router;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
