@@ -2,6 +2,7 @@
 //! (The backend contract itself is covered by `switchboard-conformance` on every backend.)
 
 mod bus;
+mod eventstore;
 mod layers;
 mod outbox;
 mod outbox_crash;

@@ -9,6 +9,17 @@ pub(crate) async fn bus() -> (switchboard::Bus, tempfile::TempDir) {
 /// A backend wrapper that records every publish call and fails on demand: the outbox tests
 /// count publishes (the embedded broker's dedup would hide a second one) and inject broker
 /// failures without stopping a broker.
+/// A pool on a SQLite file in WAL mode, waiting up to 10 s for the write lock, as a
+/// service would open its database.
+pub(crate) async fn sqlite_file(file: &std::path::Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(std::time::Duration::from_secs(10));
+    sqlx::SqlitePool::connect_with(options).await.expect("sqlite")
+}
+
 pub(crate) mod recording {
     use std::sync::Arc;
 
