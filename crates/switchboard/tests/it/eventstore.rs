@@ -431,7 +431,7 @@ mod postgres_only {
     async fn the_feed_skips_no_event_that_commits_after_a_later_one_was_visible() {
         switchboard_testkit::require_service!(Postgres);
         const WRITERS: usize = 16;
-        const PER_WRITER: usize = 150;
+        const PER_WRITER: usize = 400;
         let (pool, schema) = crate::util::pg::pool(24).await;
         let other_pool = crate::util::pg::pool_on(&schema.name, 12).await;
         let options = || EventStoreOptions::default().poll_interval(Duration::from_millis(20));

@@ -6,6 +6,7 @@ mod eventstore;
 mod layers;
 mod outbox;
 mod outbox_crash;
+mod projection;
 mod router;
 mod saga;
 mod saga_crash;
