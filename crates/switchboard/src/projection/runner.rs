@@ -118,6 +118,28 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
         Ok(self.store.lag(checkpoint).await?)
     }
 
+    /// The projection as stored, read now (from any process): the generation readers see,
+    /// its checkpoint, a rebuild in progress, the lag. `last_error` is only known to the
+    /// running process ([`RunningProjection::status`]).
+    ///
+    /// # Errors
+    /// The database fails, or the projection was never started.
+    pub async fn status(&self) -> Result<ProjectionStatus, ProjectionError> {
+        let (live, building) = self.state().await?;
+        let checkpoint = self.checkpoint(live).await?;
+        let rebuilding = match building {
+            Some(b) => Some((u64::try_from(b).unwrap_or(0), self.checkpoint(b).await?)),
+            None => None,
+        };
+        Ok(ProjectionStatus {
+            live_generation: u64::try_from(live).unwrap_or(0),
+            checkpoint,
+            rebuilding,
+            lag: self.store.lag(checkpoint).await?,
+            last_error: None,
+        })
+    }
+
     async fn setup(&self) -> Result<(), ProjectionError> {
         DB::create_projection_tables(self.store.pool()).await?;
         let mut tx = DB::begin_write(self.store.pool()).await?;
@@ -249,7 +271,7 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
                 more |= applied == self.batch;
             }
             rebuilding = Some((u64::try_from(building).unwrap_or(0), built_at));
-            if built_at >= live_at && built_at >= head && self.switch(building).await? {
+            if built_at >= live_at && self.switch(building).await? {
                 rebuilding = None;
                 live_at = built_at;
                 more = true;

@@ -7,6 +7,7 @@ mod layers;
 mod outbox;
 mod outbox_crash;
 mod projection;
+mod projection_crash;
 mod router;
 mod saga;
 mod saga_crash;

@@ -293,3 +293,4 @@ projection_cases!(postgres, {
     switchboard_testkit::require_service!(Postgres);
     crate::util::pg::pool(12).await
 });
+pub(crate) use model;
