@@ -270,6 +270,20 @@ impl<A: Aggregate, DB: EventStoreDatabase> Repository<A, DB> {
         }
     }
 
+    /// Saves a snapshot of aggregate `id` at its current version now, whatever the policy
+    /// (a migration, or an aggregate known to be hot); returns that version.
+    ///
+    /// # Errors
+    /// As [`Repository::load`], or the snapshot cannot be saved.
+    pub async fn save_snapshot(&self, id: &str) -> Result<u64, EventStoreError> {
+        let stream = self.stream_of(id)?;
+        let loaded = self.load_stream(&stream).await?;
+        let data = serde_json::to_vec(&loaded.state)
+            .map_err(|e| EventStoreError::InvalidEvent(format!("the state does not serialize: {e}")))?;
+        self.store.save_snapshot(&stream, loaded.version, A::SNAPSHOT_VERSION, data).await?;
+        Ok(loaded.version)
+    }
+
     async fn maybe_snapshot(&self, stream: &StreamName, state: &A, before: u64, after: u64) {
         let SnapshotPolicy::Every(n) = self.snapshots else { return };
         let n = n.max(1);
