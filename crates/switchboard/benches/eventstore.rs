@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use switchboard::eventstore::{
-    Aggregate, EventStore, EventStoreDatabase, EventStoreOptions, ExpectedVersion, NewEvent, Position, RecordedEvent,
-    Repository, SnapshotPolicy, StreamName,
+    Aggregate, EventStore, EventStoreDatabase, EventStoreOptions, ExpectedVersion, NewEvent, Position,
+    RecordedEvent, Repository, SnapshotPolicy, StreamName,
 };
 use switchboard::outbox::Outbox;
 use switchboard::projection::{Projection, ProjectionDatabase, ProjectionError, Projector, Tables};
@@ -35,8 +35,11 @@ const FEED_EVENTS: usize = 100_000;
 const LOADED_EVENTS: u64 = 10_000;
 
 fn payload(n: u64) -> NewEvent {
-    NewEvent::json("counter.added", &serde_json::json!({ "amount": n % 100, "note": "a typical small event" }))
-        .expect("json")
+    NewEvent::json(
+        "counter.added",
+        &serde_json::json!({ "amount": n % 100, "note": "a typical small event" }),
+    )
+    .expect("json")
 }
 
 /// 8 writers on their own streams, for [`APPEND_FOR`]: events/s and appends/s.
@@ -49,7 +52,8 @@ async fn appends<DB: EventStoreDatabase>(label: &str, store: &EventStore<DB>, ba
             tokio::spawn(async move {
                 let mut appends = 0_u64;
                 while Instant::now() < deadline {
-                    let stream = StreamName::new(format!("bench-b{batch}-w{w}-{}", appends % 64)).expect("name");
+                    let stream =
+                        StreamName::new(format!("bench-b{batch}-w{w}-{}", appends % 64)).expect("name");
                     let events = (0..batch).map(|n| payload(appends + n as u64)).collect();
                     store.append(&stream, ExpectedVersion::Any, events).await.expect("append");
                     appends += 1;
@@ -105,7 +109,8 @@ async fn load<DB: EventStoreDatabase>(label: &str, store: &EventStore<DB>) {
         let events = (0..1000).map(|n| payload(chunk * 1000 + n)).collect();
         store.append(&stream, ExpectedVersion::Any, events).await.expect("append");
     }
-    let snapshotted = Repository::<Counter, DB>::new(store.clone()).with_snapshots(SnapshotPolicy::Every(LOADED_EVENTS));
+    let snapshotted =
+        Repository::<Counter, DB>::new(store.clone()).with_snapshots(SnapshotPolicy::Every(LOADED_EVENTS));
     assert_eq!(snapshotted.save_snapshot("big").await.expect("snapshot"), LOADED_EVENTS);
     for (name, repository) in [("no snapshot", &plain), ("snapshot", &snapshotted)] {
         let mut times = Vec::new();
@@ -137,12 +142,19 @@ macro_rules! sums_projection {
                 &["bench_sums"]
             }
             async fn create(&self, tx: &mut $conn, t: &Tables) -> Result<(), ProjectionError> {
-                sqlx::query(t.sql("CREATE TABLE {bench_sums} (stream TEXT PRIMARY KEY, total BIGINT NOT NULL)"))
-                    .execute(tx)
-                    .await?;
+                sqlx::query(
+                    t.sql("CREATE TABLE {bench_sums} (stream TEXT PRIMARY KEY, total BIGINT NOT NULL)"),
+                )
+                .execute(tx)
+                .await?;
                 Ok(())
             }
-            async fn apply(&self, tx: &mut $conn, t: &Tables, event: &RecordedEvent) -> Result<(), ProjectionError> {
+            async fn apply(
+                &self,
+                tx: &mut $conn,
+                t: &Tables,
+                event: &RecordedEvent,
+            ) -> Result<(), ProjectionError> {
                 let amount = event.json::<serde_json::Value>()?["amount"].as_i64().unwrap_or(0);
                 sqlx::query(t.sql(
                     "INSERT INTO {bench_sums} (stream, total) VALUES ($1, $2)
@@ -181,13 +193,20 @@ where
         read += page.len();
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("eventstore/feed/{label}: {:.0} events/s ({read} events to position {head} in {secs:.2} s)", read as f64 / secs);
+    println!(
+        "eventstore/feed/{label}: {:.0} events/s ({read} events to position {head} in {secs:.2} s)",
+        read as f64 / secs
+    );
 
     let projector = Projector::new("bench-sums", Sums, store.clone()).expect("projector");
     let started = Instant::now();
     projector.catch_up().await.expect("project");
     let secs = started.elapsed().as_secs_f64();
-    println!("eventstore/projection/{label}: {:.0} events/s ({} events, batches of 500, {secs:.2} s)", head.0 as f64 / secs, head.0);
+    println!(
+        "eventstore/projection/{label}: {:.0} events/s ({} events, batches of 500, {secs:.2} s)",
+        head.0 as f64 / secs,
+        head.0
+    );
 }
 
 async fn run<DB: ProjectionDatabase>(label: &str, pool: sqlx::Pool<DB>, only: &str)
@@ -229,7 +248,11 @@ fn main() {
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30));
-        let sqlite = sqlx::sqlite::SqlitePoolOptions::new().max_connections(8).connect_with(options).await.expect("sqlite");
+        let sqlite = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .expect("sqlite");
         run("SQLite", sqlite, &only).await;
 
         let url = std::env::var("SWITCHBOARD_TEST_POSTGRES")
@@ -241,7 +264,10 @@ fn main() {
                 return;
             }
         };
-        sqlx::query("DROP SCHEMA IF EXISTS switchboard_bench_es CASCADE").execute(&admin).await.expect("drop");
+        sqlx::query("DROP SCHEMA IF EXISTS switchboard_bench_es CASCADE")
+            .execute(&admin)
+            .await
+            .expect("drop");
         sqlx::query("CREATE SCHEMA switchboard_bench_es").execute(&admin).await.expect("schema");
         let options: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
         let pool = sqlx::postgres::PgPoolOptions::new()

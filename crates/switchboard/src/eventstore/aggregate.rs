@@ -62,8 +62,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    Direction, EventStore, EventStoreDatabase, EventStoreError, ExpectedVersion, Metadata, NewEvent, RecordedEvent,
-    StreamName,
+    Direction, EventStore, EventStoreDatabase, EventStoreError, ExpectedVersion, Metadata, NewEvent,
+    RecordedEvent, StreamName,
 };
 
 /// How many events a load reads at a time.
@@ -148,7 +148,12 @@ pub struct Repository<A: Aggregate, DB: EventStoreDatabase> {
 
 impl<A: Aggregate, DB: EventStoreDatabase> Clone for Repository<A, DB> {
     fn clone(&self) -> Self {
-        Repository { store: self.store.clone(), snapshots: self.snapshots, retries: self.retries, _aggregate: PhantomData }
+        Repository {
+            store: self.store.clone(),
+            snapshots: self.snapshots,
+            retries: self.retries,
+            _aggregate: PhantomData,
+        }
     }
 }
 
@@ -204,14 +209,18 @@ impl<A: Aggregate, DB: EventStoreDatabase> Repository<A, DB> {
             && let Ok(state) = serde_json::from_slice::<A>(&snapshot.data)
         {
             // A snapshot that no longer decodes is only a cache miss: the events rebuild it.
-            loaded = Loaded { state, version: u64::try_from(snapshot.version).unwrap_or(0), from_snapshot: true };
+            loaded =
+                Loaded { state, version: u64::try_from(snapshot.version).unwrap_or(0), from_snapshot: true };
         }
         loop {
             let page = self.store.read_stream(stream, Direction::Forward, loaded.version + 1, PAGE).await?;
             let full = page.len() == PAGE;
             for event in page {
                 if event.is_tombstone() {
-                    return Err(EventStoreError::StreamDeleted { stream: stream.to_string(), version: event.version });
+                    return Err(EventStoreError::StreamDeleted {
+                        stream: stream.to_string(),
+                        version: event.version,
+                    });
                 }
                 loaded.state.apply(&decode_event::<A::Event>(&event)?);
                 loaded.version = event.version;
@@ -228,7 +237,11 @@ impl<A: Aggregate, DB: EventStoreDatabase> Repository<A, DB> {
     /// # Errors
     /// [`RepositoryError::Refused`] with the aggregate's reason; [`RepositoryError::Store`]
     /// when the store fails or the append lost more races than the retries allow.
-    pub async fn execute(&self, id: &str, command: &A::Command) -> Result<Executed<A>, RepositoryError<A::Error>> {
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &A::Command,
+    ) -> Result<Executed<A>, RepositoryError<A::Error>> {
         self.execute_with(id, command, Metadata::default()).await
     }
 
@@ -255,7 +268,8 @@ impl<A: Aggregate, DB: EventStoreDatabase> Repository<A, DB> {
                 .iter()
                 .map(|e| encode_event(e).map(|event| event.with_metadata(metadata.clone())))
                 .collect::<Result<_, _>>()?;
-            let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+            let expected =
+                if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
             match self.store.append(&stream, expected, new).await {
                 Ok(appended) => {
                     for event in &events {
@@ -326,7 +340,8 @@ pub fn encode_event<E: Serialize>(event: &E) -> Result<NewEvent, EventStoreError
 /// # Errors
 /// [`EventStoreError::Decode`] when the type is not a variant or the data does not match.
 pub fn decode_event<E: DeserializeOwned>(event: &RecordedEvent) -> Result<E, EventStoreError> {
-    let data: serde_json::Value = serde_json::from_slice(&event.data).map_err(|e| event.decode_error(e.to_string()))?;
+    let data: serde_json::Value =
+        serde_json::from_slice(&event.data).map_err(|e| event.decode_error(e.to_string()))?;
     let tagged = if data.is_null() {
         serde_json::Value::String(event.ty.clone())
     } else {

@@ -76,6 +76,23 @@ pub trait EventStoreDatabase: OutboxDatabase {
         now: i64,
     ) -> BoxFuture<'c, Result<Option<i64>, sqlx::Error>>;
 
+    /// Whether [`EventStoreDatabase::append_events`] is one statement, and so atomic
+    /// without a transaction around it.
+    #[doc(hidden)]
+    const ATOMIC_APPEND: bool;
+
+    /// Advances `stream` past `rows` if it is at `expected` and inserts them, numbering
+    /// their versions; `(new version, last feed position if known)`, or `None` (nothing
+    /// written) when the stream is not where the append expects it.
+    #[doc(hidden)]
+    fn append_events<'c>(
+        conn: &'c mut Self::Connection,
+        stream: &'c str,
+        expected: ExpectedVersion,
+        rows: &'c mut [EventRow],
+        now: i64,
+    ) -> BoxFuture<'c, Result<Option<(i64, Option<i64>)>, sqlx::Error>>;
+
     /// The stream's version and whether it is deleted.
     #[doc(hidden)]
     fn stream_state<'c>(
@@ -84,7 +101,10 @@ pub trait EventStoreDatabase: OutboxDatabase {
     ) -> BoxFuture<'c, Result<Option<(i64, bool)>, sqlx::Error>>;
 
     #[doc(hidden)]
-    fn mark_deleted<'c>(conn: &'c mut Self::Connection, stream: &'c str) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+    fn mark_deleted<'c>(
+        conn: &'c mut Self::Connection,
+        stream: &'c str,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
 
     /// Inserts the rows; the feed position of the last where the dialect knows it.
     #[doc(hidden)]
@@ -153,6 +173,17 @@ macro_rules! event_store_database {
         #[cfg(feature = $feature)]
         impl EventStoreDatabase for $db {
             const POSITION_AT_COMMIT: bool = super::$dialect::POSITION_AT_COMMIT;
+            const ATOMIC_APPEND: bool = super::$dialect::ATOMIC_APPEND;
+
+            fn append_events<'c>(
+                conn: &'c mut Self::Connection,
+                stream: &'c str,
+                expected: ExpectedVersion,
+                rows: &'c mut [EventRow],
+                now: i64,
+            ) -> BoxFuture<'c, Result<Option<(i64, Option<i64>)>, sqlx::Error>> {
+                Box::pin(super::$dialect::append_events(conn, stream, expected, rows, now))
+            }
 
             fn create_event_tables(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<(), sqlx::Error>> {
                 Box::pin(super::$dialect::create_tables(pool))

@@ -44,7 +44,9 @@ pub enum EventStoreError {
         ty: String,
     },
     /// A stored event is at an older schema version and no upcaster takes it further.
-    #[error("event type {ty:?} is stored at schema version {from}, and no upcaster takes it from there to {to}")]
+    #[error(
+        "event type {ty:?} is stored at schema version {from}, and no upcaster takes it from there to {to}"
+    )]
     NoUpcaster {
         /// The type.
         ty: String,

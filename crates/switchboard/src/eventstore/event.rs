@@ -228,7 +228,10 @@ impl NewEvent {
     ///
     /// # Errors
     /// `value` cannot be serialized.
-    pub fn json<T: serde::Serialize>(ty: impl Into<String>, value: &T) -> Result<NewEvent, serde_json::Error> {
+    pub fn json<T: serde::Serialize>(
+        ty: impl Into<String>,
+        value: &T,
+    ) -> Result<NewEvent, serde_json::Error> {
         Ok(NewEvent::new(ty, serde_json::to_vec(value)?))
     }
 
@@ -298,7 +301,12 @@ impl RecordedEvent {
     }
 
     pub(crate) fn decode_error(&self, error: String) -> EventStoreError {
-        EventStoreError::Decode { stream: self.stream.to_string(), version: self.version, ty: self.ty.clone(), error }
+        EventStoreError::Decode {
+            stream: self.stream.to_string(),
+            version: self.version,
+            ty: self.ty.clone(),
+            error,
+        }
     }
 }
 

@@ -69,13 +69,15 @@ use std::time::Duration;
 use switchboard_core::{Timestamp, TopicName};
 use tokio::sync::watch;
 
-pub use aggregate::{Aggregate, Executed, Loaded, Repository, RepositoryError, SnapshotPolicy, decode_event, encode_event};
+pub use aggregate::{
+    Aggregate, Executed, Loaded, Repository, RepositoryError, SnapshotPolicy, decode_event, encode_event,
+};
 pub use database::EventStoreDatabase;
 use database::{EventRow, SnapshotRow};
 pub use error::EventStoreError;
 pub use event::{
-    Appended, Direction, ExpectedVersion, MAX_EVENT_SIZE, MAX_EVENTS_PER_APPEND, MAX_STREAM_NAME_LEN, Metadata,
-    NewEvent, Position, RecordedEvent, StreamName, StreamState, TOMBSTONE,
+    Appended, Direction, ExpectedVersion, MAX_EVENT_SIZE, MAX_EVENTS_PER_APPEND, MAX_STREAM_NAME_LEN,
+    Metadata, NewEvent, Position, RecordedEvent, StreamName, StreamState, TOMBSTONE,
 };
 pub use schema::Schema;
 pub use subscription::CatchUp;
@@ -150,7 +152,9 @@ impl<DB: EventStoreDatabase> Clone for EventStore<DB> {
 
 impl<DB: EventStoreDatabase> std::fmt::Debug for EventStore<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStore").field("database", &<DB as crate::outbox::OutboxDatabase>::NAME).finish_non_exhaustive()
+        f.debug_struct("EventStore")
+            .field("database", &<DB as crate::outbox::OutboxDatabase>::NAME)
+            .finish_non_exhaustive()
     }
 }
 
@@ -240,6 +244,13 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Appended, EventStoreError> {
+        if DB::ATOMIC_APPEND && self.inner.publish.is_none() {
+            // One statement commits on its own: no BEGIN/COMMIT round trips.
+            let mut conn = self.inner.pool.acquire().await?;
+            let appended = self.append_rows(&mut conn, stream, expected, events, false).await?;
+            self.committed();
+            return Ok(appended);
+        }
         let mut tx = DB::begin_write(&self.inner.pool).await?;
         let appended = self.append_rows(&mut tx, stream, expected, events, false).await?;
         self.commit(tx).await?;
@@ -271,6 +282,12 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
     /// The commit fails: nothing was appended.
     pub async fn commit(&self, tx: sqlx::Transaction<'_, DB>) -> Result<(), EventStoreError> {
         tx.commit().await?;
+        self.committed();
+        Ok(())
+    }
+
+    /// Wakes what follows the feed after appends committed.
+    fn committed(&self) {
         let bump = |n: &mut u64| *n = n.wrapping_add(1);
         self.inner.appended.send_modify(bump);
         if DB::POSITION_AT_COMMIT {
@@ -279,7 +296,6 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
         if let Some(publish) = &self.inner.publish {
             publish.outbox.bump();
         }
-        Ok(())
     }
 
     /// Ends `stream`: appends the [`TOMBSTONE`] event (if the stream is at `expected`), after
@@ -310,9 +326,25 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
         tombstone: bool,
     ) -> Result<Appended, EventStoreError> {
         let metadata = self.admit(&mut events, tombstone)?;
-        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
         let now = now_ms();
-        let Some(version) = DB::advance(tx, stream.as_str(), expected, count, now).await? else {
+        let mut rows: Vec<EventRow> = events
+            .into_iter()
+            .zip(metadata)
+            .map(|(event, metadata)| EventRow {
+                position: None,
+                stream: stream.as_str().to_owned(),
+                version: 0,
+                id: event.id,
+                ty: event.ty,
+                schema_version: i32::try_from(event.schema_version).unwrap_or(i32::MAX),
+                data: event.data.to_vec(),
+                metadata,
+                recorded_at: now,
+            })
+            .collect();
+        let Some((version, position)) =
+            DB::append_events(tx, stream.as_str(), expected, &mut rows, now).await?
+        else {
             return Err(match DB::stream_state(tx, stream.as_str()).await? {
                 Some((version, true)) => {
                     EventStoreError::StreamDeleted { stream: stream.to_string(), version: to_u64(version) }
@@ -324,24 +356,7 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
                 },
             });
         };
-        let first = version - count + 1;
-        let rows: Vec<EventRow> = events
-            .into_iter()
-            .zip(metadata)
-            .zip(first..)
-            .map(|((event, metadata), version)| EventRow {
-                position: None,
-                stream: stream.as_str().to_owned(),
-                version,
-                id: event.id,
-                ty: event.ty,
-                schema_version: i32::try_from(event.schema_version).unwrap_or(i32::MAX),
-                data: event.data.to_vec(),
-                metadata,
-                recorded_at: now,
-            })
-            .collect();
-        let position = DB::insert_events(tx, &rows).await?;
+        let first = rows.first().map_or(version, |r| r.version);
         if let Some(publish) = &self.inner.publish {
             for row in &rows {
                 let message = publish::to_message(&publish.source, row);
@@ -349,7 +364,11 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
             }
         }
         metrics::counter!("switchboard_eventstore_appended_total").increment(rows.len() as u64);
-        Ok(Appended { first_version: to_u64(first), version: to_u64(version), position: position.map(|p| Position(to_u64(p))) })
+        Ok(Appended {
+            first_version: to_u64(first),
+            version: to_u64(version),
+            position: position.map(|p| Position(to_u64(p))),
+        })
     }
 
     /// Checks the events of one append and returns their encoded metadata.
@@ -426,7 +445,11 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
     ///
     /// # Errors
     /// The database fails, or an event cannot be upcast.
-    pub async fn read_all(&self, after: Position, limit: usize) -> Result<Vec<RecordedEvent>, EventStoreError> {
+    pub async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
         DB::sequence(&self.inner.pool).await?;
         let mut conn = self.inner.pool.acquire().await?;
         self.read_all_in(&mut conn, after, limit).await
@@ -491,7 +514,11 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
     ///
     /// # Errors
     /// The database fails.
-    pub async fn subscribe_stream(&self, stream: &StreamName, after: u64) -> Result<CatchUp<DB>, EventStoreError> {
+    pub async fn subscribe_stream(
+        &self,
+        stream: &StreamName,
+        after: u64,
+    ) -> Result<CatchUp<DB>, EventStoreError> {
         Ok(CatchUp::new(self.clone(), Some(stream.clone()), after))
     }
 
@@ -505,7 +532,10 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
     }
 
     /// The stream's snapshot, if one was saved.
-    pub(crate) async fn load_snapshot(&self, stream: &StreamName) -> Result<Option<SnapshotRow>, EventStoreError> {
+    pub(crate) async fn load_snapshot(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Option<SnapshotRow>, EventStoreError> {
         let mut conn = self.inner.pool.acquire().await?;
         Ok(DB::load_snapshot(&mut conn, stream.as_str()).await?)
     }

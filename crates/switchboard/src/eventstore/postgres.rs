@@ -19,10 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+
+use super::ExpectedVersion;
+use super::database::EventRow;
 use switchboard_policy::Reconnect;
 use tokio::sync::watch;
 
 pub(super) const POSITION_AT_COMMIT: bool = false;
+
+/// One statement: an append needs no transaction of its own (and so one round trip).
+pub(super) const ATOMIC_APPEND: bool = true;
 
 pub(super) const HEAD: &str = "SELECT position FROM switchboard_event_head";
 
@@ -89,6 +95,83 @@ const SEQUENCE: &str = "
     UPDATE switchboard_event_head
     SET position = coalesce((SELECT max(position) FROM assigned), switchboard_event_head.position)
     RETURNING (SELECT count(*) FROM assigned)";
+
+/// The events of one append, inserted from parallel arrays after the stream row moved.
+macro_rules! append_sql {
+    ($advance:literal) => {
+        concat!(
+            "WITH advanced AS (",
+            $advance,
+            "), inserted AS (
+                INSERT INTO switchboard_events (stream, version, event_id, ty, schema_version, data, metadata, recorded_at)
+                SELECT $1, advanced.version - $2 + e.ord, e.event_id, e.ty, e.schema_version, e.data, e.metadata, $3
+                FROM advanced,
+                    unnest($5::TEXT[], $6::TEXT[], $7::INTEGER[], $8::BYTEA[], $9::TEXT[])
+                        WITH ORDINALITY AS e(event_id, ty, schema_version, data, metadata, ord)
+                RETURNING 1
+            )
+            SELECT version FROM advanced"
+        )
+    };
+}
+
+/// The stream moves only when it is where the append expects it (`$4` is the expected
+/// version, unused by the other forms); a second writer waits for the first's row lock and
+/// then re-checks its condition on the committed row.
+const APPEND_NO_STREAM: &str = append_sql!(
+    "INSERT INTO switchboard_streams (stream, version, deleted, created_at, updated_at)
+     SELECT $1, $2, 0, $3, $3 WHERE $4::BIGINT IS NOT NULL
+     ON CONFLICT (stream) DO NOTHING RETURNING version"
+);
+const APPEND_ANY: &str = append_sql!(
+    "INSERT INTO switchboard_streams (stream, version, deleted, created_at, updated_at)
+     SELECT $1, $2, 0, $3, $3 WHERE $4::BIGINT IS NOT NULL
+     ON CONFLICT (stream) DO UPDATE SET version = switchboard_streams.version + excluded.version,
+         updated_at = excluded.updated_at
+     WHERE switchboard_streams.deleted = 0
+     RETURNING version"
+);
+const APPEND_EXISTS: &str = append_sql!(
+    "UPDATE switchboard_streams SET version = version + $2, updated_at = $3
+     WHERE stream = $1 AND deleted = 0 AND $4::BIGINT IS NOT NULL RETURNING version"
+);
+const APPEND_EXACT: &str = append_sql!(
+    "UPDATE switchboard_streams SET version = version + $2, updated_at = $3
+     WHERE stream = $1 AND deleted = 0 AND version = $4 RETURNING version"
+);
+
+pub(super) async fn append_events(
+    conn: &mut PgConnection,
+    stream: &str,
+    expected: ExpectedVersion,
+    rows: &mut [EventRow],
+    now: i64,
+) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
+    let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let (sql, exact) = match expected {
+        ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => (APPEND_NO_STREAM, 0),
+        ExpectedVersion::Any => (APPEND_ANY, 0),
+        ExpectedVersion::StreamExists => (APPEND_EXISTS, 0),
+        ExpectedVersion::Exact(n) => (APPEND_EXACT, i64::try_from(n).unwrap_or(i64::MAX)),
+    };
+    let version: Option<i64> = sqlx::query_scalar(sql)
+        .bind(stream)
+        .bind(count)
+        .bind(now)
+        .bind(exact)
+        .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ty.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.schema_version).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.data.as_slice()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.metadata.as_str()).collect::<Vec<_>>())
+        .fetch_optional(conn)
+        .await?;
+    let Some(version) = version else { return Ok(None) };
+    for (row, v) in rows.iter_mut().zip(version - count + 1..) {
+        row.version = v;
+    }
+    Ok(Some((version, None)))
+}
 
 pub(super) async fn create_tables(pool: &PgPool) -> Result<(), sqlx::Error> {
     // Concurrent `CREATE … IF NOT EXISTS` can still collide in the catalog: take turns.

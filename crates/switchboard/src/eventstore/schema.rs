@@ -109,16 +109,22 @@ impl Schema {
             return Ok(event);
         }
         let stored = event.schema_version;
-        let mut data: serde_json::Value = serde_json::from_slice(&event.data)
-            .map_err(|e| EventStoreError::Upcast { ty: event.ty.clone(), from: stored, error: e.to_string() })?;
+        let mut data: serde_json::Value = serde_json::from_slice(&event.data).map_err(|e| {
+            EventStoreError::Upcast { ty: event.ty.clone(), from: stored, error: e.to_string() }
+        })?;
         for from in stored..current {
             let Some(step) = self.upcasters.get(&(event.ty.clone(), from)) else {
                 return Err(EventStoreError::NoUpcaster { ty: event.ty, from, to: current });
             };
-            data = step(data).map_err(|error| EventStoreError::Upcast { ty: event.ty.clone(), from, error })?;
+            data =
+                step(data).map_err(|error| EventStoreError::Upcast { ty: event.ty.clone(), from, error })?;
         }
         event.data = serde_json::to_vec(&data)
-            .map_err(|e| EventStoreError::Upcast { ty: event.ty.clone(), from: stored, error: e.to_string() })?
+            .map_err(|e| EventStoreError::Upcast {
+                ty: event.ty.clone(),
+                from: stored,
+                error: e.to_string(),
+            })?
             .into();
         event.schema_version = current;
         Ok(event)

@@ -4,9 +4,15 @@
 use std::sync::Arc;
 
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
+
+use super::ExpectedVersion;
+use super::database::{EventRow, EventStoreDatabase};
 use tokio::sync::watch;
 
 pub(super) const POSITION_AT_COMMIT: bool = true;
+
+/// Two statements (in-process, so cheap): the caller's transaction makes them one.
+pub(super) const ATOMIC_APPEND: bool = false;
 
 pub(super) const HEAD: &str = "SELECT coalesce(max(position), 0) FROM switchboard_events";
 
@@ -47,6 +53,24 @@ pub(super) async fn create_tables(pool: &SqlitePool) -> Result<(), sqlx::Error> 
         sqlx::query(statement).execute(&mut *tx).await?;
     }
     tx.commit().await
+}
+
+pub(super) async fn append_events(
+    conn: &mut SqliteConnection,
+    stream: &str,
+    expected: ExpectedVersion,
+    rows: &mut [EventRow],
+    now: i64,
+) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
+    let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    let Some(version) = Sqlite::advance(&mut *conn, stream, expected, count, now).await? else {
+        return Ok(None);
+    };
+    for (row, v) in rows.iter_mut().zip(version - count + 1..) {
+        row.version = v;
+    }
+    let position = Sqlite::insert_events(conn, rows).await?;
+    Ok(Some((version, position)))
 }
 
 pub(super) async fn finish_insert(

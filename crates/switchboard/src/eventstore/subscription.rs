@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 
 use tokio::sync::watch;
 
-use super::{EventStore, EventStoreDatabase, EventStoreError, Position, RecordedEvent, StreamName, Direction};
+use super::{
+    Direction, EventStore, EventStoreDatabase, EventStoreError, Position, RecordedEvent, StreamName,
+};
 
 /// How many events a subscription reads at a time.
 const BATCH: usize = 512;
@@ -28,7 +30,10 @@ pub struct CatchUp<DB: EventStoreDatabase> {
 
 impl<DB: EventStoreDatabase> std::fmt::Debug for CatchUp<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatchUp").field("stream", &self.stream).field("after", &self.after).finish_non_exhaustive()
+        f.debug_struct("CatchUp")
+            .field("stream", &self.stream)
+            .field("after", &self.after)
+            .finish_non_exhaustive()
     }
 }
 

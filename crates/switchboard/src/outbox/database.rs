@@ -23,7 +23,9 @@ pub trait OutboxDatabase: sqlx::Database + sealed::Sealed {
     /// once (`BEGIN IMMEDIATE`): a deferred one that read first could not upgrade after
     /// another writer committed, and would fail instead of waiting.
     #[doc(hidden)]
-    fn begin_write(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>>;
+    fn begin_write(
+        pool: &sqlx::Pool<Self>,
+    ) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>>;
 
     #[doc(hidden)]
     fn insert<'c>(

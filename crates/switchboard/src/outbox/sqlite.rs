@@ -53,7 +53,9 @@ impl OutboxDatabase for Sqlite {
         })
     }
 
-    fn begin_write(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>> {
+    fn begin_write(
+        pool: &sqlx::Pool<Self>,
+    ) -> BoxFuture<'_, Result<sqlx::Transaction<'static, Self>, sqlx::Error>> {
         Box::pin(async move { pool.begin_with("BEGIN IMMEDIATE").await })
     }
 

@@ -25,18 +25,21 @@ pub trait ProjectionDatabase: EventStoreDatabase {
         building: Option<i64>,
         now: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
-    /// The checkpoint of a generation, its row locked until the transaction ends.
+    /// The checkpoint of a generation in one source partition (0 for the event store's
+    /// feed), its row locked until the transaction ends.
     #[doc(hidden)]
     fn lock_checkpoint<'c>(
         conn: &'c mut Self::Connection,
         name: &'c str,
         generation: i64,
+        partition: i64,
     ) -> BoxFuture<'c, Result<Option<i64>, sqlx::Error>>;
     #[doc(hidden)]
     fn set_checkpoint<'c>(
         conn: &'c mut Self::Connection,
         name: &'c str,
         generation: i64,
+        partition: i64,
         position: i64,
         now: i64,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
@@ -48,7 +51,8 @@ pub trait ProjectionDatabase: EventStoreDatabase {
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
     /// Runs DDL the projection module wrote from checked names.
     #[doc(hidden)]
-    fn execute_ddl<'c>(conn: &'c mut Self::Connection, sql: String) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+    fn execute_ddl<'c>(conn: &'c mut Self::Connection, sql: String)
+    -> BoxFuture<'c, Result<(), sqlx::Error>>;
 }
 
 macro_rules! projection_database {
@@ -68,9 +72,10 @@ macro_rules! projection_database {
                         "CREATE TABLE IF NOT EXISTS switchboard_projection_checkpoints (
                             name TEXT NOT NULL,
                             generation BIGINT NOT NULL,
+                            source_partition BIGINT NOT NULL,
                             position BIGINT NOT NULL,
                             updated_at BIGINT NOT NULL,
-                            PRIMARY KEY (name, generation)
+                            PRIMARY KEY (name, generation, source_partition)
                         )",
                     ] {
                         sqlx::query(statement).execute(&mut *tx).await?;
@@ -122,14 +127,17 @@ macro_rules! projection_database {
                 conn: &'c mut Self::Connection,
                 name: &'c str,
                 generation: i64,
+                partition: i64,
             ) -> BoxFuture<'c, Result<Option<i64>, sqlx::Error>> {
                 Box::pin(async move {
                     sqlx::query_scalar(concat!(
-                        "SELECT position FROM switchboard_projection_checkpoints WHERE name = $1 AND generation = $2",
+                        "SELECT position FROM switchboard_projection_checkpoints
+                         WHERE name = $1 AND generation = $2 AND source_partition = $3",
                         $lock
                     ))
                     .bind(name)
                     .bind(generation)
+                    .bind(partition)
                     .fetch_optional(conn)
                     .await
                 })
@@ -139,18 +147,20 @@ macro_rules! projection_database {
                 conn: &'c mut Self::Connection,
                 name: &'c str,
                 generation: i64,
+                partition: i64,
                 position: i64,
                 now: i64,
             ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
                 Box::pin(async move {
                     sqlx::query(
-                        "INSERT INTO switchboard_projection_checkpoints (name, generation, position, updated_at)
-                         VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (name, generation) DO UPDATE SET position = excluded.position,
+                        "INSERT INTO switchboard_projection_checkpoints (name, generation, source_partition, position, updated_at)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (name, generation, source_partition) DO UPDATE SET position = excluded.position,
                              updated_at = excluded.updated_at",
                     )
                     .bind(name)
                     .bind(generation)
+                    .bind(partition)
                     .bind(position)
                     .bind(now)
                     .execute(conn)

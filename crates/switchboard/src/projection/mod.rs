@@ -64,9 +64,11 @@
 
 mod database;
 mod runner;
+mod stream;
 
 pub use database::ProjectionDatabase;
 pub use runner::{ProjectionStatus, Projector, RunningProjection};
+pub use stream::{RunningStreamProjection, StreamProjector, recorded_from_message};
 
 use crate::eventstore::{EventStoreError, RecordedEvent};
 
@@ -88,7 +90,12 @@ pub trait Projection<DB: ProjectionDatabase>: Send + Sync + 'static {
     /// # Errors
     /// Any: the batch rolls back and is retried with backoff (the projection stalls on an
     /// event it cannot apply, rather than skip it).
-    async fn apply(&self, tx: &mut DB::Connection, tables: &Tables, event: &RecordedEvent) -> Result<(), ProjectionError>;
+    async fn apply(
+        &self,
+        tx: &mut DB::Connection,
+        tables: &Tables,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
 }
 
 /// The table names of one generation of a projection.

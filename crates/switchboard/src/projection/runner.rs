@@ -12,6 +12,9 @@ use super::{Projection, ProjectionDatabase, ProjectionError, Tables};
 use crate::eventstore::{EventStore, Lag, Position};
 use crate::outbox::now_ms;
 
+/// The source partition of the event store's feed (it has one).
+const FEED: i64 = 0;
+
 /// What a running projection is doing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProjectionStatus {
@@ -41,29 +44,13 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
     ///
     /// # Errors
     /// [`ProjectionError::Invalid`] for a bad projection or table name.
-    pub fn new(name: impl Into<String>, projection: P, store: EventStore<DB>) -> Result<Self, ProjectionError> {
+    pub fn new(
+        name: impl Into<String>,
+        projection: P,
+        store: EventStore<DB>,
+    ) -> Result<Self, ProjectionError> {
         let name = name.into();
-        if name.is_empty()
-            || name.len() > 100
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(ProjectionError::Invalid(format!(
-                "projection name {name:?}: use 1 to 100 of A-Z a-z 0-9 . _ -"
-            )));
-        }
-        if projection.tables().is_empty() {
-            return Err(ProjectionError::Invalid(format!("projection {name} declares no tables")));
-        }
-        for table in projection.tables() {
-            let ok = table.len() <= 48
-                && table.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-                && table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !ok {
-                return Err(ProjectionError::Invalid(format!(
-                    "table name {table:?}: use up to 48 of a-z 0-9 _, starting with a letter"
-                )));
-            }
-        }
+        check_names(&name, projection.tables())?;
         Ok(Projector { name, projection: Arc::new(projection), store, batch: 500 })
     }
 
@@ -146,8 +133,8 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
         if DB::projection_state(&mut tx, &self.name).await?.is_none() {
             let tables = self.tables(1);
             self.projection.create(&mut tx, &tables).await?;
-            DB::set_checkpoint(&mut tx, &self.name, 1, 0, now_ms()).await?;
-            self.point_views_at(&mut tx, &tables).await?;
+            DB::set_checkpoint(&mut tx, &self.name, 1, FEED, 0, now_ms()).await?;
+            point_views_at::<DB>(&mut tx, &tables).await?;
             DB::set_projection_state(&mut tx, &self.name, 1, None, now_ms()).await?;
             tx.commit().await?;
         } else {
@@ -171,7 +158,7 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
 
     async fn checkpoint(&self, generation: i64) -> Result<Position, ProjectionError> {
         let mut conn = self.store.pool().acquire().await?;
-        let position = DB::lock_checkpoint(&mut conn, &self.name, generation).await?.unwrap_or(0);
+        let position = DB::lock_checkpoint(&mut conn, &self.name, generation, FEED).await?.unwrap_or(0);
         Ok(Position(u64::try_from(position).unwrap_or(0)))
     }
 
@@ -179,7 +166,7 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
     async fn step(&self, generation: i64) -> Result<(usize, Position), ProjectionError> {
         let mut tx = DB::begin_write(self.store.pool()).await?;
         // Locked until commit: a second runner waits here and then starts after this batch.
-        let Some(checkpoint) = DB::lock_checkpoint(&mut tx, &self.name, generation).await? else {
+        let Some(checkpoint) = DB::lock_checkpoint(&mut tx, &self.name, generation, FEED).await? else {
             // Another runner switched generations and removed this one.
             return Ok((0, Position::START));
         };
@@ -192,8 +179,15 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
         for event in &events {
             self.projection.apply(&mut tx, &tables, event).await?;
         }
-        DB::set_checkpoint(&mut tx, &self.name, generation, i64::try_from(last.0).unwrap_or(i64::MAX), now_ms())
-            .await?;
+        DB::set_checkpoint(
+            &mut tx,
+            &self.name,
+            generation,
+            FEED,
+            i64::try_from(last.0).unwrap_or(i64::MAX),
+            now_ms(),
+        )
+        .await?;
         tx.commit().await?;
         metrics::counter!("switchboard_projection_events_total", "projection" => self.name.clone())
             .increment(events.len() as u64);
@@ -212,7 +206,7 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
         }
         let next = live + 1;
         self.projection.create(&mut tx, &self.tables(next)).await?;
-        DB::set_checkpoint(&mut tx, &self.name, next, 0, now_ms()).await?;
+        DB::set_checkpoint(&mut tx, &self.name, next, FEED, 0, now_ms()).await?;
         DB::set_projection_state(&mut tx, &self.name, live, Some(next), now_ms()).await?;
         tx.commit().await?;
         tracing::info!(projection = %self.name, generation = next, "Rebuilding the projection from the start of the feed.");
@@ -226,28 +220,21 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
         let Some((live, Some(current))) = DB::projection_state(&mut tx, &self.name).await? else {
             return Ok(false);
         };
-        let live_at = DB::lock_checkpoint(&mut tx, &self.name, live).await?.unwrap_or(0);
-        let built_at = DB::lock_checkpoint(&mut tx, &self.name, building).await?.unwrap_or(0);
+        let live_at = DB::lock_checkpoint(&mut tx, &self.name, live, FEED).await?.unwrap_or(0);
+        let built_at = DB::lock_checkpoint(&mut tx, &self.name, building, FEED).await?.unwrap_or(0);
         if current != building || built_at < live_at {
             return Ok(false);
         }
-        self.point_views_at(&mut tx, &self.tables(building)).await?;
+        point_views_at::<DB>(&mut tx, &self.tables(building)).await?;
         for base in self.projection.tables() {
-            DB::execute_ddl(&mut tx, format!("DROP TABLE IF EXISTS {}", self.tables(live).name(base))).await?;
+            DB::execute_ddl(&mut tx, format!("DROP TABLE IF EXISTS {}", self.tables(live).name(base)))
+                .await?;
         }
         DB::delete_checkpoint(&mut tx, &self.name, live).await?;
         DB::set_projection_state(&mut tx, &self.name, building, None, now_ms()).await?;
         tx.commit().await?;
         tracing::info!(projection = %self.name, generation = building, "Readers switched to the rebuilt projection.");
         Ok(true)
-    }
-
-    async fn point_views_at(&self, tx: &mut DB::Connection, tables: &Tables) -> Result<(), ProjectionError> {
-        for base in tables.bases() {
-            DB::execute_ddl(tx, format!("DROP VIEW IF EXISTS {base}")).await?;
-            DB::execute_ddl(tx, format!("CREATE VIEW {base} AS SELECT * FROM {}", tables.name(base))).await?;
-        }
-        Ok(())
     }
 
     /// One round: a batch into the live generation and one into the generation being
@@ -278,7 +265,8 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
             }
         }
         let lag = self.store.lag(live_at).await?;
-        metrics::gauge!("switchboard_projection_lag_events", "projection" => self.name.clone()).set(lag.events as f64);
+        metrics::gauge!("switchboard_projection_lag_events", "projection" => self.name.clone())
+            .set(lag.events as f64);
         metrics::gauge!("switchboard_projection_lag_seconds", "projection" => self.name.clone())
             .set(lag.behind.as_secs_f64());
         let live_generation = match (rebuilding, building) {
@@ -294,6 +282,44 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
         });
         Ok(more || live_at < head)
     }
+}
+
+/// Refuses a projection name or table name that breaks the rules.
+pub(super) fn check_names(name: &str, tables: &[&'static str]) -> Result<(), ProjectionError> {
+    if name.is_empty()
+        || name.len() > 100
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(ProjectionError::Invalid(format!(
+            "projection name {name:?}: use 1 to 100 of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    if tables.is_empty() {
+        return Err(ProjectionError::Invalid(format!("projection {name} declares no tables")));
+    }
+    for table in tables {
+        let ok = table.len() <= 48
+            && table.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+            && table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(ProjectionError::Invalid(format!(
+                "table name {table:?}: use up to 48 of a-z 0-9 _, starting with a letter"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Points each table's view (its plain name) at `tables`' generation.
+pub(super) async fn point_views_at<DB: ProjectionDatabase>(
+    tx: &mut DB::Connection,
+    tables: &Tables,
+) -> Result<(), ProjectionError> {
+    for base in tables.bases() {
+        DB::execute_ddl(tx, format!("DROP VIEW IF EXISTS {base}")).await?;
+        DB::execute_ddl(tx, format!("CREATE VIEW {base} AS SELECT * FROM {}", tables.name(base))).await?;
+    }
+    Ok(())
 }
 
 /// A projection following the feed in a background task.

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use switchboard::Message;
 use switchboard::eventstore::{
-    Aggregate, Direction, EventStore, EventStoreError, EventStoreOptions, ExpectedVersion, MAX_EVENT_SIZE, Metadata,
-    NewEvent, Position, Repository, RepositoryError, Schema, SnapshotPolicy, StreamName,
+    Aggregate, Direction, EventStore, EventStoreError, EventStoreOptions, ExpectedVersion, MAX_EVENT_SIZE,
+    Metadata, NewEvent, Position, Repository, RepositoryError, Schema, SnapshotPolicy, StreamName,
 };
 use switchboard::outbox::{Outbox, Relay};
-use switchboard::Message;
 use switchboard_testkit::unique_topic;
 
 fn stream(name: &str) -> StreamName {
@@ -444,7 +444,10 @@ mod postgres_only {
         let reader = tokio::spawn(async move {
             let mut seen = Vec::with_capacity(total);
             while seen.len() < total {
-                let e = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.expect("in time").expect("event");
+                let e = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                    .await
+                    .expect("in time")
+                    .expect("event");
                 seen.push((e.position.expect("numbered").0, e.id));
             }
             seen
@@ -456,11 +459,12 @@ mod postgres_only {
                 let (mut after, mut seen) = (0_i64, 0_usize);
                 loop {
                     let finished = done.load(std::sync::atomic::Ordering::SeqCst);
-                    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM switchboard_events WHERE id > $1 ORDER BY id")
-                        .bind(after)
-                        .fetch_all(&pool)
-                        .await
-                        .expect("naive read");
+                    let ids: Vec<i64> =
+                        sqlx::query_scalar("SELECT id FROM switchboard_events WHERE id > $1 ORDER BY id")
+                            .bind(after)
+                            .fetch_all(&pool)
+                            .await
+                            .expect("naive read");
                     seen += ids.len();
                     after = ids.last().copied().unwrap_or(after);
                     if finished {
@@ -495,27 +499,50 @@ mod postgres_only {
         let seen = reader.await.expect("reader");
         let skipped_by_ids = naive.await.expect("naive");
         let positions: Vec<u64> = seen.iter().map(|(p, _)| *p).collect();
-        assert_eq!(positions, (1..=total as u64).collect::<Vec<_>>(), "the subscriber saw every position once, in order");
+        assert_eq!(
+            positions,
+            (1..=total as u64).collect::<Vec<_>>(),
+            "the subscriber saw every position once, in order"
+        );
         let ids: HashSet<&String> = seen.iter().map(|(_, id)| id).collect();
         assert_eq!(ids.len(), total, "and every event once");
         // How often a transaction committed after one that drew a later id: the race itself.
-        let order: Vec<i64> = sqlx::query_scalar("SELECT id FROM switchboard_events ORDER BY position").fetch_all(&pool).await.expect("ids");
+        let order: Vec<i64> = sqlx::query_scalar("SELECT id FROM switchboard_events ORDER BY position")
+            .fetch_all(&pool)
+            .await
+            .expect("ids");
         let mut highest = 0;
-        let overtaken = order.iter().filter(|id| { let late = **id < highest; highest = highest.max(**id); late }).count();
+        let overtaken = order
+            .iter()
+            .filter(|id| {
+                let late = **id < highest;
+                highest = highest.max(**id);
+                late
+            })
+            .count();
         eprintln!(
             "gap-free feed (PostgreSQL): {total} events from {WRITERS} writers on 2 stores; {overtaken} committed after a \
              later-drawn id was visible; the subscriber saw all {total} once; a reader following ids skipped {skipped_by_ids}"
         );
         assert!(overtaken > 0, "the writers committed out of id order (the race the feed must survive)");
         let per_stream: BTreeMap<String, Vec<u64>> = {
-            let rows: Vec<(String, i64)> = sqlx::query_as("SELECT stream, version FROM switchboard_events ORDER BY position")
-                .fetch_all(&pool).await.expect("rows");
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT stream, version FROM switchboard_events ORDER BY position")
+                    .fetch_all(&pool)
+                    .await
+                    .expect("rows");
             let mut map: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-            for (s, v) in rows { map.entry(s).or_default().push(v as u64); }
+            for (s, v) in rows {
+                map.entry(s).or_default().push(v as u64);
+            }
             map
         };
         for (s, versions) in per_stream {
-            assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "{s}: the feed keeps each stream's order");
+            assert_eq!(
+                versions,
+                (1..=versions.len() as u64).collect::<Vec<_>>(),
+                "{s}: the feed keeps each stream's order"
+            );
         }
     }
 }

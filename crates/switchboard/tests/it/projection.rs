@@ -9,7 +9,7 @@ use switchboard::eventstore::{
     EventStore, EventStoreDatabase, EventStoreError, EventStoreOptions, ExpectedVersion, NewEvent, Position,
     RecordedEvent, StreamName,
 };
-use switchboard::projection::{Projection, ProjectionError, Projector, Tables};
+use switchboard::projection::{Projection, ProjectionError, Projector, StreamProjector, Tables};
 
 /// Per-stream totals, and one row per applied event: a double apply shows as a repeated
 /// position, a lost one as a missing one, a reordering as `out_of_order`.
@@ -25,7 +25,11 @@ impl Totals {
     }
 
     fn sql(&self, tables: &Tables, template: &str) -> sqlx::AssertSqlSafe<String> {
-        tables.sql(&template.replace("{totals}", &format!("{{{}}}", self.names[0])).replace("{applied}", &format!("{{{}}}", self.names[1])))
+        tables.sql(
+            &template
+                .replace("{totals}", &format!("{{{}}}", self.names[0]))
+                .replace("{applied}", &format!("{{{}}}", self.names[1])),
+        )
     }
 }
 
@@ -113,7 +117,6 @@ macro_rules! model {
         (totals, rows, distinct)
     }};
 }
-
 
 macro_rules! projection_cases {
     ($db:ident, $open:expr) => {
@@ -248,6 +251,52 @@ macro_rules! projection_cases {
                 let (_, rows, distinct) = model!(&pool, "stall_totals", "stall_applied");
                 assert_eq!((rows, distinct), (21, 21));
                 running.shutdown().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_projection_fed_by_a_bus_stream_applies_each_message_once_even_when_redelivered() {
+                let (pool, _guard) = $open;
+                let (bus, _dir) = crate::util::bus().await;
+                let topic = switchboard_testkit::unique_topic("es-stream-projection");
+                bus.create_topic(&topic, 1).await.expect("topic");
+                let publish = |from: i64, to: i64| {
+                    let (bus, topic) = (bus.clone(), topic.clone());
+                    async move {
+                        for n in from..to {
+                            let version = n / 5 + 1;
+                            let m = switchboard::Message::new("/accounts", "counted", serde_json::json!({"n": n}).to_string())
+                                .with_subject(format!("acct-{}", n % 5))
+                                .with_extension("streamversion", version.to_string());
+                            bus.publish(&topic, m).await.expect("publish");
+                        }
+                    }
+                };
+                publish(0, 40).await;
+                let start = || {
+                    StreamProjector::new("bus-totals", Totals::new("bus_totals", "bus_applied"), pool.clone(), bus.clone(), topic.clone())
+                        .expect("projector")
+                        .start()
+                };
+                let running = start().await.expect("start");
+                running.wait_for_applied(40).await;
+                publish(40, 60).await;
+                running.wait_for_applied(60).await;
+                running.shutdown().await;
+                let before = model!(&pool, "bus_totals", "bus_applied");
+                assert_eq!((before.1, before.2), (60, 60));
+                assert_eq!(before.0.iter().map(|t| t.2).sum::<i64>(), (0..60).sum::<i64>());
+
+                // The subscription is gone: the topic is read again from its start, and every
+                // offset at or below the checkpoint is acked without being applied.
+                bus.backend().delete_subscription(&topic, &switchboard::SubscriptionName::from_static("bus-totals")).await.expect("delete");
+                let again = start().await.expect("restart");
+                publish(60, 61).await;
+                again.wait_for_applied(1).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert_eq!(again.applied(), 1, "only the new message was applied");
+                again.shutdown().await;
+                let after = model!(&pool, "bus_totals", "bus_applied");
+                assert_eq!((after.1, after.2), (61, 61), "redelivered messages took effect once");
             }
 
             #[tokio::test]

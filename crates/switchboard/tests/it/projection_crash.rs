@@ -72,7 +72,10 @@ fn kill_children(db: &str) -> u32 {
     for round in 0..rounds {
         let db = std::ffi::OsString::from(db);
         let mut child = switchboard_testkit::Child::spawn("projection_crash::child", &[(CHILD_DB, &db)]);
-        assert!(child.wait_ready(Duration::from_secs(60)), "round {round}: the child did not get ready within 60 s");
+        assert!(
+            child.wait_ready(Duration::from_secs(60)),
+            "round {round}: the child did not get ready within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(20 + random_below(380)));
         if let Some(status) = child.exited() {
             panic!("round {round}: the child ended on its own: {status}");
@@ -89,7 +92,8 @@ where
 {
     let store = EventStore::open(pool, options()).await.expect("store");
     let head = store.head().await.expect("head");
-    let live = Projector::new("crash", Totals::new("crash_totals", "crash_applied"), store.clone()).expect("projector");
+    let live = Projector::new("crash", Totals::new("crash_totals", "crash_applied"), store.clone())
+        .expect("projector");
     let building = live.status().await.expect("status").rebuilding;
     if let Some((generation, at)) = building {
         // A rebuild the kills interrupted resumes from its own checkpoint and switches.
@@ -97,11 +101,14 @@ where
         assert_eq!(running.rebuild().await.expect("rebuild"), generation);
         running.wait_for(head).await.expect("caught up");
         running.shutdown().await;
-        eprintln!("a rebuild interrupted by the kills at position {at} resumed and switched to generation {generation}");
+        eprintln!(
+            "a rebuild interrupted by the kills at position {at} resumed and switched to generation {generation}"
+        );
     } else {
         assert_eq!(live.catch_up().await.expect("catch up"), head);
     }
-    let scratch = Projector::new("scratch", Totals::new("scratch_totals", "scratch_applied"), store).expect("projector");
+    let scratch = Projector::new("scratch", Totals::new("scratch_totals", "scratch_applied"), store)
+        .expect("projector");
     scratch.catch_up().await.expect("replay");
     head.0
 }
