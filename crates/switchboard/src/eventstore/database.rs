@@ -44,6 +44,11 @@ impl From<EventTuple> for EventRow {
     }
 }
 
+/// Where an append left its stream: the new version, and the last event's feed position
+/// where the dialect knows it at commit.
+#[doc(hidden)]
+pub(crate) type AppendedAt = (i64, Option<i64>);
+
 /// A stored snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[doc(hidden)]
@@ -91,7 +96,7 @@ pub trait EventStoreDatabase: OutboxDatabase {
         expected: ExpectedVersion,
         rows: &'c mut [EventRow],
         now: i64,
-    ) -> BoxFuture<'c, Result<Option<(i64, Option<i64>)>, sqlx::Error>>;
+    ) -> BoxFuture<'c, Result<Option<AppendedAt>, sqlx::Error>>;
 
     /// The stream's version and whether it is deleted.
     #[doc(hidden)]
@@ -181,7 +186,7 @@ macro_rules! event_store_database {
                 expected: ExpectedVersion,
                 rows: &'c mut [EventRow],
                 now: i64,
-            ) -> BoxFuture<'c, Result<Option<(i64, Option<i64>)>, sqlx::Error>> {
+            ) -> BoxFuture<'c, Result<Option<AppendedAt>, sqlx::Error>> {
                 Box::pin(super::$dialect::append_events(conn, stream, expected, rows, now))
             }
 

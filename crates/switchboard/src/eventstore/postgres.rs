@@ -21,7 +21,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
 use super::ExpectedVersion;
-use super::database::EventRow;
+use super::database::{AppendedAt, EventRow};
 use switchboard_policy::Reconnect;
 use tokio::sync::watch;
 
@@ -146,7 +146,7 @@ pub(super) async fn append_events(
     expected: ExpectedVersion,
     rows: &mut [EventRow],
     now: i64,
-) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
+) -> Result<Option<AppendedAt>, sqlx::Error> {
     let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     let (sql, exact) = match expected {
         ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => (APPEND_NO_STREAM, 0),

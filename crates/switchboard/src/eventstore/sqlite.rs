@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection, SqlitePool};
 
 use super::ExpectedVersion;
-use super::database::{EventRow, EventStoreDatabase};
+use super::database::{AppendedAt, EventRow, EventStoreDatabase};
 use tokio::sync::watch;
 
 pub(super) const POSITION_AT_COMMIT: bool = true;
@@ -61,7 +61,7 @@ pub(super) async fn append_events(
     expected: ExpectedVersion,
     rows: &mut [EventRow],
     now: i64,
-) -> Result<Option<(i64, Option<i64>)>, sqlx::Error> {
+) -> Result<Option<AppendedAt>, sqlx::Error> {
     let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
     let Some(version) = Sqlite::advance(&mut *conn, stream, expected, count, now).await? else {
         return Ok(None);

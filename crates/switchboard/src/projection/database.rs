@@ -7,6 +7,10 @@ use futures::future::BoxFuture;
 
 use crate::eventstore::EventStoreDatabase;
 
+/// `(live generation, generation being rebuilt)`.
+#[doc(hidden)]
+pub(crate) type Generations = (i64, Option<i64>);
+
 /// A database projections can live in (SQLite or PostgreSQL; sealed with the outbox's).
 pub trait ProjectionDatabase: EventStoreDatabase {
     #[doc(hidden)]
@@ -16,7 +20,7 @@ pub trait ProjectionDatabase: EventStoreDatabase {
     fn projection_state<'c>(
         conn: &'c mut Self::Connection,
         name: &'c str,
-    ) -> BoxFuture<'c, Result<Option<(i64, Option<i64>)>, sqlx::Error>>;
+    ) -> BoxFuture<'c, Result<Option<Generations>, sqlx::Error>>;
     #[doc(hidden)]
     fn set_projection_state<'c>(
         conn: &'c mut Self::Connection,
@@ -87,7 +91,7 @@ macro_rules! projection_database {
             fn projection_state<'c>(
                 conn: &'c mut Self::Connection,
                 name: &'c str,
-            ) -> BoxFuture<'c, Result<Option<(i64, Option<i64>)>, sqlx::Error>> {
+            ) -> BoxFuture<'c, Result<Option<Generations>, sqlx::Error>> {
                 Box::pin(async move {
                     sqlx::query_as(concat!(
                         "SELECT live_generation, building_generation FROM switchboard_projections WHERE name = $1",
