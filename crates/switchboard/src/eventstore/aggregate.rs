@@ -5,56 +5,6 @@
 //! An aggregate's events are a serde enum in serde's default (externally tagged) form: the
 //! variant's name (or its `#[serde(rename)]`) is the stored event type, its content the
 //! data.
-//!
-//! ```
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use serde::{Deserialize, Serialize};
-//! use switchboard::eventstore::{Aggregate, EventStore, Repository, SnapshotPolicy};
-//!
-//! #[derive(Default, Serialize, Deserialize)]
-//! struct Account { balance: i64, open: bool }
-//!
-//! #[derive(Serialize, Deserialize)]
-//! enum AccountEvent {
-//!     #[serde(rename = "account.opened")] Opened,
-//!     #[serde(rename = "account.deposited")] Deposited { amount: i64 },
-//! }
-//!
-//! enum Command { Open, Deposit(i64) }
-//!
-//! #[derive(Debug, thiserror::Error)]
-//! enum Refused { #[error("the account is not open")] NotOpen, #[error("already open")] AlreadyOpen }
-//!
-//! impl Aggregate for Account {
-//!     const KIND: &'static str = "account";
-//!     type Event = AccountEvent;
-//!     type Command = Command;
-//!     type Error = Refused;
-//!     fn apply(&mut self, event: &AccountEvent) {
-//!         match event {
-//!             AccountEvent::Opened => self.open = true,
-//!             AccountEvent::Deposited { amount } => self.balance += amount,
-//!         }
-//!     }
-//!     fn handle(&self, command: &Command) -> Result<Vec<AccountEvent>, Refused> {
-//!         match command {
-//!             Command::Open if self.open => Err(Refused::AlreadyOpen),
-//!             Command::Open => Ok(vec![AccountEvent::Opened]),
-//!             Command::Deposit(_) if !self.open => Err(Refused::NotOpen),
-//!             Command::Deposit(amount) => Ok(vec![AccountEvent::Deposited { amount: *amount }]),
-//!         }
-//!     }
-//! }
-//!
-//! let store = EventStore::sqlite(sqlx::SqlitePool::connect("sqlite::memory:").await?).await?;
-//! let accounts = Repository::<Account, _>::new(store).with_snapshots(SnapshotPolicy::Every(100)).retry_on_conflict(3);
-//! accounts.execute("a-1", &Command::Open).await?;
-//! let done = accounts.execute("a-1", &Command::Deposit(250)).await?;
-//! assert_eq!((done.state.balance, done.version), (250, 2));
-//! assert!(accounts.execute("a-2", &Command::Deposit(1)).await.is_err());
-//! # Ok(()) }
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
-//! ```
 
 use std::marker::PhantomData;
 
@@ -69,7 +19,59 @@ use super::{
 /// How many events a load reads at a time.
 const PAGE: usize = 1000;
 
-/// State rebuilt from events; commands decided against it.
+/// State rebuilt from events; commands decided against it. Its events are a serde enum
+/// in serde's default (externally tagged) form: the variant's name, or its
+/// `#[serde(rename)]`, is the stored event type.
+///
+/// ```
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use serde::{Deserialize, Serialize};
+/// use switchboard::eventstore::{Aggregate, EventStore, Repository, SnapshotPolicy};
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct Account { balance: i64, open: bool }
+///
+/// #[derive(Serialize, Deserialize)]
+/// enum AccountEvent {
+///     #[serde(rename = "account.opened")] Opened,
+///     #[serde(rename = "account.deposited")] Deposited { amount: i64 },
+/// }
+///
+/// enum Command { Open, Deposit(i64) }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum Refused { #[error("the account is not open")] NotOpen, #[error("already open")] AlreadyOpen }
+///
+/// impl Aggregate for Account {
+///     const KIND: &'static str = "account";
+///     type Event = AccountEvent;
+///     type Command = Command;
+///     type Error = Refused;
+///     fn apply(&mut self, event: &AccountEvent) {
+///         match event {
+///             AccountEvent::Opened => self.open = true,
+///             AccountEvent::Deposited { amount } => self.balance += amount,
+///         }
+///     }
+///     fn handle(&self, command: &Command) -> Result<Vec<AccountEvent>, Refused> {
+///         match command {
+///             Command::Open if self.open => Err(Refused::AlreadyOpen),
+///             Command::Open => Ok(vec![AccountEvent::Opened]),
+///             Command::Deposit(_) if !self.open => Err(Refused::NotOpen),
+///             Command::Deposit(amount) => Ok(vec![AccountEvent::Deposited { amount: *amount }]),
+///         }
+///     }
+/// }
+///
+/// let store = EventStore::sqlite(sqlx::SqlitePool::connect("sqlite::memory:").await?).await?;
+/// let accounts = Repository::<Account, _>::new(store).with_snapshots(SnapshotPolicy::Every(100)).retry_on_conflict(3);
+/// accounts.execute("a-1", &Command::Open).await?;
+/// let done = accounts.execute("a-1", &Command::Deposit(250)).await?;
+/// assert_eq!((done.state.balance, done.version), (250, 2));
+/// assert!(accounts.execute("a-2", &Command::Deposit(1)).await.is_err());
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+/// ```
 pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stream prefix: aggregate `id`'s events are in stream `{KIND}-{id}`.
     const KIND: &'static str;
