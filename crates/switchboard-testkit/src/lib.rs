@@ -26,6 +26,8 @@
 
 mod child;
 mod names;
+#[cfg(feature = "postgres")]
+pub mod pg;
 #[cfg(feature = "server")]
 mod server;
 mod services;

@@ -1,0 +1,447 @@
+//! The order service's public REST API: place (with an `Idempotency-Key`), get, list,
+//! edit and cancel orders. Errors are `application/problem+json` (RFC 9457).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use switchboard::eventstore::{EventStoreError, Repository, RepositoryError};
+
+use super::aggregate::{Line, Order, OrderCommand, OrderRejected, OrderStatus, RequestedLine};
+use super::store::{KeyState, OrderRow, ShopDatabase};
+use crate::catalog::Catalog;
+
+/// The largest request body the API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How long an idempotency key whose request never answered (its process died) stays
+/// locked before a retry may take it over.
+const STALE_CLAIM_MS: i64 = 30_000;
+
+/// What the handlers share.
+pub struct OrderApi<DB: ShopDatabase> {
+    orders: Repository<Order, DB>,
+    pool: sqlx::Pool<DB>,
+    catalog: Catalog,
+}
+
+impl<DB: ShopDatabase> OrderApi<DB> {
+    /// The API over `orders` (the repository of the event-sourced orders), with its own
+    /// tables in `pool`.
+    ///
+    /// # Errors
+    /// The tables cannot be created.
+    pub async fn new(
+        orders: Repository<Order, DB>,
+        pool: sqlx::Pool<DB>,
+        catalog: Catalog,
+    ) -> Result<Self, sqlx::Error> {
+        DB::create_shop_tables(&pool).await?;
+        Ok(OrderApi { orders, pool, catalog })
+    }
+
+    /// The routes, under `/orders`.
+    pub fn router(self) -> axum::Router {
+        axum::Router::new()
+            .route("/orders", post(place::<DB>).get(list::<DB>))
+            .route("/orders/{id}", get(fetch::<DB>))
+            .route("/orders/{id}/lines", put(edit::<DB>))
+            .route("/orders/{id}/cancel", post(cancel::<DB>))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(Arc::new(self))
+    }
+}
+
+/// A request to place an order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    /// The customer's email address.
+    pub customer: String,
+    /// What they want: 1 to 50 lines.
+    pub lines: Vec<RequestedLine>,
+}
+
+/// A request to replace an order's lines.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditOrder {
+    /// The new lines.
+    pub lines: Vec<RequestedLine>,
+}
+
+/// A request to cancel an order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelOrder {
+    /// Why (1 to 500 characters).
+    pub reason: String,
+}
+
+/// An order as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    /// Its id.
+    pub id: String,
+    /// Where it is.
+    pub status: OrderStatus,
+    /// The customer's email address.
+    pub customer: String,
+    /// The priced lines.
+    pub lines: Vec<Line>,
+    /// Their sum, in cents.
+    pub total_cents: i64,
+    /// Why it was canceled.
+    pub cancel_reason: Option<String>,
+    /// Its stream version: how many changes it went through.
+    pub version: u64,
+}
+
+/// One page of the order list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPage {
+    /// The orders, oldest first.
+    pub orders: Vec<OrderView>,
+    /// The cursor of the next page (`after=`), if there may be one.
+    pub next: Option<String>,
+}
+
+/// The list's query.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// An error as `application/problem+json`.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    kind: &'static str,
+    detail: String,
+}
+
+impl Problem {
+    fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Problem {
+        Problem { status, kind, detail: detail.into() }
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Problem {
+        tracing::error!(%error, "The order service failed a request.");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the order service failed; try again")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "type": format!("https://switchboard.dev/shop/problems/{}", self.kind),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (self.status, body.to_string()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+impl From<RepositoryError<OrderRejected>> for Problem {
+    fn from(error: RepositoryError<OrderRejected>) -> Problem {
+        match error {
+            RepositoryError::Refused(rejected) => rejected.into(),
+            RepositoryError::Store(EventStoreError::WrongExpectedVersion { .. }) => Problem::new(
+                StatusCode::CONFLICT,
+                "concurrent-change",
+                "the order changed while this request was handled; try again",
+            ),
+            RepositoryError::Store(e) => Problem::internal(e),
+        }
+    }
+}
+
+impl From<OrderRejected> for Problem {
+    fn from(rejected: OrderRejected) -> Problem {
+        let (status, kind) = match &rejected {
+            OrderRejected::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-order"),
+            OrderRejected::UnknownProduct(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown-product"),
+            OrderRejected::AlreadyPlaced => (StatusCode::CONFLICT, "already-placed"),
+            OrderRejected::NotFound => (StatusCode::NOT_FOUND, "no-such-order"),
+            OrderRejected::Final(_) => (StatusCode::CONFLICT, "order-final"),
+        };
+        Problem::new(status, kind, rejected.to_string())
+    }
+}
+
+/// `Json<T>` whose rejections are problems too (a wrong content type, malformed JSON, an
+/// unknown field, a body over the limit).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => Err(json_problem(&rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: &JsonRejection) -> Problem {
+    let status = rejection.status();
+    let kind = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        _ => "malformed-request",
+    };
+    Problem::new(status, kind, rejection.body_text())
+}
+
+fn view(id: &str, order: Order, version: u64) -> OrderView {
+    OrderView {
+        id: id.to_owned(),
+        status: order.status,
+        customer: order.customer,
+        lines: order.lines,
+        total_cents: order.total_cents,
+        cancel_reason: order.cancel_reason,
+        version,
+    }
+}
+
+/// Order ids are ours: `o-` and 32 hex digits (time-ordered).
+fn check_id(id: &str) -> Result<(), Problem> {
+    let ok = id
+        .strip_prefix("o-")
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new(StatusCode::NOT_FOUND, "no-such-order", format!("no order {id:?}")))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
+    key.map(|k| Some(k.to_owned())).ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-idempotency-key",
+            "Idempotency-Key is 1 to 255 printable ASCII characters",
+        )
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn created(view: &OrderView) -> Response {
+    let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", view.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+async fn place<DB: ShopDatabase>(
+    State(api): State<Arc<OrderApi<DB>>>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<PlaceOrder>,
+) -> Result<Response, Problem> {
+    let Some(key) = idempotency_key(&headers)? else {
+        let id = format!("o-{}", switchboard_core::new_message_id());
+        return Ok(created(&api.place_order(&id, &request).await?));
+    };
+    let hash =
+        format!("{:016x}", switchboard_core::fnv1a_64(&serde_json::to_vec(&request).unwrap_or_default()));
+    let fresh_id = format!("o-{}", switchboard_core::new_message_id());
+    let id = match DB::claim_key(&api.pool, &key, &hash, &fresh_id, now_ms())
+        .await
+        .map_err(Problem::internal)?
+    {
+        KeyState::Claimed => fresh_id,
+        KeyState::Seen { request_hash, .. } if request_hash != hash => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "this Idempotency-Key was used for a different request",
+            ));
+        }
+        KeyState::Seen { answer: Some((status, body)), .. } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut response = (status, body).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(response);
+        }
+        KeyState::Seen { resource_id, claimed_at, .. } => {
+            // Its first request is still running, or died before answering: after a while a
+            // retry takes over, with the order id the first one chose.
+            let stale = now_ms() - claimed_at > STALE_CLAIM_MS;
+            if !stale
+                || !DB::reclaim_key(&api.pool, &key, claimed_at, now_ms()).await.map_err(Problem::internal)?
+            {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "request-in-progress",
+                    "a request with this Idempotency-Key is still being handled; retry shortly",
+                ));
+            }
+            resource_id
+        }
+    };
+    match api.place_order(&id, &request).await {
+        Ok(view) => {
+            let body = serde_json::to_string(&view).map_err(Problem::internal)?;
+            DB::answer_key(&api.pool, &key, StatusCode::CREATED.as_u16(), &body)
+                .await
+                .map_err(Problem::internal)?;
+            Ok(created(&view))
+        }
+        Err(problem) if problem.status.is_client_error() => {
+            // A refusal is an answer too: the same request gets the same refusal.
+            let body = problem_body(&problem);
+            DB::answer_key(&api.pool, &key, problem.status.as_u16(), &body)
+                .await
+                .map_err(Problem::internal)?;
+            Err(problem)
+        }
+        Err(problem) => {
+            let _ = DB::release_key(&api.pool, &key).await;
+            Err(problem)
+        }
+    }
+}
+
+fn problem_body(problem: &Problem) -> String {
+    serde_json::json!({
+        "type": format!("https://switchboard.dev/shop/problems/{}", problem.kind),
+        "title": problem.status.canonical_reason().unwrap_or("Error"),
+        "status": problem.status.as_u16(),
+        "detail": problem.detail,
+    })
+    .to_string()
+}
+
+impl<DB: ShopDatabase> OrderApi<DB> {
+    /// Places order `id`; a retry of a placement that already went through (same id)
+    /// answers with the order as it is.
+    async fn place_order(&self, id: &str, request: &PlaceOrder) -> Result<OrderView, Problem> {
+        let command = OrderCommand::Place {
+            customer: request.customer.clone(),
+            lines: request.lines.clone(),
+            catalog: self.catalog.clone(),
+        };
+        match self.orders.execute(id, &command).await {
+            Ok(done) => Ok(view(id, done.state, done.version)),
+            Err(RepositoryError::Refused(OrderRejected::AlreadyPlaced)) => self.fetch_order(id).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn fetch_order(&self, id: &str) -> Result<OrderView, Problem> {
+        let loaded = self.orders.load(id).await.map_err(Problem::internal)?;
+        if loaded.version == 0 {
+            return Err(Problem::new(StatusCode::NOT_FOUND, "no-such-order", format!("no order {id:?}")));
+        }
+        Ok(view(id, loaded.state, loaded.version))
+    }
+}
+
+async fn fetch<DB: ShopDatabase>(
+    State(api): State<Arc<OrderApi<DB>>>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    check_id(&id)?;
+    Ok(axum::Json(api.fetch_order(&id).await?))
+}
+
+async fn edit<DB: ShopDatabase>(
+    State(api): State<Arc<OrderApi<DB>>>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<EditOrder>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    check_id(&id)?;
+    let command = OrderCommand::Edit { lines: request.lines, catalog: api.catalog.clone() };
+    let done = api.orders.execute(&id, &command).await?;
+    Ok(axum::Json(view(&id, done.state, done.version)))
+}
+
+async fn cancel<DB: ShopDatabase>(
+    State(api): State<Arc<OrderApi<DB>>>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<CancelOrder>,
+) -> Result<axum::Json<OrderView>, Problem> {
+    check_id(&id)?;
+    let done = api.orders.execute(&id, &OrderCommand::Cancel { reason: request.reason }).await?;
+    Ok(axum::Json(view(&id, done.state, done.version)))
+}
+
+async fn list<DB: ShopDatabase>(
+    State(api): State<Arc<OrderApi<DB>>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<OrderPage>, Problem> {
+    let Query(query) =
+        query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "bad-query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::new(StatusCode::BAD_REQUEST, "bad-query", "limit is 1 to 100"));
+    }
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s @ ("pending" | "confirmed" | "canceled")) => Some(s),
+        Some(other) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                format!("status {other:?}: one of pending, confirmed, canceled"),
+            ));
+        }
+    };
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(cursor) => {
+            let parsed = cursor.split_once('.').and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id)));
+            Some(parsed.ok_or_else(|| {
+                Problem::new(StatusCode::BAD_REQUEST, "bad-query", "after is a cursor from `next`")
+            })?)
+        }
+    };
+    let rows = DB::list_orders(&api.pool, status, after, limit).await.map_err(Problem::internal)?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| format!("{}.{}", r.created_at, r.id)))
+        .flatten();
+    let orders = rows.into_iter().map(row_view).collect::<Result<_, _>>()?;
+    Ok(axum::Json(OrderPage { orders, next }))
+}
+
+fn row_view(row: OrderRow) -> Result<OrderView, Problem> {
+    let status = match row.status.as_str() {
+        "pending" => OrderStatus::Pending,
+        "confirmed" => OrderStatus::Confirmed,
+        _ => OrderStatus::Canceled,
+    };
+    Ok(OrderView {
+        id: row.id,
+        status,
+        customer: row.customer,
+        lines: serde_json::from_str(&row.lines).map_err(Problem::internal)?,
+        total_cents: row.total_cents,
+        cancel_reason: row.cancel_reason,
+        version: u64::try_from(row.version).unwrap_or(0),
+    })
+}

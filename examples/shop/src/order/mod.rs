@@ -1,0 +1,78 @@
+//! The order service: orders are event-sourced aggregates; their events go on the `orders`
+//! log (through the outbox, in the append's transaction) and into the order list (a
+//! projection); the REST API places, reads, lists, edits and cancels them.
+
+pub mod aggregate;
+pub mod api;
+pub mod read_model;
+pub mod store;
+
+use switchboard::Bus;
+use switchboard::TopicName;
+use switchboard::eventstore::{EventStore, EventStoreOptions, Repository, SnapshotPolicy};
+use switchboard::outbox::{Outbox, Relay, RunningRelay};
+use switchboard::projection::{Projection, Projector, RunningProjection};
+
+pub use aggregate::{Order, OrderCommand, OrderEvent, OrderRejected, OrderStatus};
+pub use api::OrderApi;
+pub use read_model::OrderList;
+pub use store::ShopDatabase;
+
+use crate::catalog::Catalog;
+
+/// The log of order events other services follow.
+pub const ORDERS_TOPIC: &str = "orders";
+
+/// The order service's running parts.
+pub struct OrderService<DB: ShopDatabase>
+where
+    OrderList: Projection<DB>,
+{
+    /// Its event store.
+    pub store: EventStore<DB>,
+    /// Its order repository.
+    pub orders: Repository<Order, DB>,
+    relay: RunningRelay,
+    list: RunningProjection<OrderList, DB>,
+    router: Option<axum::Router>,
+}
+
+impl<DB: ShopDatabase> OrderService<DB>
+where
+    OrderList: Projection<DB>,
+{
+    /// Starts the service's relay and projection on `pool`, publishing to `bus`.
+    ///
+    /// # Errors
+    /// The tables cannot be created, or the bus refuses the topic.
+    pub async fn start(pool: sqlx::Pool<DB>, bus: Bus, catalog: Catalog) -> anyhow::Result<Self> {
+        let topic = TopicName::new(ORDERS_TOPIC)?;
+        bus.create_topic(&topic, 1).await?;
+        let outbox = Outbox::open(pool.clone()).await?;
+        let options = EventStoreOptions::default().publish_to(outbox.clone(), topic, "/shop/order");
+        let store = EventStore::open(pool.clone(), options).await?;
+        let orders = Repository::<Order, DB>::new(store.clone())
+            .with_snapshots(SnapshotPolicy::Every(50))
+            .retry_on_conflict(5);
+        let relay = Relay::new(outbox, bus).spawn();
+        let list = Projector::new("shop-orders", OrderList, store.clone())?.start().await?;
+        let router = OrderApi::new(orders.clone(), pool, catalog).await?.router();
+        Ok(OrderService { store, orders, relay, list, router: Some(router) })
+    }
+
+    /// The REST API's routes (once).
+    pub fn router(&mut self) -> axum::Router {
+        self.router.take().unwrap_or_default()
+    }
+
+    /// The order list projection.
+    pub fn list(&self) -> &RunningProjection<OrderList, DB> {
+        &self.list
+    }
+
+    /// Stops the projection and the relay after what they have in flight.
+    pub async fn shutdown(self) {
+        self.list.shutdown().await;
+        self.relay.shutdown().await;
+    }
+}

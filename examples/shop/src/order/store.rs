@@ -1,0 +1,233 @@
+//! The order service's own tables beside the event store: idempotency keys, and the
+//! queries on the order list. The same SQL on SQLite and PostgreSQL, one macro.
+
+use futures::future::BoxFuture;
+use switchboard::projection::ProjectionDatabase;
+
+/// A row of the order list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderRow {
+    /// The order's id.
+    pub id: String,
+    /// The customer's email.
+    pub customer: String,
+    /// `pending`, `confirmed` or `canceled`.
+    pub status: String,
+    /// The total, in cents.
+    pub total_cents: i64,
+    /// The lines as JSON.
+    pub lines: String,
+    /// Why it was canceled.
+    pub cancel_reason: Option<String>,
+    /// The order stream's version the row reflects.
+    pub version: i64,
+    /// Placed at (ms since the epoch).
+    pub created_at: i64,
+    /// Last changed at (ms since the epoch).
+    pub updated_at: i64,
+}
+
+type OrderTuple = (String, String, String, i64, String, Option<String>, i64, i64, i64);
+
+impl From<OrderTuple> for OrderRow {
+    fn from(t: OrderTuple) -> OrderRow {
+        OrderRow {
+            id: t.0,
+            customer: t.1,
+            status: t.2,
+            total_cents: t.3,
+            lines: t.4,
+            cancel_reason: t.5,
+            version: t.6,
+            created_at: t.7,
+            updated_at: t.8,
+        }
+    }
+}
+
+/// What a stored idempotency key says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// This request claimed it: go ahead.
+    Claimed,
+    /// A request with this key was seen: its body's hash, and its answer once it has one.
+    Seen {
+        /// The hash of the request that claimed it.
+        request_hash: String,
+        /// The answer's status and body, once answered.
+        answer: Option<(u16, String)>,
+        /// The resource the first request chose (the order id), reused by a retry.
+        resource_id: String,
+        /// When it was claimed (ms).
+        claimed_at: i64,
+    },
+}
+
+/// A database the order service can keep its state in.
+pub trait ShopDatabase: ProjectionDatabase {
+    #[doc(hidden)]
+    fn create_shop_tables(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<(), sqlx::Error>>;
+    #[doc(hidden)]
+    fn claim_key<'p>(
+        pool: &'p sqlx::Pool<Self>,
+        key: &'p str,
+        request_hash: &'p str,
+        resource_id: &'p str,
+        now: i64,
+    ) -> BoxFuture<'p, Result<KeyState, sqlx::Error>>;
+    #[doc(hidden)]
+    fn answer_key<'p>(
+        pool: &'p sqlx::Pool<Self>,
+        key: &'p str,
+        status: u16,
+        body: &'p str,
+    ) -> BoxFuture<'p, Result<(), sqlx::Error>>;
+    #[doc(hidden)]
+    fn reclaim_key<'p>(
+        pool: &'p sqlx::Pool<Self>,
+        key: &'p str,
+        claimed_at: i64,
+        now: i64,
+    ) -> BoxFuture<'p, Result<bool, sqlx::Error>>;
+    #[doc(hidden)]
+    fn release_key<'p>(pool: &'p sqlx::Pool<Self>, key: &'p str) -> BoxFuture<'p, Result<(), sqlx::Error>>;
+    #[doc(hidden)]
+    fn list_orders<'p>(
+        pool: &'p sqlx::Pool<Self>,
+        status: Option<&'p str>,
+        after: Option<(i64, &'p str)>,
+        limit: i64,
+    ) -> BoxFuture<'p, Result<Vec<OrderRow>, sqlx::Error>>;
+}
+
+macro_rules! shop_database {
+    ($db:ty) => {
+        impl ShopDatabase for $db {
+            fn create_shop_tables(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+                Box::pin(async move {
+                    sqlx::query(
+                        "CREATE TABLE IF NOT EXISTS shop_idempotency (
+                            key TEXT PRIMARY KEY,
+                            request_hash TEXT NOT NULL,
+                            resource_id TEXT NOT NULL,
+                            status INTEGER,
+                            body TEXT,
+                            claimed_at BIGINT NOT NULL
+                        )",
+                    )
+                    .execute(pool)
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            fn claim_key<'p>(
+                pool: &'p sqlx::Pool<Self>,
+                key: &'p str,
+                request_hash: &'p str,
+                resource_id: &'p str,
+                now: i64,
+            ) -> BoxFuture<'p, Result<KeyState, sqlx::Error>> {
+                Box::pin(async move {
+                    let inserted = sqlx::query(
+                        "INSERT INTO shop_idempotency (key, request_hash, resource_id, claimed_at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (key) DO NOTHING",
+                    )
+                    .bind(key)
+                    .bind(request_hash)
+                    .bind(resource_id)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                    if inserted.rows_affected() == 1 {
+                        return Ok(KeyState::Claimed);
+                    }
+                    let (request_hash, resource_id, status, body, claimed_at): (String, String, Option<i32>, Option<String>, i64) =
+                        sqlx::query_as(
+                            "SELECT request_hash, resource_id, status, body, claimed_at FROM shop_idempotency WHERE key = $1",
+                        )
+                        .bind(key)
+                        .fetch_one(pool)
+                        .await?;
+                    let answer = status.zip(body).map(|(s, b)| (u16::try_from(s).unwrap_or(500), b));
+                    Ok(KeyState::Seen { request_hash, answer, resource_id, claimed_at })
+                })
+            }
+
+            fn answer_key<'p>(
+                pool: &'p sqlx::Pool<Self>,
+                key: &'p str,
+                status: u16,
+                body: &'p str,
+            ) -> BoxFuture<'p, Result<(), sqlx::Error>> {
+                Box::pin(async move {
+                    sqlx::query("UPDATE shop_idempotency SET status = $2, body = $3 WHERE key = $1")
+                        .bind(key)
+                        .bind(i32::from(status))
+                        .bind(body)
+                        .execute(pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn reclaim_key<'p>(
+                pool: &'p sqlx::Pool<Self>,
+                key: &'p str,
+                claimed_at: i64,
+                now: i64,
+            ) -> BoxFuture<'p, Result<bool, sqlx::Error>> {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE shop_idempotency SET claimed_at = $3
+                         WHERE key = $1 AND claimed_at = $2 AND status IS NULL",
+                    )
+                    .bind(key)
+                    .bind(claimed_at)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            }
+
+            fn release_key<'p>(pool: &'p sqlx::Pool<Self>, key: &'p str) -> BoxFuture<'p, Result<(), sqlx::Error>> {
+                Box::pin(async move {
+                    sqlx::query("DELETE FROM shop_idempotency WHERE key = $1 AND status IS NULL")
+                        .bind(key)
+                        .execute(pool)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn list_orders<'p>(
+                pool: &'p sqlx::Pool<Self>,
+                status: Option<&'p str>,
+                after: Option<(i64, &'p str)>,
+                limit: i64,
+            ) -> BoxFuture<'p, Result<Vec<OrderRow>, sqlx::Error>> {
+                Box::pin(async move {
+                    let (after_at, after_id) = after.unwrap_or((-1, ""));
+                    let rows: Vec<OrderTuple> = sqlx::query_as(
+                        "SELECT id, customer, status, total_cents, lines, cancel_reason, version, created_at, updated_at
+                         FROM shop_orders
+                         WHERE (CAST($1 AS TEXT) IS NULL OR status = $1)
+                           AND (created_at > $2 OR (created_at = $2 AND id > $3))
+                         ORDER BY created_at, id LIMIT $4",
+                    )
+                    .bind(status)
+                    .bind(after_at)
+                    .bind(after_id)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?;
+                    Ok(rows.into_iter().map(OrderRow::from).collect())
+                })
+            }
+        }
+    };
+}
+
+shop_database!(sqlx::Sqlite);
+shop_database!(sqlx::Postgres);

@@ -1,0 +1,4 @@
+//! The shop end to end: its services over real sockets, on SQLite and PostgreSQL.
+
+mod harness;
+mod orders;
