@@ -4,8 +4,12 @@
 //! REST, event-sourced orders on the `orders` log), and — being built — inventory, payment,
 //! email and shipping, talking synchronously and through the broker.
 //!
-//! What is here so far: the catalog and the order service (aggregate, REST API with
-//! `Idempotency-Key`, the order list projection).
+//! What is here so far: the catalog; the order service (event-sourced orders, a REST API
+//! with `Idempotency-Key`, the order list projection, the checkout saga started from each
+//! `order.created`); inventory (reserve/release over a queue, never overselling); payment
+//! (charge/refund over a queue, through a simulated provider over HTTP).
 
 pub mod catalog;
+pub mod inventory;
 pub mod order;
+pub mod payment;

@@ -1,21 +1,39 @@
-//! `shop`: runs the order service on the embedded broker with SQLite state in a data
-//! directory, and prints the address of its REST API.
+//! `shop`: runs the shop's services in one process on the embedded broker, each with its
+//! own SQLite database in a data directory, and prints the addresses a person uses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use shop::catalog::Catalog;
+use shop::inventory::InventoryService;
 use shop::order::OrderService;
+use shop::payment::PaymentService;
+use shop::payment::provider::{self, ProviderConfig};
 
-/// The reference shop.
+/// The reference shop, all in one process.
 #[derive(Parser)]
 struct Args {
-    /// Where the broker's log and the SQLite databases live.
+    /// Where the broker's log and the services' SQLite databases live.
     #[arg(long, default_value = "shop-data")]
     data_dir: PathBuf,
     /// The storefront REST API's address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: std::net::SocketAddr,
+    /// The simulated payment provider's address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    provider: std::net::SocketAddr,
+    /// The share of payments the simulated provider declines (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    decline_rate: f64,
+}
+
+async fn sqlite(dir: &Path, name: &str) -> anyhow::Result<sqlx::SqlitePool> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join(name))
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(std::time::Duration::from_secs(10));
+    Ok(sqlx::SqlitePool::connect_with(options).await?)
 }
 
 #[tokio::main]
@@ -25,20 +43,30 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
     let bus =
         switchboard::Bus::connect(&format!("embedded:{}", args.data_dir.join("broker").display())).await?;
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(args.data_dir.join("order.db"))
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .busy_timeout(std::time::Duration::from_secs(10));
-    let pool = sqlx::SqlitePool::connect_with(options).await?;
-    let mut order = OrderService::start(pool, bus, Catalog::reference()).await?;
+    let catalog = Catalog::reference();
+
+    let provider_listener = tokio::net::TcpListener::bind(args.provider).await?;
+    let provider_url = format!("http://{}", provider_listener.local_addr()?);
+    let config = ProviderConfig { decline_rate: args.decline_rate, ..ProviderConfig::default() };
+    tokio::spawn(async move { axum::serve(provider_listener, provider::router(config)).await });
+
+    let inventory =
+        InventoryService::start(sqlite(&args.data_dir, "inventory.db").await?, bus.clone(), &catalog).await?;
+    let payment =
+        PaymentService::start(sqlite(&args.data_dir, "payment.db").await?, bus.clone(), provider_url.clone())
+            .await?;
+    let mut order = OrderService::start(sqlite(&args.data_dir, "order.db").await?, bus, catalog).await?;
+
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     println!("storefront REST API: http://{}/orders", listener.local_addr()?);
+    println!("simulated payment provider: {provider_url}");
     axum::serve(listener, order.router())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     order.shutdown().await;
+    payment.shutdown().await;
+    inventory.shutdown().await;
     Ok(())
 }

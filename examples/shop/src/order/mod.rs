@@ -4,14 +4,20 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod checkout;
 pub mod read_model;
 pub mod store;
 
+use std::time::Duration;
 use switchboard::Bus;
 use switchboard::TopicName;
 use switchboard::eventstore::{EventStore, EventStoreOptions, Repository, SnapshotPolicy};
 use switchboard::outbox::{Outbox, Relay, RunningRelay};
+
 use switchboard::projection::{Projection, Projector, RunningProjection};
+use switchboard::saga::{Orchestrator, RunningOrchestrator};
+
+use checkout::{Checkout, CheckoutStarter};
 
 pub use aggregate::{Order, OrderCommand, OrderEvent, OrderRejected, OrderStatus};
 pub use api::OrderApi;
@@ -32,8 +38,12 @@ where
     pub store: EventStore<DB>,
     /// Its order repository.
     pub orders: Repository<Order, DB>,
+    /// The checkout orchestrator.
+    pub checkout: Orchestrator<Checkout, DB>,
     relay: RunningRelay,
     list: RunningProjection<OrderList, DB>,
+    starter: CheckoutStarter,
+    orchestrator: RunningOrchestrator,
     router: Option<axum::Router>,
 }
 
@@ -41,7 +51,8 @@ impl<DB: ShopDatabase> OrderService<DB>
 where
     OrderList: Projection<DB>,
 {
-    /// Starts the service's relay and projection on `pool`, publishing to `bus`.
+    /// Starts the service's relay, projection and checkout orchestrator on `pool`, talking
+    /// to `bus`.
     ///
     /// # Errors
     /// The tables cannot be created, or the bus refuses the topic.
@@ -54,10 +65,15 @@ where
         let orders = Repository::<Order, DB>::new(store.clone())
             .with_snapshots(SnapshotPolicy::Every(50))
             .retry_on_conflict(5);
-        let relay = Relay::new(outbox, bus).spawn();
+        let relay = Relay::new(outbox.clone(), bus.clone()).spawn();
         let list = Projector::new("shop-orders", OrderList, store.clone())?.start().await?;
+        let checkout =
+            Orchestrator::new(checkout::saga(orders.clone(), Duration::from_secs(10)), pool.clone(), outbox)
+                .await?;
+        let orchestrator = checkout.clone().spawn(bus, Duration::from_millis(200)).await?;
         let router = OrderApi::new(orders.clone(), pool, catalog).await?.router();
-        Ok(OrderService { store, orders, relay, list, router: Some(router) })
+        let starter = CheckoutStarter::start(store.clone(), checkout.clone()).await?;
+        Ok(OrderService { store, orders, checkout, relay, list, starter, orchestrator, router: Some(router) })
     }
 
     /// The REST API's routes (once).
@@ -72,6 +88,8 @@ where
 
     /// Stops the projection and the relay after what they have in flight.
     pub async fn shutdown(self) {
+        self.starter.shutdown().await;
+        self.orchestrator.shutdown().await;
         self.list.shutdown().await;
         self.relay.shutdown().await;
     }

@@ -3,6 +3,7 @@
 
 use futures::future::BoxFuture;
 use switchboard::projection::ProjectionDatabase;
+use switchboard::saga::SagaDatabase;
 
 /// A row of the order list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub enum KeyState {
 }
 
 /// A database the order service can keep its state in.
-pub trait ShopDatabase: ProjectionDatabase {
+pub trait ShopDatabase: ProjectionDatabase + SagaDatabase {
     #[doc(hidden)]
     fn create_shop_tables(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<(), sqlx::Error>>;
     #[doc(hidden)]
@@ -91,6 +92,14 @@ pub trait ShopDatabase: ProjectionDatabase {
     ) -> BoxFuture<'p, Result<bool, sqlx::Error>>;
     #[doc(hidden)]
     fn release_key<'p>(pool: &'p sqlx::Pool<Self>, key: &'p str) -> BoxFuture<'p, Result<(), sqlx::Error>>;
+    /// The feed position the checkout starter got to.
+    #[doc(hidden)]
+    fn checkout_checkpoint(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<i64, sqlx::Error>>;
+    #[doc(hidden)]
+    fn set_checkout_checkpoint(
+        pool: &sqlx::Pool<Self>,
+        position: i64,
+    ) -> BoxFuture<'_, Result<(), sqlx::Error>>;
     #[doc(hidden)]
     fn list_orders<'p>(
         pool: &'p sqlx::Pool<Self>,
@@ -115,6 +124,33 @@ macro_rules! shop_database {
                             claimed_at BIGINT NOT NULL
                         )",
                     )
+                    .execute(pool)
+                    .await?;
+                    sqlx::query(
+                        "CREATE TABLE IF NOT EXISTS shop_checkout_feed (one INTEGER PRIMARY KEY CHECK (one = 1), position BIGINT NOT NULL)",
+                    )
+                    .execute(pool)
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            fn checkout_checkpoint(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<i64, sqlx::Error>> {
+                Box::pin(async move {
+                    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM shop_checkout_feed WHERE one = 1")
+                        .fetch_optional(pool)
+                        .await?;
+                    Ok(position.unwrap_or(0))
+                })
+            }
+
+            fn set_checkout_checkpoint(pool: &sqlx::Pool<Self>, position: i64) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO shop_checkout_feed (one, position) VALUES (1, $1)
+                         ON CONFLICT (one) DO UPDATE SET position = excluded.position",
+                    )
+                    .bind(position)
                     .execute(pool)
                     .await?;
                     Ok(())

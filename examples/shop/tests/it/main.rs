@@ -1,4 +1,5 @@
 //! The shop end to end: its services over real sockets, on SQLite and PostgreSQL.
 
+mod checkout;
 mod harness;
 mod orders;
