@@ -10,6 +10,8 @@
 //! (charge/refund over a queue, through a simulated provider over HTTP).
 
 pub mod catalog;
+pub mod email;
 pub mod inventory;
 pub mod order;
 pub mod payment;
+pub mod shipping;

@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use shop::catalog::Catalog;
+use shop::email::EmailService;
 use shop::inventory::InventoryService;
 use shop::order::OrderService;
 use shop::payment::PaymentService;
 use shop::payment::provider::{self, ProviderConfig};
+use shop::shipping::ShippingService;
 
 /// The reference shop, all in one process.
 #[derive(Parser)]
@@ -25,6 +27,9 @@ struct Args {
     /// The share of payments the simulated provider declines (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     decline_rate: f64,
+    /// How many competing email instances to run.
+    #[arg(long, default_value_t = 2)]
+    email_instances: u32,
 }
 
 async fn sqlite(dir: &Path, name: &str) -> anyhow::Result<sqlx::SqlitePool> {
@@ -55,11 +60,25 @@ async fn main() -> anyhow::Result<()> {
     let payment =
         PaymentService::start(sqlite(&args.data_dir, "payment.db").await?, bus.clone(), provider_url.clone())
             .await?;
+    let maildir = args.data_dir.join("mail");
+    let inbox = std::sync::Arc::new(
+        switchboard::layers::SqliteInbox::new(
+            sqlite(&args.data_dir, "email.db").await?,
+            std::time::Duration::from_secs(7 * 86_400),
+        )
+        .await?,
+    );
+    let mut emails = Vec::new();
+    for _ in 0..args.email_instances.max(1) {
+        emails.push(EmailService::start(bus.clone(), maildir.clone(), inbox.clone()).await?);
+    }
+    let shipping = ShippingService::start(sqlite(&args.data_dir, "shipping.db").await?, bus.clone()).await?;
     let mut order = OrderService::start(sqlite(&args.data_dir, "order.db").await?, bus, catalog).await?;
 
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     println!("storefront REST API: http://{}/orders", listener.local_addr()?);
     println!("simulated payment provider: {provider_url}");
+    println!("emails (.eml): {}", maildir.join("new").display());
     axum::serve(listener, order.router())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -68,5 +87,9 @@ async fn main() -> anyhow::Result<()> {
     order.shutdown().await;
     payment.shutdown().await;
     inventory.shutdown().await;
+    shipping.shutdown().await;
+    for email in emails {
+        email.shutdown().await;
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod api;
 pub mod checkout;
+pub mod notifier;
 pub mod read_model;
 pub mod store;
 
@@ -44,6 +45,7 @@ where
     list: RunningProjection<OrderList, DB>,
     starter: CheckoutStarter,
     orchestrator: RunningOrchestrator,
+    notifier: switchboard::RunningRouter,
     router: Option<axum::Router>,
 }
 
@@ -70,10 +72,21 @@ where
         let checkout =
             Orchestrator::new(checkout::saga(orders.clone(), Duration::from_secs(10)), pool.clone(), outbox)
                 .await?;
-        let orchestrator = checkout.clone().spawn(bus, Duration::from_millis(200)).await?;
+        let orchestrator = checkout.clone().spawn(bus.clone(), Duration::from_millis(200)).await?;
+        let notifier = notifier::start(bus, orders.clone()).await?;
         let router = OrderApi::new(orders.clone(), pool, catalog).await?.router();
         let starter = CheckoutStarter::start(store.clone(), checkout.clone()).await?;
-        Ok(OrderService { store, orders, checkout, relay, list, starter, orchestrator, router: Some(router) })
+        Ok(OrderService {
+            store,
+            orders,
+            checkout,
+            relay,
+            list,
+            starter,
+            orchestrator,
+            notifier,
+            router: Some(router),
+        })
     }
 
     /// The REST API's routes (once).
@@ -89,6 +102,7 @@ where
     /// Stops the projection and the relay after what they have in flight.
     pub async fn shutdown(self) {
         self.starter.shutdown().await;
+        let _ = self.notifier.shutdown().await;
         self.orchestrator.shutdown().await;
         self.list.shutdown().await;
         self.relay.shutdown().await;

@@ -5,36 +5,59 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shop::catalog::Catalog;
+use shop::email::EmailService;
 use shop::inventory::{InventoryDatabase, InventoryService};
 use shop::order::{OrderList, OrderService, ShopDatabase};
 use shop::payment::provider::ProviderConfig;
 use shop::payment::{PaymentDatabase, PaymentService};
+use shop::shipping::{ShippingDatabase, ShippingRequests, ShippingService};
+use std::sync::Arc;
+use switchboard::layers::InboxStore;
 use switchboard::projection::Projection;
 
+/// Each service's database.
+struct Databases<DB: sqlx::Database> {
+    order: sqlx::Pool<DB>,
+    inventory: sqlx::Pool<DB>,
+    payment: sqlx::Pool<DB>,
+    shipping: sqlx::Pool<DB>,
+    /// The email instances' shared inbox.
+    inbox: Arc<dyn InboxStore>,
+}
+
 /// Order, inventory and payment over one broker, each on its own database.
-struct Shop<DB: ShopDatabase + InventoryDatabase + PaymentDatabase>
+struct Shop<DB: ShopDatabase + InventoryDatabase + PaymentDatabase + ShippingDatabase>
 where
     OrderList: Projection<DB>,
+    ShippingRequests: Projection<DB>,
 {
     base: String,
     http: reqwest::Client,
     inventory_db: sqlx::Pool<DB>,
     payment_db: sqlx::Pool<DB>,
+    shipping_db: sqlx::Pool<DB>,
     order: OrderService<DB>,
     inventory: InventoryService,
     payment: PaymentService,
+    shipping: ShippingService,
+    emails: Vec<EmailService>,
+    maildir: tempfile::TempDir,
     _broker: tempfile::TempDir,
 }
 
-impl<DB: ShopDatabase + InventoryDatabase + PaymentDatabase> Shop<DB>
+impl<DB: ShopDatabase + InventoryDatabase + PaymentDatabase + ShippingDatabase> Shop<DB>
 where
     OrderList: Projection<DB>,
+    ShippingRequests: Projection<DB>,
 {
-    async fn start(
-        order_db: sqlx::Pool<DB>,
-        inventory_db: sqlx::Pool<DB>,
-        payment_db: sqlx::Pool<DB>,
-    ) -> Self {
+    async fn start(dbs: Databases<DB>) -> Self {
+        let Databases {
+            order: order_db,
+            inventory: inventory_db,
+            payment: payment_db,
+            shipping: shipping_db,
+            inbox,
+        } = dbs;
         let broker = tempfile::tempdir().expect("tempdir");
         let bus =
             switchboard::Bus::connect(&format!("embedded:{}", broker.path().display())).await.expect("bus");
@@ -48,6 +71,15 @@ where
             InventoryService::start(inventory_db.clone(), bus.clone(), &catalog).await.expect("inventory");
         let payment =
             PaymentService::start(payment_db.clone(), bus.clone(), provider_url).await.expect("payment");
+        let maildir = tempfile::tempdir().expect("maildir");
+        let mut emails = Vec::new();
+        for _ in 0..2 {
+            let email = EmailService::start(bus.clone(), maildir.path().to_owned(), inbox.clone())
+                .await
+                .expect("email");
+            emails.push(email);
+        }
+        let shipping = ShippingService::start(shipping_db.clone(), bus.clone()).await.expect("shipping");
         let mut order = OrderService::start(order_db, bus, catalog).await.expect("order");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -58,9 +90,13 @@ where
             http: reqwest::Client::new(),
             inventory_db,
             payment_db,
+            shipping_db,
             order,
             inventory,
             payment,
+            shipping,
+            emails,
+            maildir,
             _broker: broker,
         }
     }
@@ -113,10 +149,45 @@ where
         DB::payment(&self.payment_db, order).await.expect("payment").map(|p| p.state)
     }
 
+    /// The emails written about `order`, waiting up to 30 s for `count` of them.
+    async fn emails_about(&self, order: &str, count: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let about: Vec<String> = shop::email::sent(self.maildir.path())
+                .expect("maildir")
+                .into_iter()
+                .map(|(_, text)| text)
+                .filter(|text| text.contains(order))
+                .collect();
+            if about.len() >= count || tokio::time::Instant::now() > deadline {
+                return about;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The orders with a shipping request, once shipping has applied `events` order events.
+    async fn shipping_requests(&self, events: u64) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.shipping.applied() < events {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "shipping applied only {} events",
+                self.shipping.applied()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        DB::shipping_requests(&self.shipping_db).await
+    }
+
     async fn shutdown(self) {
         self.order.shutdown().await;
         self.inventory.shutdown().await;
         self.payment.shutdown().await;
+        self.shipping.shutdown().await;
+        for email in self.emails {
+            email.shutdown().await;
+        }
     }
 }
 
@@ -127,8 +198,8 @@ macro_rules! checkout_cases {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_checkout_reserves_charges_and_confirms_and_a_failed_one_gives_everything_back() {
-                let ((order_db, inventory_db, payment_db), _guard) = $open;
-                let shop = Shop::start(order_db, inventory_db, payment_db).await;
+                let (dbs, _guard) = $open;
+                let shop = Shop::start(dbs).await;
                 let catalog = Catalog::reference();
                 let initial = |sku: &str| catalog.get(sku).expect("product").initial_stock;
 
@@ -160,6 +231,37 @@ macro_rules! checkout_cases {
                 assert_eq!(shop.stock("kettle-gooseneck").await, (initial("kettle-gooseneck"), 0));
                 assert_eq!(shop.stock("limited-print").await, (initial("limited-print"), 0));
                 assert_eq!(shop.stock("tea-sencha").await, (initial("tea-sencha") - 1, 1));
+
+                // Every outcome emailed once, as an RFC 5322 message to the customer.
+                let confirmed = shop.emails_about(&happy, 1).await;
+                assert_eq!(confirmed.len(), 1, "one email for the confirmed order");
+                assert!(
+                    confirmed[0].contains("To: ada@example.com") && confirmed[0].contains("is confirmed"),
+                    "{}",
+                    confirmed[0]
+                );
+                assert!(
+                    confirmed[0].contains("Message-ID: <email-") && confirmed[0].contains("From: "),
+                    "{}",
+                    confirmed[0]
+                );
+                for canceled in [&declined, &short] {
+                    let emails = shop.emails_about(canceled, 1).await;
+                    assert_eq!(emails.len(), 1, "one email for the canceled order");
+                    assert!(emails[0].contains("was canceled"), "{}", emails[0]);
+                }
+                // Shipping: three order.created, one order.confirmed, two order.canceled.
+                assert_eq!(
+                    shop.shipping_requests(6).await,
+                    vec![happy.clone()],
+                    "only the confirmed order ships"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert_eq!(
+                    shop::email::sent(shop.maildir.path()).expect("maildir").len(),
+                    3,
+                    "no email twice"
+                );
                 shop.shutdown().await;
             }
         }
@@ -176,12 +278,18 @@ checkout_cases!(sqlite, {
             .busy_timeout(Duration::from_secs(10));
         sqlx::SqlitePool::connect_with(options)
     };
-    let pools = (
-        open("order.db").await.expect("db"),
-        open("inventory.db").await.expect("db"),
-        open("payment.db").await.expect("db"),
+    let email = open("email.db").await.expect("db");
+    let inbox: Arc<dyn InboxStore> = Arc::new(
+        switchboard::layers::SqliteInbox::new(email, Duration::from_secs(86_400)).await.expect("inbox"),
     );
-    (pools, dir)
+    let dbs = Databases {
+        order: open("order.db").await.expect("db"),
+        inventory: open("inventory.db").await.expect("db"),
+        payment: open("payment.db").await.expect("db"),
+        shipping: open("shipping.db").await.expect("db"),
+        inbox,
+    };
+    (dbs, dir)
 });
 
 checkout_cases!(postgres, {
@@ -189,5 +297,10 @@ checkout_cases!(postgres, {
     let (order, a) = switchboard_testkit::pg::pool(8).await;
     let (inventory, b) = switchboard_testkit::pg::pool(4).await;
     let (payment, c) = switchboard_testkit::pg::pool(4).await;
-    ((order, inventory, payment), (a, b, c))
+    let (shipping, d) = switchboard_testkit::pg::pool(4).await;
+    let (email, e) = switchboard_testkit::pg::pool(4).await;
+    let inbox: Arc<dyn InboxStore> = Arc::new(
+        switchboard::layers::PostgresInbox::new(email, Duration::from_secs(86_400)).await.expect("inbox"),
+    );
+    (Databases { order, inventory, payment, shipping, inbox }, (a, b, c, d, e))
 });

@@ -1,0 +1,120 @@
+//! The email service: competing instances on the `emails` queue, each writing a real RFC
+//! 5322 message (built with `lettre`) as a `.eml` file in a maildir-like folder.
+//!
+//! Sending once: the file is named after the message id and written atomically (a
+//! temporary file renamed into `new/`), so a redelivery rewrites the same file rather than
+//! adding a second one; the inbox layer skips ids already handled, so the usual redelivery
+//! does not even get that far.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use switchboard::layers::InboxStore;
+use switchboard::{Bus, Handled, HandlerError, Incoming, Middleware, Router, RunningRouter};
+use switchboard::{SubscriptionName, SubscriptionSpec, TopicName};
+use tower::Layer;
+
+/// The queue of emails to send.
+pub const EMAILS_TOPIC: &str = "emails";
+
+/// The sender of every email.
+pub const FROM: &str = "Switchboard Tea <orders@shop.switchboard.dev>";
+
+/// An email to send: the body of a message on the `emails` queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Email {
+    /// The recipient's address.
+    pub to: String,
+    /// The subject line.
+    pub subject: String,
+    /// The plain-text body.
+    pub body: String,
+    /// The order it is about.
+    pub order: String,
+    /// `confirmed` or `canceled`.
+    pub kind: String,
+}
+
+/// One email instance.
+pub struct EmailService {
+    router: RunningRouter,
+}
+
+impl EmailService {
+    /// Starts an instance writing into `maildir` (`tmp/` and `new/` under it), skipping
+    /// message ids `inbox` has seen. Instances started with the same `bus` compete for the
+    /// queue.
+    ///
+    /// # Errors
+    /// The folders cannot be created, or the bus refuses the subscription.
+    pub async fn start(bus: Bus, maildir: PathBuf, inbox: Arc<dyn InboxStore>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(maildir.join("tmp"))?;
+        std::fs::create_dir_all(maildir.join("new"))?;
+        let topic = TopicName::new(EMAILS_TOPIC)?;
+        bus.create_topic(&topic, 1).await?;
+        let maildir = Arc::new(maildir);
+        let handler = tower::service_fn(move |incoming: Incoming| send(maildir.clone(), incoming));
+        let spec = SubscriptionSpec::queue(SubscriptionName::from_static("email"));
+        let middleware = Middleware::default().with_inbox(Some(inbox));
+        let router = Router::new(bus).route("email", topic, spec, middleware.layer(handler)).start().await?;
+        Ok(EmailService { router })
+    }
+
+    /// Finishes the emails in flight and stops.
+    pub async fn shutdown(self) {
+        let _ = self.router.shutdown().await;
+    }
+}
+
+async fn send(maildir: Arc<PathBuf>, incoming: Incoming) -> Handled {
+    let email: Email = serde_json::from_slice(&incoming.message.data).map_err(HandlerError::permanent)?;
+    let file_name = safe_name(&incoming.message.id);
+    let message = lettre::Message::builder()
+        .from(FROM.parse().map_err(HandlerError::permanent)?)
+        .to(email.to.parse().map_err(HandlerError::permanent)?)
+        .subject(email.subject.as_str())
+        .message_id(Some(format!("<{file_name}@shop.switchboard.dev>")))
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(email.body.clone())
+        .map_err(HandlerError::permanent)?;
+    let bytes = message.formatted();
+    let dir = maildir.as_ref().clone();
+    tokio::task::spawn_blocking(move || write_atomically(&dir, &file_name, &bytes))
+        .await
+        .map_err(HandlerError::transient)?
+        .map_err(HandlerError::transient)?;
+    Ok(Vec::new())
+}
+
+/// A message id as a file name: the characters a maildir name allows.
+fn safe_name(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .collect()
+}
+
+fn write_atomically(maildir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = maildir.join("tmp").join(format!("{name}.eml"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, maildir.join("new").join(format!("{name}.eml")))?;
+    std::fs::File::open(maildir.join("new"))?.sync_all()
+}
+
+/// The emails written so far in `maildir` (file name and contents), oldest name first.
+///
+/// # Errors
+/// The folder cannot be read.
+pub fn sent(maildir: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let mut emails = Vec::new();
+    for entry in std::fs::read_dir(maildir.join("new"))? {
+        let entry = entry?;
+        emails
+            .push((entry.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(entry.path())?));
+    }
+    emails.sort();
+    Ok(emails)
+}
