@@ -110,7 +110,13 @@ fn write_atomically(maildir: &Path, name: &str, bytes: &[u8]) -> std::io::Result
 /// The folder cannot be read.
 pub fn sent(maildir: &Path) -> std::io::Result<Vec<(String, String)>> {
     let mut emails = Vec::new();
-    for entry in std::fs::read_dir(maildir.join("new"))? {
+    let entries = match std::fs::read_dir(maildir.join("new")) {
+        Ok(entries) => entries,
+        // No instance has started yet: nothing was sent.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(emails),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let entry = entry?;
         emails
             .push((entry.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(entry.path())?));

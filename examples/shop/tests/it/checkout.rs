@@ -39,8 +39,10 @@ where
     order: OrderService<DB>,
     inventory: InventoryService,
     payment: PaymentService,
-    shipping: ShippingService,
+    shipping: Option<ShippingService>,
     emails: Vec<EmailService>,
+    bus: switchboard::Bus,
+    inbox: Arc<dyn InboxStore>,
     maildir: tempfile::TempDir,
     _broker: tempfile::TempDir,
 }
@@ -50,7 +52,9 @@ where
     OrderList: Projection<DB>,
     ShippingRequests: Projection<DB>,
 {
-    async fn start(dbs: Databases<DB>) -> Self {
+    /// All five services, email with `email_instances` competing instances, shipping only
+    /// when `with_shipping`.
+    async fn start(dbs: Databases<DB>, email_instances: usize, with_shipping: bool) -> Self {
         let Databases {
             order: order_db,
             inventory: inventory_db,
@@ -73,14 +77,18 @@ where
             PaymentService::start(payment_db.clone(), bus.clone(), provider_url).await.expect("payment");
         let maildir = tempfile::tempdir().expect("maildir");
         let mut emails = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..email_instances {
             let email = EmailService::start(bus.clone(), maildir.path().to_owned(), inbox.clone())
                 .await
                 .expect("email");
             emails.push(email);
         }
-        let shipping = ShippingService::start(shipping_db.clone(), bus.clone()).await.expect("shipping");
-        let mut order = OrderService::start(order_db, bus, catalog).await.expect("order");
+        let shipping = if with_shipping {
+            Some(ShippingService::start(shipping_db.clone(), bus.clone()).await.expect("shipping"))
+        } else {
+            None
+        };
+        let mut order = OrderService::start(order_db, bus.clone(), catalog).await.expect("order");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let router = order.router();
@@ -96,6 +104,8 @@ where
             payment,
             shipping,
             emails,
+            bus,
+            inbox,
             maildir,
             _broker: broker,
         }
@@ -168,23 +178,44 @@ where
 
     /// The orders with a shipping request, once shipping has applied `events` order events.
     async fn shipping_requests(&self, events: u64) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.shipping.applied() < events {
+        let shipping = self.shipping.as_ref().expect("shipping runs");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while shipping.applied() < events {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "shipping applied only {} events",
-                self.shipping.applied()
+                shipping.applied()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         DB::shipping_requests(&self.shipping_db).await
     }
 
+    async fn start_emails(&mut self, instances: usize) {
+        for _ in 0..instances {
+            let email =
+                EmailService::start(self.bus.clone(), self.maildir.path().to_owned(), self.inbox.clone());
+            self.emails.push(email.await.expect("email"));
+        }
+    }
+
+    async fn start_shipping(&mut self) {
+        let shipping =
+            ShippingService::start(self.shipping_db.clone(), self.bus.clone()).await.expect("shipping");
+        self.shipping = Some(shipping);
+    }
+
+    async fn emails_written(&self) -> usize {
+        shop::email::sent(self.maildir.path()).expect("maildir").len()
+    }
+
     async fn shutdown(self) {
         self.order.shutdown().await;
         self.inventory.shutdown().await;
         self.payment.shutdown().await;
-        self.shipping.shutdown().await;
+        if let Some(shipping) = self.shipping {
+            shipping.shutdown().await;
+        }
         for email in self.emails {
             email.shutdown().await;
         }
@@ -199,7 +230,7 @@ macro_rules! checkout_cases {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_checkout_reserves_charges_and_confirms_and_a_failed_one_gives_everything_back() {
                 let (dbs, _guard) = $open;
-                let shop = Shop::start(dbs).await;
+                let shop = Shop::start(dbs, 2, true).await;
                 let catalog = Catalog::reference();
                 let initial = |sku: &str| catalog.get(sku).expect("product").initial_stock;
 
@@ -262,6 +293,57 @@ macro_rules! checkout_cases {
                     3,
                     "no email twice"
                 );
+                shop.shutdown().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn with_email_down_no_order_is_lost_and_a_late_shipping_service_replays_the_log() {
+                const ORDERS: usize = 200;
+                let (dbs, _guard) = $open;
+                let mut shop = Shop::start(dbs, 0, false).await;
+                let mut ids = Vec::new();
+                for n in 0..ORDERS {
+                    let customer = if n % 10 == 0 {
+                        format!("decline{n}@example.com")
+                    } else {
+                        format!("c{n}@example.com")
+                    };
+                    ids.push(shop.place(&customer, &[("infuser-steel", 1)]).await);
+                }
+                let mut confirmed = Vec::new();
+                for id in &ids {
+                    if shop.settled(id).await["status"] == "confirmed" {
+                        confirmed.push(id.clone());
+                    }
+                }
+                assert_eq!(confirmed.len(), ORDERS - ORDERS / 10, "checkout does not wait for email");
+                assert_eq!(shop.emails_written().await, 0, "no email instance runs");
+
+                shop.start_emails(3).await;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while shop.emails_written().await < ORDERS {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "only {} emails",
+                        shop.emails_written().await
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let emails = shop::email::sent(shop.maildir.path()).expect("maildir");
+                assert_eq!(emails.len(), ORDERS, "every email exactly once after email came back");
+                for id in &ids {
+                    assert_eq!(
+                        emails.iter().filter(|(_, text)| text.contains(id.as_str())).count(),
+                        1,
+                        "{id}"
+                    );
+                }
+
+                // Shipping starts last, on an empty database, and replays the whole log.
+                shop.start_shipping().await;
+                confirmed.sort();
+                assert_eq!(shop.shipping_requests((ORDERS * 2) as u64).await, confirmed);
                 shop.shutdown().await;
             }
         }
