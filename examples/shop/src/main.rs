@@ -21,6 +21,9 @@ struct Args {
     /// The storefront REST API's address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: std::net::SocketAddr,
+    /// The inventory gRPC service's address.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    inventory_grpc: std::net::SocketAddr,
     /// The simulated payment provider's address.
     #[arg(long, default_value = "127.0.0.1:8081")]
     provider: std::net::SocketAddr,
@@ -55,8 +58,12 @@ async fn main() -> anyhow::Result<()> {
     let config = ProviderConfig { decline_rate: args.decline_rate, ..ProviderConfig::default() };
     tokio::spawn(async move { axum::serve(provider_listener, provider::router(config)).await });
 
-    let inventory =
-        InventoryService::start(sqlite(&args.data_dir, "inventory.db").await?, bus.clone(), &catalog).await?;
+    let inventory_db = sqlite(&args.data_dir, "inventory.db").await?;
+    let inventory = InventoryService::start(inventory_db.clone(), bus.clone(), &catalog).await?;
+    let grpc_listener = tokio::net::TcpListener::bind(args.inventory_grpc).await?;
+    let inventory_url = format!("http://{}", grpc_listener.local_addr()?);
+    let _grpc = shop::inventory::grpc::serve(inventory_db, grpc_listener);
+    let stock = shop::inventory::grpc::StockCheck::new(&inventory_url)?;
     let payment =
         PaymentService::start(sqlite(&args.data_dir, "payment.db").await?, bus.clone(), provider_url.clone())
             .await?;
@@ -73,10 +80,12 @@ async fn main() -> anyhow::Result<()> {
         emails.push(EmailService::start(bus.clone(), maildir.clone(), inbox.clone()).await?);
     }
     let shipping = ShippingService::start(sqlite(&args.data_dir, "shipping.db").await?, bus.clone()).await?;
-    let mut order = OrderService::start(sqlite(&args.data_dir, "order.db").await?, bus, catalog).await?;
+    let mut order =
+        OrderService::start(sqlite(&args.data_dir, "order.db").await?, bus, catalog, Some(stock)).await?;
 
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     println!("storefront REST API: http://{}/orders", listener.local_addr()?);
+    println!("inventory gRPC (CheckStock): {inventory_url}");
     println!("simulated payment provider: {provider_url}");
     println!("emails (.eml): {}", maildir.join("new").display());
     axum::serve(listener, order.router())

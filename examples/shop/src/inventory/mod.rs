@@ -2,6 +2,7 @@
 //! commands over the `inventory.commands` queue, each answered to its `replyto`; never
 //! oversells (see [`store`]).
 
+pub mod grpc;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

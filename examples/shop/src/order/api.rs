@@ -12,9 +12,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use switchboard::eventstore::{EventStoreError, Repository, RepositoryError};
 
-use super::aggregate::{Line, Order, OrderCommand, OrderRejected, OrderStatus, RequestedLine};
+use super::aggregate::{Line, Order, OrderCommand, OrderEvent, OrderRejected, OrderStatus, RequestedLine};
 use super::store::{KeyState, OrderRow, ShopDatabase};
 use crate::catalog::Catalog;
+use crate::inventory::grpc::{Availability, StockCheck};
+use switchboard::eventstore::Aggregate;
 
 /// The largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -28,11 +30,12 @@ pub struct OrderApi<DB: ShopDatabase> {
     orders: Repository<Order, DB>,
     pool: sqlx::Pool<DB>,
     catalog: Catalog,
+    stock: Option<StockCheck>,
 }
 
 impl<DB: ShopDatabase> OrderApi<DB> {
     /// The API over `orders` (the repository of the event-sourced orders), with its own
-    /// tables in `pool`.
+    /// tables in `pool`, checking new orders against inventory through `stock` when given.
     ///
     /// # Errors
     /// The tables cannot be created.
@@ -40,9 +43,10 @@ impl<DB: ShopDatabase> OrderApi<DB> {
         orders: Repository<Order, DB>,
         pool: sqlx::Pool<DB>,
         catalog: Catalog,
+        stock: Option<StockCheck>,
     ) -> Result<Self, sqlx::Error> {
         DB::create_shop_tables(&pool).await?;
-        Ok(OrderApi { orders, pool, catalog })
+        Ok(OrderApi { orders, pool, catalog, stock })
     }
 
     /// The routes, under `/orders`.
@@ -346,10 +350,39 @@ impl<DB: ShopDatabase> OrderApi<DB> {
             lines: request.lines.clone(),
             catalog: self.catalog.clone(),
         };
+        // The request is checked before inventory is asked about it.
+        let placed = Order::default().handle(&command)?;
+        if let (Some(stock), Some(OrderEvent::Created { lines, .. })) = (&self.stock, placed.first()) {
+            self.check_stock(stock, lines).await?;
+        }
         match self.orders.execute(id, &command).await {
             Ok(done) => Ok(view(id, done.state, done.version)),
             Err(RepositoryError::Refused(OrderRejected::AlreadyPlaced)) => self.fetch_order(id).await,
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Refuses an order inventory cannot fill now, at once (the synchronous edge). When
+    /// inventory does not answer, the order goes ahead: the reservation in checkout
+    /// decides anyway, and a slow inventory should not stop the storefront.
+    async fn check_stock(&self, stock: &StockCheck, lines: &[Line]) -> Result<(), Problem> {
+        let items: Vec<(String, i64)> = lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect();
+        match stock.check(&items).await {
+            Ok(Availability::InStock) => Ok(()),
+            Ok(Availability::Short(short)) => {
+                let detail = short
+                    .iter()
+                    .map(|(sku, requested, on_hand)| {
+                        format!("{sku}: {requested} requested, {on_hand} in stock")
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Err(Problem::new(StatusCode::CONFLICT, "out-of-stock", detail))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "The stock check failed; the order goes ahead to checkout.");
+                Ok(())
+            }
         }
     }
 

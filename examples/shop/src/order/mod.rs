@@ -54,11 +54,17 @@ where
     OrderList: Projection<DB>,
 {
     /// Starts the service's relay, projection and checkout orchestrator on `pool`, talking
-    /// to `bus`.
+    /// to `bus`; new orders are checked against inventory's stock through `stock` when
+    /// given.
     ///
     /// # Errors
     /// The tables cannot be created, or the bus refuses the topic.
-    pub async fn start(pool: sqlx::Pool<DB>, bus: Bus, catalog: Catalog) -> anyhow::Result<Self> {
+    pub async fn start(
+        pool: sqlx::Pool<DB>,
+        bus: Bus,
+        catalog: Catalog,
+        stock: Option<crate::inventory::grpc::StockCheck>,
+    ) -> anyhow::Result<Self> {
         let topic = TopicName::new(ORDERS_TOPIC)?;
         bus.create_topic(&topic, 1).await?;
         let outbox = Outbox::open(pool.clone()).await?;
@@ -74,7 +80,7 @@ where
                 .await?;
         let orchestrator = checkout.clone().spawn(bus.clone(), Duration::from_millis(200)).await?;
         let notifier = notifier::start(bus, orders.clone()).await?;
-        let router = OrderApi::new(orders.clone(), pool, catalog).await?.router();
+        let router = OrderApi::new(orders.clone(), pool, catalog, stock).await?.router();
         let starter = CheckoutStarter::start(store.clone(), checkout.clone()).await?;
         Ok(OrderService {
             store,

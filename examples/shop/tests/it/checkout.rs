@@ -88,7 +88,12 @@ where
         } else {
             None
         };
-        let mut order = OrderService::start(order_db, bus.clone(), catalog).await.expect("order");
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let stock_url = format!("http://{}", grpc.local_addr().expect("addr"));
+        let _grpc = shop::inventory::grpc::serve(inventory_db.clone(), grpc);
+        let stock = shop::inventory::grpc::StockCheck::new(&stock_url).expect("client");
+        let mut order =
+            OrderService::start(order_db, bus.clone(), catalog, Some(stock)).await.expect("order");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let router = order.router();
@@ -250,49 +255,51 @@ macro_rules! checkout_cases {
                 );
                 assert_eq!(shop.payment(&declined).await.as_deref(), Some("declined"));
 
-                let short = shop.place("bo@example.com", &[("limited-print", 5), ("tea-sencha", 1)]).await;
-                let order = shop.settled(&short).await;
-                assert_eq!(
-                    (order["status"].as_str(), order["cancel_reason"].as_str()),
-                    (Some("canceled"), Some("out of stock"))
-                );
-                assert_eq!(shop.payment(&short).await, None, "nothing was charged");
+                // Out of stock: refused at once through inventory's gRPC check, nothing written.
+                let head = shop.order.store.head().await.expect("head");
+                let body = json!({"customer": "bo@example.com", "lines": [{"sku": "limited-print", "quantity": 5}]});
+                let refused = shop.http.post(format!("{}/orders", shop.base)).json(&body).send().await.expect("post");
+                assert_eq!(refused.status().as_u16(), 409);
+                let problem: Value = refused.json().await.expect("problem");
+                assert!(problem["type"].as_str().expect("type").ends_with("out-of-stock"), "{problem}");
+                assert!(problem["detail"].as_str().expect("detail").contains("limited-print: 5 requested, 3 in stock"), "{problem}");
+                assert_eq!(shop.order.store.head().await.expect("head"), head, "a refused order writes nothing");
 
-                // What failed was given back: only the confirmed order holds stock.
+                // Two orders that each pass the check but not both fit: the reservation decides.
+                let (first, second) = tokio::join!(
+                    shop.place("cy@example.com", &[("limited-print", 2)]),
+                    shop.place("di@example.com", &[("limited-print", 2)])
+                );
+                let (a, b) = (shop.settled(&first).await, shop.settled(&second).await);
+                let mut outcomes = [a["status"].as_str().expect("status"), b["status"].as_str().expect("status")];
+                outcomes.sort_unstable();
+                assert_eq!(outcomes, ["canceled", "confirmed"], "never oversold");
+                let (winner, loser) = if a["status"] == "confirmed" { (&first, &second) } else { (&second, &first) };
+                let lost = shop.settled(loser).await;
+                assert_eq!(lost["cancel_reason"], "out of stock");
+                assert_eq!(shop.payment(loser).await, None, "nothing was charged");
+
+                // What failed was given back: only the confirmed orders hold stock.
                 assert_eq!(shop.stock("kettle-gooseneck").await, (initial("kettle-gooseneck"), 0));
-                assert_eq!(shop.stock("limited-print").await, (initial("limited-print"), 0));
+                assert_eq!(shop.stock("limited-print").await, (initial("limited-print") - 2, 2));
                 assert_eq!(shop.stock("tea-sencha").await, (initial("tea-sencha") - 1, 1));
 
                 // Every outcome emailed once, as an RFC 5322 message to the customer.
                 let confirmed = shop.emails_about(&happy, 1).await;
                 assert_eq!(confirmed.len(), 1, "one email for the confirmed order");
-                assert!(
-                    confirmed[0].contains("To: ada@example.com") && confirmed[0].contains("is confirmed"),
-                    "{}",
-                    confirmed[0]
-                );
-                assert!(
-                    confirmed[0].contains("Message-ID: <email-") && confirmed[0].contains("From: "),
-                    "{}",
-                    confirmed[0]
-                );
-                for canceled in [&declined, &short] {
+                assert!(confirmed[0].contains("To: ada@example.com") && confirmed[0].contains("is confirmed"), "{}", confirmed[0]);
+                assert!(confirmed[0].contains("Message-ID: <email-") && confirmed[0].contains("From: "), "{}", confirmed[0]);
+                for canceled in [&declined, loser] {
                     let emails = shop.emails_about(canceled, 1).await;
                     assert_eq!(emails.len(), 1, "one email for the canceled order");
                     assert!(emails[0].contains("was canceled"), "{}", emails[0]);
                 }
-                // Shipping: three order.created, one order.confirmed, two order.canceled.
-                assert_eq!(
-                    shop.shipping_requests(6).await,
-                    vec![happy.clone()],
-                    "only the confirmed order ships"
-                );
+                // Shipping: four order.created, two order.confirmed, two order.canceled.
+                let mut shipped = vec![happy.clone(), winner.clone()];
+                shipped.sort();
+                assert_eq!(shop.shipping_requests(8).await, shipped, "only the confirmed orders ship");
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                assert_eq!(
-                    shop::email::sent(shop.maildir.path()).expect("maildir").len(),
-                    3,
-                    "no email twice"
-                );
+                assert_eq!(shop.emails_written().await, 4, "no email twice");
                 shop.shutdown().await;
             }
 

@@ -25,7 +25,7 @@ where
         let bus =
             switchboard::Bus::connect(&format!("embedded:{}", broker.path().display())).await.expect("bus");
         let mut service =
-            OrderService::start(pool, bus.clone(), Catalog::reference()).await.expect("order service");
+            OrderService::start(pool, bus.clone(), Catalog::reference(), None).await.expect("order service");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let router = service.router();
