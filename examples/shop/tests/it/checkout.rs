@@ -44,7 +44,6 @@ where
     bus: switchboard::Bus,
     inbox: Arc<dyn InboxStore>,
     maildir: tempfile::TempDir,
-    _broker: tempfile::TempDir,
 }
 
 impl<DB: ShopDatabase + InventoryDatabase + PaymentDatabase + ShippingDatabase> Shop<DB>
@@ -54,7 +53,12 @@ where
 {
     /// All five services, email with `email_instances` competing instances, shipping only
     /// when `with_shipping`.
-    async fn start(dbs: Databases<DB>, email_instances: usize, with_shipping: bool) -> Self {
+    async fn start(
+        dbs: Databases<DB>,
+        bus: switchboard::Bus,
+        email_instances: usize,
+        with_shipping: bool,
+    ) -> Self {
         let Databases {
             order: order_db,
             inventory: inventory_db,
@@ -62,9 +66,6 @@ where
             shipping: shipping_db,
             inbox,
         } = dbs;
-        let broker = tempfile::tempdir().expect("tempdir");
-        let bus =
-            switchboard::Bus::connect(&format!("embedded:{}", broker.path().display())).await.expect("bus");
         let provider = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let provider_url = format!("http://{}", provider.local_addr().expect("addr"));
         tokio::spawn(async move {
@@ -112,7 +113,6 @@ where
             bus,
             inbox,
             maildir,
-            _broker: broker,
         }
     }
 
@@ -227,15 +227,39 @@ where
     }
 }
 
+/// A broker for one test: embedded (durable, in a temporary directory) or an in-process
+/// `switchboard serve` reached over gRPC. Held, not read: dropping it stops the broker.
+#[allow(dead_code)]
+enum Broker {
+    Embedded(tempfile::TempDir),
+    Served(switchboard_testkit::TestServer),
+}
+
+impl Broker {
+    async fn embedded() -> (switchboard::Bus, Broker) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bus =
+            switchboard::Bus::connect(&format!("embedded:{}", dir.path().display())).await.expect("bus");
+        (bus, Broker::Embedded(dir))
+    }
+
+    async fn served() -> (switchboard::Bus, Broker) {
+        let server = switchboard_testkit::TestServer::start().await;
+        let bus = switchboard::Bus::connect(&server.url()).await.expect("switchboard:// bus");
+        (bus, Broker::Served(server))
+    }
+}
+
 macro_rules! checkout_cases {
-    ($db:ident, $open:expr) => {
+    ($db:ident, $open:expr, $broker:expr) => {
         mod $db {
             use super::*;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_checkout_reserves_charges_and_confirms_and_a_failed_one_gives_everything_back() {
                 let (dbs, _guard) = $open;
-                let shop = Shop::start(dbs, 2, true).await;
+                let (bus, _broker) = $broker;
+                let shop = Shop::start(dbs, bus, 2, true).await;
                 let catalog = Catalog::reference();
                 let initial = |sku: &str| catalog.get(sku).expect("product").initial_stock;
 
@@ -307,7 +331,8 @@ macro_rules! checkout_cases {
             async fn with_email_down_no_order_is_lost_and_a_late_shipping_service_replays_the_log() {
                 const ORDERS: usize = 200;
                 let (dbs, _guard) = $open;
-                let mut shop = Shop::start(dbs, 0, false).await;
+                let (bus, _broker) = $broker;
+                let mut shop = Shop::start(dbs, bus, 0, false).await;
                 let mut ids = Vec::new();
                 for n in 0..ORDERS {
                     let customer = if n % 10 == 0 {
@@ -357,7 +382,8 @@ macro_rules! checkout_cases {
     };
 }
 
-checkout_cases!(sqlite, {
+/// Each service's SQLite file in a temporary directory.
+async fn sqlite_databases() -> (Databases<sqlx::Sqlite>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let open = |name: &str| {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
@@ -379,17 +405,25 @@ checkout_cases!(sqlite, {
         inbox,
     };
     (dbs, dir)
-});
+}
 
-checkout_cases!(postgres, {
-    switchboard_testkit::require_service!(Postgres);
-    let (order, a) = switchboard_testkit::pg::pool(8).await;
-    let (inventory, b) = switchboard_testkit::pg::pool(4).await;
-    let (payment, c) = switchboard_testkit::pg::pool(4).await;
-    let (shipping, d) = switchboard_testkit::pg::pool(4).await;
-    let (email, e) = switchboard_testkit::pg::pool(4).await;
-    let inbox: Arc<dyn InboxStore> = Arc::new(
-        switchboard::layers::PostgresInbox::new(email, Duration::from_secs(86_400)).await.expect("inbox"),
-    );
-    (Databases { order, inventory, payment, shipping, inbox }, (a, b, c, d, e))
-});
+checkout_cases!(sqlite, sqlite_databases().await, Broker::embedded().await);
+
+checkout_cases!(sqlite_on_switchboard_serve, sqlite_databases().await, Broker::served().await);
+
+checkout_cases!(
+    postgres,
+    {
+        switchboard_testkit::require_service!(Postgres);
+        let (order, a) = switchboard_testkit::pg::pool(8).await;
+        let (inventory, b) = switchboard_testkit::pg::pool(4).await;
+        let (payment, c) = switchboard_testkit::pg::pool(4).await;
+        let (shipping, d) = switchboard_testkit::pg::pool(4).await;
+        let (email, e) = switchboard_testkit::pg::pool(4).await;
+        let inbox: Arc<dyn InboxStore> = Arc::new(
+            switchboard::layers::PostgresInbox::new(email, Duration::from_secs(86_400)).await.expect("inbox"),
+        );
+        (Databases { order, inventory, payment, shipping, inbox }, (a, b, c, d, e))
+    },
+    Broker::embedded().await
+);
