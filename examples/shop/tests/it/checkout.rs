@@ -232,7 +232,7 @@ where
 #[allow(dead_code)]
 enum Broker {
     Embedded(tempfile::TempDir),
-    Served(switchboard_testkit::TestServer),
+    Served(Box<switchboard_testkit::TestServer>),
 }
 
 impl Broker {
@@ -246,7 +246,7 @@ impl Broker {
     async fn served() -> (switchboard::Bus, Broker) {
         let server = switchboard_testkit::TestServer::start().await;
         let bus = switchboard::Bus::connect(&server.url()).await.expect("switchboard:// bus");
-        (bus, Broker::Served(server))
+        (bus, Broker::Served(Box::new(server)))
     }
 }
 
