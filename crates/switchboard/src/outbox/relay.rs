@@ -177,6 +177,10 @@ impl<DB: OutboxDatabase> Relay<DB> {
             if pause.is_zero() {
                 continue;
             }
+            // An idle relay still purges on time (it would otherwise wait for its next poll).
+            let pause = pause.min(
+                self.config.purge_every.saturating_sub(last_purge.elapsed()).max(Duration::from_millis(1)),
+            );
             tokio::select! {
                 _ = wake.changed() => {}
                 _ = stopped.changed() => {}
