@@ -15,3 +15,8 @@ pub mod inventory;
 pub mod order;
 pub mod payment;
 pub mod shipping;
+
+/// Wall-clock milliseconds since the epoch: what the services stamp their rows with.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

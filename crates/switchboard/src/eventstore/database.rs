@@ -60,6 +60,16 @@ pub struct SnapshotRow {
     pub taken_at: i64,
 }
 
+/// The streams table: one row per stream, its version the concurrency check. The same text
+/// on both databases.
+pub(crate) const CREATE_STREAMS: &str = "CREATE TABLE IF NOT EXISTS switchboard_streams (
+    stream TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+)";
+
 /// A database the event store can live in (SQLite or PostgreSQL; sealed with the outbox's).
 pub trait EventStoreDatabase: OutboxDatabase {
     /// Whether an event's feed position is known when its append commits (SQLite, where
@@ -69,17 +79,6 @@ pub trait EventStoreDatabase: OutboxDatabase {
 
     #[doc(hidden)]
     fn create_event_tables(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<(), sqlx::Error>>;
-
-    /// Moves `stream` forward by `count` versions if it is at `expected` (and not deleted);
-    /// the new version, or `None` when it is not.
-    #[doc(hidden)]
-    fn advance<'c>(
-        conn: &'c mut Self::Connection,
-        stream: &'c str,
-        expected: ExpectedVersion,
-        count: i64,
-        now: i64,
-    ) -> BoxFuture<'c, Result<Option<i64>, sqlx::Error>>;
 
     /// Whether [`EventStoreDatabase::append_events`] is one statement, and so atomic
     /// without a transaction around it.
@@ -110,13 +109,6 @@ pub trait EventStoreDatabase: OutboxDatabase {
         conn: &'c mut Self::Connection,
         stream: &'c str,
     ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
-
-    /// Inserts the rows; the feed position of the last where the dialect knows it.
-    #[doc(hidden)]
-    fn insert_events<'c>(
-        conn: &'c mut Self::Connection,
-        rows: &'c [EventRow],
-    ) -> BoxFuture<'c, Result<Option<i64>, sqlx::Error>>;
 
     #[doc(hidden)]
     fn read_stream<'c>(
@@ -194,56 +186,6 @@ macro_rules! event_store_database {
                 Box::pin(super::$dialect::create_tables(pool))
             }
 
-            fn advance<'c>(
-                conn: &'c mut Self::Connection,
-                stream: &'c str,
-                expected: ExpectedVersion,
-                count: i64,
-                now: i64,
-            ) -> BoxFuture<'c, Result<Option<i64>, sqlx::Error>> {
-                Box::pin(async move {
-                    // One statement per expectation, each of which only writes when the stream
-                    // is where the append expects it: on PostgreSQL a second writer waits for
-                    // the first's row lock and then re-checks its condition on the new row.
-                    let statement = match expected {
-                        ExpectedVersion::NoStream | ExpectedVersion::Exact(0) => sqlx::query_scalar(
-                            "INSERT INTO switchboard_streams (stream, version, deleted, created_at, updated_at)
-                             VALUES ($1, $2, 0, $3, $3) ON CONFLICT (stream) DO NOTHING RETURNING version",
-                        )
-                        .bind(stream)
-                        .bind(count)
-                        .bind(now),
-                        ExpectedVersion::Any => sqlx::query_scalar(
-                            "INSERT INTO switchboard_streams (stream, version, deleted, created_at, updated_at)
-                             VALUES ($1, $2, 0, $3, $3)
-                             ON CONFLICT (stream) DO UPDATE SET version = switchboard_streams.version + excluded.version,
-                                 updated_at = excluded.updated_at
-                             WHERE switchboard_streams.deleted = 0
-                             RETURNING version",
-                        )
-                        .bind(stream)
-                        .bind(count)
-                        .bind(now),
-                        ExpectedVersion::StreamExists => sqlx::query_scalar(
-                            "UPDATE switchboard_streams SET version = version + $2, updated_at = $3
-                             WHERE stream = $1 AND deleted = 0 RETURNING version",
-                        )
-                        .bind(stream)
-                        .bind(count)
-                        .bind(now),
-                        ExpectedVersion::Exact(n) => sqlx::query_scalar(
-                            "UPDATE switchboard_streams SET version = version + $2, updated_at = $3
-                             WHERE stream = $1 AND deleted = 0 AND version = $4 RETURNING version",
-                        )
-                        .bind(stream)
-                        .bind(count)
-                        .bind(now)
-                        .bind(i64::try_from(n).unwrap_or(i64::MAX)),
-                    };
-                    statement.fetch_optional(conn).await
-                })
-            }
-
             fn stream_state<'c>(
                 conn: &'c mut Self::Connection,
                 stream: &'c str,
@@ -265,29 +207,6 @@ macro_rules! event_store_database {
                         .execute(conn)
                         .await?;
                     Ok(())
-                })
-            }
-
-            fn insert_events<'c>(
-                conn: &'c mut Self::Connection,
-                rows: &'c [EventRow],
-            ) -> BoxFuture<'c, Result<Option<i64>, sqlx::Error>> {
-                Box::pin(async move {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO switchboard_events (stream, version, event_id, ty, schema_version, data, metadata, recorded_at) ",
-                    );
-                    insert.push_values(rows, |mut values, row| {
-                        values
-                            .push_bind(row.stream.as_str())
-                            .push_bind(row.version)
-                            .push_bind(row.id.as_str())
-                            .push_bind(row.ty.as_str())
-                            .push_bind(row.schema_version)
-                            .push_bind(row.data.as_slice())
-                            .push_bind(row.metadata.as_str())
-                            .push_bind(row.recorded_at);
-                    });
-                    super::$dialect::finish_insert(insert, conn).await
                 })
             }
 

@@ -327,21 +327,24 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
     ) -> Result<Appended, EventStoreError> {
         let metadata = self.admit(&mut events, tombstone)?;
         let now = now_ms();
-        let mut rows: Vec<EventRow> = events
+        let (mut rows, metadata): (Vec<EventRow>, Vec<Metadata>) = events
             .into_iter()
             .zip(metadata)
-            .map(|(event, metadata)| EventRow {
-                position: None,
-                stream: stream.as_str().to_owned(),
-                version: 0,
-                id: event.id,
-                ty: event.ty,
-                schema_version: i32::try_from(event.schema_version).unwrap_or(i32::MAX),
-                data: event.data.to_vec(),
-                metadata,
-                recorded_at: now,
+            .map(|(event, encoded)| {
+                let row = EventRow {
+                    position: None,
+                    stream: stream.as_str().to_owned(),
+                    version: 0,
+                    id: event.id,
+                    ty: event.ty,
+                    schema_version: i32::try_from(event.schema_version).unwrap_or(i32::MAX),
+                    data: event.data.to_vec(),
+                    metadata: encoded,
+                    recorded_at: now,
+                };
+                (row, event.metadata)
             })
-            .collect();
+            .unzip();
         let Some((version, position)) =
             DB::append_events(tx, stream.as_str(), expected, &mut rows, now).await?
         else {
@@ -358,8 +361,8 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
         };
         let first = rows.first().map_or(version, |r| r.version);
         if let Some(publish) = &self.inner.publish {
-            for row in &rows {
-                let message = publish::to_message(&publish.source, row);
+            for (row, metadata) in rows.iter().zip(metadata) {
+                let message = publish::to_message(&publish.source, row, metadata);
                 publish.outbox.enqueue(tx, &publish.topic, message).await?;
             }
         }
@@ -488,6 +491,11 @@ impl<DB: EventStoreDatabase> EventStore<DB> {
     /// The database fails.
     pub async fn lag(&self, checkpoint: Position) -> Result<Lag, EventStoreError> {
         let head = self.head().await?;
+        self.lag_at(checkpoint, head).await
+    }
+
+    /// How far a reader at `checkpoint` is behind `head`, a feed end the caller just read.
+    pub(crate) async fn lag_at(&self, checkpoint: Position, head: Position) -> Result<Lag, EventStoreError> {
         if checkpoint >= head {
             return Ok(Lag::default());
         }

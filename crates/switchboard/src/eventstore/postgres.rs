@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgPool};
 
 use super::ExpectedVersion;
 use super::database::{AppendedAt, EventRow};
@@ -62,13 +62,7 @@ const CREATE: [&str; 7] = [
         position BIGINT NOT NULL
     )",
     "INSERT INTO switchboard_event_head (one, position) VALUES (1, 0) ON CONFLICT DO NOTHING",
-    "CREATE TABLE IF NOT EXISTS switchboard_streams (
-        stream TEXT PRIMARY KEY,
-        version BIGINT NOT NULL,
-        deleted INTEGER NOT NULL DEFAULT 0,
-        created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-    )",
+    super::database::CREATE_STREAMS,
     "CREATE TABLE IF NOT EXISTS switchboard_snapshots (
         stream TEXT PRIMARY KEY,
         version BIGINT NOT NULL,
@@ -181,14 +175,6 @@ pub(super) async fn create_tables(pool: &PgPool) -> Result<(), sqlx::Error> {
         sqlx::query(statement).execute(&mut *tx).await?;
     }
     tx.commit().await
-}
-
-pub(super) async fn finish_insert(
-    mut insert: QueryBuilder<Postgres>,
-    conn: &mut PgConnection,
-) -> Result<Option<i64>, sqlx::Error> {
-    insert.build().execute(conn).await?;
-    Ok(None)
 }
 
 pub(super) async fn sequence(pool: &PgPool) -> Result<u64, sqlx::Error> {

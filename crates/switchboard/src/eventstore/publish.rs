@@ -13,8 +13,7 @@ pub const EXT_SCHEMA_VERSION: &str = "schemaversion";
 
 /// The message for `row`: the event's id (so a re-publish is recognised), type, data as
 /// JSON, the stream as `subject` and partition key, the append time as `time`.
-pub(crate) fn to_message(source: &str, row: &EventRow) -> Message {
-    let metadata = Metadata::decode(&row.metadata);
+pub(crate) fn to_message(source: &str, row: &EventRow, metadata: Metadata) -> Message {
     let mut message = Message::new(source, row.ty.as_str(), row.data.clone())
         .with_id(row.id.as_str())
         .with_subject(row.stream.as_str())

@@ -264,7 +264,8 @@ impl<P: Projection<DB>, DB: ProjectionDatabase> Projector<P, DB> {
                 more = true;
             }
         }
-        let lag = self.store.lag(live_at).await?;
+        // Against the head this round started from: reading it again would number the feed twice.
+        let lag = self.store.lag_at(live_at, head).await?;
         metrics::gauge!("switchboard_projection_lag_events", "projection" => self.name.clone())
             .set(lag.events as f64);
         metrics::gauge!("switchboard_projection_lag_seconds", "projection" => self.name.clone())

@@ -70,7 +70,7 @@ impl InventoryService {
 }
 
 async fn handle<DB: InventoryDatabase>(pool: sqlx::Pool<DB>, incoming: Incoming) -> Handled {
-    let now = now_ms();
+    let now = crate::now_ms();
     let reply = |ty: &str, body: serde_json::Value| {
         incoming
             .reply(
@@ -107,8 +107,4 @@ async fn handle<DB: InventoryDatabase>(pool: sqlx::Pool<DB>, incoming: Incoming)
         }
         other => Err(HandlerError::permanent(format!("inventory does not know the command {other:?}"))),
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -143,15 +143,22 @@ impl Problem {
     }
 }
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({
+impl Problem {
+    /// The RFC 9457 body: also what an idempotency key stores as its answer.
+    fn body(&self) -> String {
+        serde_json::json!({
             "type": format!("https://switchboard.dev/shop/problems/{}", self.kind),
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
-        });
-        let mut response = (self.status, body.to_string()).into_response();
+        })
+        .to_string()
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body()).into_response();
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
@@ -250,10 +257,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 fn created(view: &OrderView) -> Response {
     let mut response = (StatusCode::CREATED, axum::Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", view.id)) {
@@ -274,7 +277,7 @@ async fn place<DB: ShopDatabase>(
     let hash =
         format!("{:016x}", switchboard_core::fnv1a_64(&serde_json::to_vec(&request).unwrap_or_default()));
     let fresh_id = format!("o-{}", switchboard_core::new_message_id());
-    let id = match DB::claim_key(&api.pool, &key, &hash, &fresh_id, now_ms())
+    let id = match DB::claim_key(&api.pool, &key, &hash, &fresh_id, crate::now_ms())
         .await
         .map_err(Problem::internal)?
     {
@@ -295,9 +298,11 @@ async fn place<DB: ShopDatabase>(
         KeyState::Seen { resource_id, claimed_at, .. } => {
             // Its first request is still running, or died before answering: after a while a
             // retry takes over, with the order id the first one chose.
-            let stale = now_ms() - claimed_at > STALE_CLAIM_MS;
+            let stale = crate::now_ms() - claimed_at > STALE_CLAIM_MS;
             if !stale
-                || !DB::reclaim_key(&api.pool, &key, claimed_at, now_ms()).await.map_err(Problem::internal)?
+                || !DB::reclaim_key(&api.pool, &key, claimed_at, crate::now_ms())
+                    .await
+                    .map_err(Problem::internal)?
             {
                 return Err(Problem::new(
                     StatusCode::CONFLICT,
@@ -318,7 +323,7 @@ async fn place<DB: ShopDatabase>(
         }
         Err(problem) if problem.status.is_client_error() => {
             // A refusal is an answer too: the same request gets the same refusal.
-            let body = problem_body(&problem);
+            let body = problem.body();
             DB::answer_key(&api.pool, &key, problem.status.as_u16(), &body)
                 .await
                 .map_err(Problem::internal)?;
@@ -329,16 +334,6 @@ async fn place<DB: ShopDatabase>(
             Err(problem)
         }
     }
-}
-
-fn problem_body(problem: &Problem) -> String {
-    serde_json::json!({
-        "type": format!("https://switchboard.dev/shop/problems/{}", problem.kind),
-        "title": problem.status.canonical_reason().unwrap_or("Error"),
-        "status": problem.status.as_u16(),
-        "detail": problem.detail,
-    })
-    .to_string()
 }
 
 impl<DB: ShopDatabase> OrderApi<DB> {

@@ -99,7 +99,7 @@ async fn handle<DB: PaymentDatabase>(cx: Arc<Context<DB>>, incoming: Incoming) -
                     Some(done) => done,
                     None => {
                         let payment = cx.charge(&command).await?;
-                        DB::set_payment(&cx.pool, &command.order, &payment, now_ms())
+                        DB::set_payment(&cx.pool, &command.order, &payment, crate::now_ms())
                             .await
                             .map_err(HandlerError::transient)?;
                         payment
@@ -116,7 +116,7 @@ async fn handle<DB: PaymentDatabase>(cx: Arc<Context<DB>>, incoming: Incoming) -
                 Some(payment) if payment.state == "charged" => {
                     cx.refund(&command.order).await?;
                     let refunded = Payment { state: "refunded".into(), ..payment };
-                    DB::set_payment(&cx.pool, &command.order, &refunded, now_ms())
+                    DB::set_payment(&cx.pool, &command.order, &refunded, crate::now_ms())
                         .await
                         .map_err(HandlerError::transient)?;
                 }
@@ -124,7 +124,7 @@ async fn handle<DB: PaymentDatabase>(cx: Arc<Context<DB>>, incoming: Incoming) -
                 None => {
                     // Refunded before it was charged: a late charge must not go through.
                     let voided = Payment { state: "voided".into(), amount_cents: 0, charge_id: None };
-                    DB::set_payment(&cx.pool, &command.order, &voided, now_ms())
+                    DB::set_payment(&cx.pool, &command.order, &voided, crate::now_ms())
                         .await
                         .map_err(HandlerError::transient)?;
                 }
@@ -162,8 +162,4 @@ impl<DB: PaymentDatabase> Context<DB> {
             Err(HandlerError::transient(format!("the provider refused the refund: {}", response.status())))
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
