@@ -10,7 +10,10 @@
 //! (charge/refund over a queue, through a simulated provider over HTTP).
 
 pub mod catalog;
+pub mod deployment;
 pub mod email;
+pub mod invariants;
+pub mod load;
 pub mod inventory;
 pub mod order;
 pub mod payment;

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use shop::catalog::Catalog;
+use shop::deployment::{Databases, Shop, ShopConfig};
+use shop::invariants::{Balance, Books};
+use shop::load::LoadConfig;
 use shop::email::EmailService;
 use shop::inventory::InventoryService;
 use shop::inventory::grpc::StockCheck;
@@ -81,6 +84,17 @@ enum Service {
         #[command(flatten)]
         common: Common,
     },
+    /// Places orders on a storefront and follows each to its end; checks the books after.
+    Load(LoadArgs),
+    /// Checks the books of a shop whose databases are SQLite files in a data directory.
+    Check {
+        /// The shop's data directory (as `shop --data-dir` or deploy.sh use).
+        #[arg(long, default_value = "shop-data")]
+        data_dir: PathBuf,
+        /// Print the balance as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The simulated payment provider.
     Provider {
         /// Its address.
@@ -126,6 +140,35 @@ struct AllInOne {
     /// How many competing email instances to run.
     #[arg(long, default_value_t = 2)]
     email_instances: u32,
+}
+
+/// `shop load`.
+#[derive(Args)]
+struct LoadArgs {
+    /// The storefront's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// How many orders to place.
+    #[arg(long, default_value_t = 1_000)]
+    orders: u64,
+    /// Orders per second (0: as fast as the concurrency allows).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// The most checkouts in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The share of orders the simulated provider declines.
+    #[arg(long, default_value_t = 0.1)]
+    decline_share: f64,
+    /// Seconds an order may take to end before it counts as unsettled.
+    #[arg(long, default_value_t = 60)]
+    settle_timeout: u64,
+    /// After the run, check the books of the shop in this data directory (SQLite files).
+    #[arg(long)]
+    check_data_dir: Option<PathBuf>,
+    /// Print the summary as JSON (no progress bar).
+    #[arg(long)]
+    json: bool,
 }
 
 /// A database pool of either kind, chosen by URL.
@@ -254,6 +297,12 @@ async fn main() -> anyhow::Result<()> {
             shipping.shutdown().await;
             Ok(())
         }
+        Some(Service::Load(args)) => load(args).await,
+        Some(Service::Check { data_dir, json }) => {
+            let balance = books_in(&data_dir).await?.check().await?;
+            print_balance(&balance, json)?;
+            if balance.balanced() { Ok(()) } else { std::process::exit(1) }
+        }
         Some(Service::Provider { http, decline_rate, latency_ms }) => {
             let listener = tokio::net::TcpListener::bind(http).await?;
             println!("payment provider (simulated) on http://{}", listener.local_addr()?);
@@ -270,49 +319,118 @@ async fn main() -> anyhow::Result<()> {
 async fn all_in_one(args: AllInOne) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
     let bus = Bus::connect(&format!("embedded:{}", args.data_dir.join("broker").display())).await?;
-    let catalog = Catalog::reference();
-    let dir = args.data_dir.clone();
-    let db = |name: &'static str| sqlite_in(dir.clone(), name);
+    let dir = &args.data_dir;
+    let email = sqlite(&dir.join("email.db")).await?;
+    let dbs = Databases {
+        order: sqlite(&dir.join("order.db")).await?,
+        inventory: sqlite(&dir.join("inventory.db")).await?,
+        payment: sqlite(&dir.join("payment.db")).await?,
+        shipping: sqlite(&dir.join("shipping.db")).await?,
+        inbox: Arc::new(switchboard::layers::SqliteInbox::new(email, Duration::from_secs(7 * 86_400)).await?),
+    };
+    let config = ShopConfig {
+        http: args.http,
+        inventory_grpc: args.inventory_grpc,
+        provider: args.provider,
+        provider_config: ProviderConfig { decline_rate: args.decline_rate, ..ProviderConfig::default() },
+        email_instances: args.email_instances.max(1) as usize,
+        shipping: true,
+        maildir: dir.join("mail"),
+        catalog: Catalog::reference(),
+    };
+    let shop = Shop::start(dbs, bus, config).await?;
+    println!("storefront REST API:      {}/orders", shop.storefront);
+    println!("GraphQL read model:       {}/graphql", shop.storefront);
+    println!("inventory gRPC CheckStock: {}", shop.inventory_grpc);
+    println!("simulated payment provider: {}", shop.provider);
+    println!("emails (.eml):            {}", shop.maildir.join("new").display());
+    println!("broker: embedded, in {}", dir.join("broker").display());
+    until_stopped().await;
+    shop.shutdown().await;
+    Ok(())
+}
 
-    let provider_listener = tokio::net::TcpListener::bind(args.provider).await?;
-    let provider_url = format!("http://{}", provider_listener.local_addr()?);
-    let config = ProviderConfig { decline_rate: args.decline_rate, ..ProviderConfig::default() };
-    tokio::spawn(async move { axum::serve(provider_listener, provider::router(config)).await });
+/// The books of a shop whose SQLite files are in `dir`.
+async fn books_in(dir: &Path) -> anyhow::Result<Books<sqlx::Sqlite>> {
+    Ok(Books {
+        order: sqlite(&dir.join("order.db")).await?,
+        inventory: sqlite(&dir.join("inventory.db")).await?,
+        payment: sqlite(&dir.join("payment.db")).await?,
+        shipping: sqlite(&dir.join("shipping.db")).await?,
+        maildir: dir.join("mail"),
+        catalog: Catalog::reference(),
+    })
+}
 
-    let inventory_db = db("inventory.db").await?;
-    let inventory = InventoryService::start(inventory_db.clone(), bus.clone(), &catalog).await?;
-    let grpc_listener = tokio::net::TcpListener::bind(args.inventory_grpc).await?;
-    let inventory_url = format!("http://{}", grpc_listener.local_addr()?);
-    let _grpc = shop::inventory::grpc::serve(inventory_db, grpc_listener);
-    let stock = StockCheck::new(&inventory_url)?;
-    let payment = PaymentService::start(db("payment.db").await?, bus.clone(), provider_url.clone()).await?;
-    let maildir = args.data_dir.join("mail");
-    let inbox = Arc::new(
-        switchboard::layers::SqliteInbox::new(db("email.db").await?, Duration::from_secs(7 * 86_400)).await?,
-    );
-    let mut emails = Vec::new();
-    for _ in 0..args.email_instances.max(1) {
-        emails.push(EmailService::start(bus.clone(), maildir.clone(), inbox.clone()).await?);
+fn print_balance(balance: &Balance, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(balance)?);
+        return Ok(());
     }
-    let shipping = ShippingService::start(db("shipping.db").await?, bus.clone()).await?;
-    let mut order = OrderService::start(db("order.db").await?, bus, catalog, Some(stock)).await?;
-
-    let listener = tokio::net::TcpListener::bind(args.http).await?;
-    println!("storefront REST API: http://{}/orders", listener.local_addr()?);
-    println!("inventory gRPC (CheckStock): {inventory_url}");
-    println!("simulated payment provider: {provider_url}");
-    println!("emails (.eml): {}", maildir.join("new").display());
-    serve(listener, order.router()).await?;
-    order.shutdown().await;
-    payment.shutdown().await;
-    inventory.shutdown().await;
-    shipping.shutdown().await;
-    for email in emails {
-        email.shutdown().await;
+    println!(
+        "books: {} orders ({} confirmed, {} canceled, {} pending); charges − refunds {} cents for confirmed totals of {} cents; {} emails; {} shipping requests",
+        balance.orders,
+        balance.confirmed,
+        balance.canceled,
+        balance.pending,
+        balance.charged_cents,
+        balance.confirmed_cents,
+        balance.emails,
+        balance.shipments
+    );
+    if balance.balanced() {
+        println!("invariants: balanced (stock, payments, one email per outcome, one shipment per confirmed order)");
+    } else {
+        println!("invariants: {} violation(s)", balance.violations.len());
+        for violation in balance.violations.iter().take(20) {
+            println!("  - {violation}");
+        }
     }
     Ok(())
 }
 
-async fn sqlite_in(dir: PathBuf, name: &'static str) -> anyhow::Result<sqlx::SqlitePool> {
-    sqlite(&dir.join(name)).await
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    let config = LoadConfig {
+        storefront: args.url.trim_end_matches('/').to_owned(),
+        orders: args.orders,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        decline_share: args.decline_share,
+        settle_timeout: Duration::from_secs(args.settle_timeout),
+        run_id: switchboard_core::new_message_id(),
+    };
+    let bar = if args.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(args.orders) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} orders ended  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let ticker = bar.clone();
+    let report = shop::load::run(config, move |done| ticker.set_position(done)).await?;
+    bar.finish_and_clear();
+    let balance = match &args.check_data_dir {
+        Some(dir) => Some(books_in(dir).await?.settle(Duration::from_secs(args.settle_timeout)).await?),
+        None => None,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "load": report, "books": balance }))?);
+    } else {
+        let canceled: u64 = report.canceled.values().sum();
+        println!(
+            "{} orders in {:.1} s: {:.1} checkouts/s; checkout latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            report.requested,
+            report.seconds,
+            report.checkouts_per_second,
+            report.latency_ms.p50,
+            report.latency_ms.p90,
+            report.latency_ms.p99,
+            report.latency_ms.max
+        );
+        println!("outcomes: {} confirmed, {canceled} canceled {:?}, {} rejected {:?}, {} unsettled; {} retried requests",
+            report.confirmed, report.canceled, report.rejected.values().sum::<u64>(), report.rejected, report.unsettled, report.retries);
+        if let Some(balance) = &balance {
+            print_balance(balance, false)?;
+        }
+    }
+    let failed = report.unsettled > 0 || balance.as_ref().is_some_and(|b| !b.balanced());
+    if failed { std::process::exit(1) } else { Ok(()) }
 }

@@ -18,6 +18,9 @@ use tower::Layer;
 /// The queue of emails to send.
 pub const EMAILS_TOPIC: &str = "emails";
 
+/// The log of emails written (`email.sent`), for whoever shows what a customer was told.
+pub const SENT_TOPIC: &str = "emails.sent";
+
 /// The sender of every email.
 pub const FROM: &str = "Switchboard Tea <orders@shop.switchboard.dev>";
 
@@ -53,6 +56,7 @@ impl EmailService {
         std::fs::create_dir_all(maildir.join("new"))?;
         let topic = TopicName::new(EMAILS_TOPIC)?;
         bus.create_topic(&topic, 1).await?;
+        bus.create_topic(&TopicName::new(SENT_TOPIC)?, 1).await?;
         let maildir = Arc::new(maildir);
         let handler = tower::service_fn(move |incoming: Incoming| send(maildir.clone(), incoming));
         let spec = SubscriptionSpec::queue(SubscriptionName::from_static("email"));
@@ -80,11 +84,25 @@ async fn send(maildir: Arc<PathBuf>, incoming: Incoming) -> Handled {
         .map_err(HandlerError::permanent)?;
     let bytes = message.formatted();
     let dir = maildir.as_ref().clone();
-    tokio::task::spawn_blocking(move || write_atomically(&dir, &file_name, &bytes))
+    let name = file_name.clone();
+    tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &bytes))
         .await
         .map_err(HandlerError::transient)?
         .map_err(HandlerError::transient)?;
-    Ok(Vec::new())
+    let sent = serde_json::json!({
+        "order": email.order,
+        "kind": email.kind,
+        "to": email.to,
+        "subject": email.subject,
+        "message_id": file_name,
+        "at": crate::now_ms(),
+    });
+    let fact = switchboard::Message::new("/shop/email", "email.sent", sent.to_string())
+        .with_id(format!("sent-{file_name}"))
+        .with_subject(format!("order-{}", email.order))
+        .with_key(email.order.clone())
+        .with_content_type("application/json");
+    Ok(vec![switchboard::Outgoing::new(TopicName::from_static(SENT_TOPIC), fact)])
 }
 
 /// A message id as a file name: the characters a maildir name allows.

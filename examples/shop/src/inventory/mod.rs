@@ -1,13 +1,14 @@
 //! The inventory service: stock in its own database; `stock.reserve` and `stock.release`
 //! commands over the `inventory.commands` queue, each answered to its `replyto`; never
-//! oversells (see [`store`]).
+//! oversells (see [`store`]). It follows the `orders` log too: a confirmed order's
+//! reservation becomes a sale.
 
 pub mod grpc;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
 use switchboard::{Bus, Handled, HandlerError, Incoming, Message, Middleware, Router, RunningRouter};
-use switchboard::{SubscriptionName, SubscriptionSpec, TopicName};
+use switchboard::{Start, SubscriptionName, SubscriptionSpec, TopicName};
 use tower::Layer;
 
 pub use store::{InventoryDatabase, Reservation, Stock};
@@ -54,10 +55,17 @@ impl InventoryService {
         DB::create_inventory_tables(&pool, &initial).await?;
         let topic = TopicName::new(COMMANDS_TOPIC)?;
         bus.create_topic(&topic, 1).await?;
+        let orders = TopicName::new(crate::order::ORDERS_TOPIC)?;
+        bus.create_topic(&orders, 1).await?;
+        let commits = pool.clone();
         let handler = tower::service_fn(move |incoming: Incoming| handle(pool.clone(), incoming));
+        let committer = tower::service_fn(move |incoming: Incoming| commit(commits.clone(), incoming));
         let spec = SubscriptionSpec::queue(SubscriptionName::from_static("inventory"));
+        let sales = SubscriptionSpec::stream(SubscriptionName::from_static("inventory-sales"))
+            .with_start(Start::Earliest);
         let router = Router::new(bus)
             .route("inventory", topic, spec, Middleware::default().layer(handler))
+            .route("inventory-sales", orders, sales, Middleware::default().layer(committer))
             .start()
             .await?;
         Ok(InventoryService { router })
@@ -107,4 +115,19 @@ async fn handle<DB: InventoryDatabase>(pool: sqlx::Pool<DB>, incoming: Incoming)
         }
         other => Err(HandlerError::permanent(format!("inventory does not know the command {other:?}"))),
     }
+}
+
+/// `order.confirmed` on the log: the order's reservation is sold. Every other event is
+/// not inventory's business.
+async fn commit<DB: InventoryDatabase>(pool: sqlx::Pool<DB>, incoming: Incoming) -> Handled {
+    if incoming.message.ty != "order.confirmed" {
+        return Ok(Vec::new());
+    }
+    let Some(order) = incoming.message.subject.as_deref().and_then(crate::order::read_model::order_id) else {
+        return Err(HandlerError::permanent(format!("order event {} names no order", incoming.message.id)));
+    };
+    if !DB::commit(&pool, order, crate::now_ms()).await.map_err(HandlerError::transient)? {
+        tracing::debug!(order, "A confirmed order had no open reservation (already sold).");
+    }
+    Ok(Vec::new())
 }

@@ -4,7 +4,8 @@
 //! Stock never goes below zero under concurrency: a reservation takes each line with a
 //! conditional update (`… WHERE on_hand >= $qty`) in one transaction, and rolls back
 //! whole if any line is short. A reservation is keyed by its order, so a repeated command
-//! (a redelivery, a saga retry) finds it and answers the same.
+//! (a redelivery, a saga retry) finds it and answers the same. A reservation ends released
+//! (stock back on hand) or sold (the order was confirmed: it leaves `reserved` for `sold`).
 
 use futures::future::BoxFuture;
 use switchboard::outbox::OutboxDatabase;
@@ -32,8 +33,10 @@ pub struct Stock {
     pub sku: String,
     /// Units free to sell.
     pub on_hand: i64,
-    /// Units set aside for orders.
+    /// Units set aside for orders still in checkout.
     pub reserved: i64,
+    /// Units sold: reserved for an order that was then confirmed.
+    pub sold: i64,
 }
 
 /// A database inventory can keep its state in.
@@ -58,6 +61,17 @@ pub trait InventoryDatabase: OutboxDatabase {
         order: &'p str,
         now: i64,
     ) -> BoxFuture<'p, Result<bool, sqlx::Error>>;
+    /// Turns the order's reservation into a sale (it was confirmed); whether it did (a
+    /// repeated or unreserved order changes nothing).
+    #[doc(hidden)]
+    fn commit<'p>(
+        pool: &'p sqlx::Pool<Self>,
+        order: &'p str,
+        now: i64,
+    ) -> BoxFuture<'p, Result<bool, sqlx::Error>>;
+    /// Every product's stock, by sku.
+    #[doc(hidden)]
+    fn all_stock(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<Vec<Stock>, sqlx::Error>>;
     #[doc(hidden)]
     fn stock<'p>(
         pool: &'p sqlx::Pool<Self>,
@@ -78,7 +92,8 @@ macro_rules! inventory_database {
                         "CREATE TABLE IF NOT EXISTS inventory_stock (
                             sku TEXT PRIMARY KEY,
                             on_hand BIGINT NOT NULL CHECK (on_hand >= 0),
-                            reserved BIGINT NOT NULL CHECK (reserved >= 0)
+                            reserved BIGINT NOT NULL CHECK (reserved >= 0),
+                            sold BIGINT NOT NULL DEFAULT 0 CHECK (sold >= 0)
                         )",
                         "CREATE TABLE IF NOT EXISTS inventory_reservations (
                             order_id TEXT PRIMARY KEY,
@@ -194,14 +209,52 @@ macro_rules! inventory_database {
                 })
             }
 
+            fn commit<'p>(pool: &'p sqlx::Pool<Self>, order: &'p str, now: i64) -> BoxFuture<'p, Result<bool, sqlx::Error>> {
+                Box::pin(async move {
+                    let mut tx = <$db as OutboxDatabase>::begin_write(pool).await?;
+                    let lines: Option<String> = sqlx::query_scalar(
+                        "SELECT lines FROM inventory_reservations WHERE order_id = $1 AND state = 'reserved'",
+                    )
+                    .bind(order)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(lines) = lines else { return Ok(false) };
+                    let lines: Vec<Line> = serde_json::from_str(&lines).unwrap_or_default();
+                    for line in &lines {
+                        sqlx::query("UPDATE inventory_stock SET reserved = reserved - $2, sold = sold + $2 WHERE sku = $1")
+                            .bind(&line.sku)
+                            .bind(line.quantity)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query("UPDATE inventory_reservations SET state = 'sold', updated_at = $2 WHERE order_id = $1")
+                        .bind(order)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(true)
+                })
+            }
+
+            fn all_stock(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<Vec<Stock>, sqlx::Error>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, i64, i64, i64)> =
+                        sqlx::query_as("SELECT sku, on_hand, reserved, sold FROM inventory_stock ORDER BY sku")
+                            .fetch_all(pool)
+                            .await?;
+                    Ok(rows.into_iter().map(|(sku, on_hand, reserved, sold)| Stock { sku, on_hand, reserved, sold }).collect())
+                })
+            }
+
             fn stock<'p>(pool: &'p sqlx::Pool<Self>, sku: &'p str) -> BoxFuture<'p, Result<Option<Stock>, sqlx::Error>> {
                 Box::pin(async move {
-                    let row: Option<(String, i64, i64)> =
-                        sqlx::query_as("SELECT sku, on_hand, reserved FROM inventory_stock WHERE sku = $1")
+                    let row: Option<(String, i64, i64, i64)> =
+                        sqlx::query_as("SELECT sku, on_hand, reserved, sold FROM inventory_stock WHERE sku = $1")
                             .bind(sku)
                             .fetch_optional(pool)
                             .await?;
-                    Ok(row.map(|(sku, on_hand, reserved)| Stock { sku, on_hand, reserved }))
+                    Ok(row.map(|(sku, on_hand, reserved, sold)| Stock { sku, on_hand, reserved, sold }))
                 })
             }
         }

@@ -123,8 +123,12 @@ pub enum OrderCommand {
         /// The catalog to price from.
         catalog: Catalog,
     },
-    /// Checkout succeeded.
-    Confirm,
+    /// Checkout succeeded for these lines: refused when the order was edited meanwhile,
+    /// since what was reserved and charged is not what it now says.
+    Confirm {
+        /// The lines checkout reserved stock for and charged.
+        lines: Vec<Line>,
+    },
     /// Cancel it.
     Cancel {
         /// Why.
@@ -150,6 +154,9 @@ pub enum OrderRejected {
     /// The order is confirmed or canceled and cannot change.
     #[error("the order is {0} and can no longer change")]
     Final(&'static str),
+    /// Checkout ran for lines the order no longer has (it was edited meanwhile).
+    #[error("the order was edited during checkout")]
+    EditedDuringCheckout,
 }
 
 impl switchboard::eventstore::Aggregate for Order {
@@ -196,8 +203,11 @@ impl switchboard::eventstore::Aggregate for Order {
                 }
                 Ok(vec![OrderEvent::Edited { lines, total_cents }])
             }
-            OrderCommand::Confirm => {
+            OrderCommand::Confirm { lines } => {
                 self.must_be_open()?;
+                if *lines != self.lines {
+                    return Err(OrderRejected::EditedDuringCheckout);
+                }
                 Ok(vec![OrderEvent::Confirmed])
             }
             OrderCommand::Cancel { reason } => match self.status {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use switchboard::eventstore::{EventStoreError, Repository, RepositoryError};
 
 use super::aggregate::{Line, Order, OrderCommand, OrderEvent, OrderRejected, OrderStatus, RequestedLine};
+use super::graphql::OrderFilter;
 use super::store::{KeyState, OrderRow, ShopDatabase};
 use crate::catalog::Catalog;
 use crate::inventory::grpc::{Availability, StockCheck};
@@ -133,11 +134,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Problem {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Problem {
         Problem { status, kind, detail: detail.into() }
     }
 
-    fn internal(error: impl std::fmt::Display) -> Problem {
+    pub(crate) fn internal(error: impl std::fmt::Display) -> Problem {
         tracing::error!(%error, "The order service failed a request.");
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the order service failed; try again")
     }
@@ -188,6 +189,7 @@ impl From<OrderRejected> for Problem {
             OrderRejected::AlreadyPlaced => (StatusCode::CONFLICT, "already-placed"),
             OrderRejected::NotFound => (StatusCode::NOT_FOUND, "no-such-order"),
             OrderRejected::Final(_) => (StatusCode::CONFLICT, "order-final"),
+            OrderRejected::EditedDuringCheckout => (StatusCode::CONFLICT, "edited-during-checkout"),
         };
         Problem::new(status, kind, rejected.to_string())
     }
@@ -231,11 +233,12 @@ fn view(id: &str, order: Order, version: u64) -> OrderView {
 }
 
 /// Order ids are ours: `o-` and 32 hex digits (time-ordered).
+pub(crate) fn is_order_id(id: &str) -> bool {
+    id.strip_prefix("o-").is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn check_id(id: &str) -> Result<(), Problem> {
-    let ok = id
-        .strip_prefix("o-")
-        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    if ok {
+    if is_order_id(id) {
         Ok(())
     } else {
         Err(Problem::new(StatusCode::NOT_FOUND, "no-such-order", format!("no order {id:?}")))
@@ -442,16 +445,14 @@ async fn list<DB: ShopDatabase>(
     };
     let after = match query.after.as_deref() {
         None => None,
-        Some(cursor) => {
-            let parsed = cursor.split_once('.').and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id)));
-            Some(parsed.ok_or_else(|| {
-                Problem::new(StatusCode::BAD_REQUEST, "bad-query", "after is a cursor from `next`")
-            })?)
-        }
+        Some(cursor) => Some(super::graphql::parse_cursor(cursor).ok_or_else(|| {
+            Problem::new(StatusCode::BAD_REQUEST, "bad-query", "after is a cursor from `next`")
+        })?),
     };
-    let rows = DB::list_orders(&api.pool, status, after, limit).await.map_err(Problem::internal)?;
+    let filter = OrderFilter { status: status.map(str::to_owned), customer: None, after, limit };
+    let rows = DB::order_rows(&api.pool, &filter).await.map_err(Problem::internal)?;
     let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| format!("{}.{}", r.created_at, r.id)))
+        .then(|| rows.last().map(|r| super::graphql::cursor(r.created_at, &r.id)))
         .flatten();
     let orders = rows.into_iter().map(row_view).collect::<Result<_, _>>()?;
     Ok(axum::Json(OrderPage { orders, next }))

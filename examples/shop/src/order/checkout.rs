@@ -50,7 +50,13 @@ pub fn saga<DB: ShopDatabase>(orders: Repository<Order, DB>, step_timeout: Durat
         .step(Step::call("open", |s: Checkout| async move { Ok(s) }).compensate_with_call(move |s: Checkout| {
             let orders = canceling.clone();
             async move {
-                let reason = s.failure.clone().unwrap_or_else(|| "checkout failed".into());
+                let reason = match &s.failure {
+                    Some(failure) => failure.clone(),
+                    None if orders.load(&s.order).await.is_ok_and(|o| o.state.lines != s.lines) => {
+                        OrderRejected::EditedDuringCheckout.to_string()
+                    }
+                    None => "checkout failed".into(),
+                };
                 match orders.execute(&s.order, &OrderCommand::Cancel { reason }).await {
                     Ok(_) | Err(RepositoryError::Refused(OrderRejected::Final(_))) => Ok(s),
                     Err(e) => Err(StepFailed::new(e.to_string())),
@@ -94,9 +100,9 @@ pub fn saga<DB: ShopDatabase>(orders: Repository<Order, DB>, step_timeout: Durat
         .step(Step::call("confirm", move |s: Checkout| {
             let orders = confirming.clone();
             async move {
-                // Refused when the customer canceled meanwhile: the charge and the stock are
-                // given back.
-                match orders.execute(&s.order, &OrderCommand::Confirm).await {
+                // Refused when the customer canceled or edited the order meanwhile: the charge
+                // and the stock are given back.
+                match orders.execute(&s.order, &OrderCommand::Confirm { lines: s.lines.clone() }).await {
                     Ok(_) => Ok(s),
                     Err(e) => Err(StepFailed::new(e.to_string())),
                 }

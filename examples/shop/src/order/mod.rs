@@ -5,6 +5,8 @@
 pub mod aggregate;
 pub mod api;
 pub mod checkout;
+pub mod facts;
+pub mod graphql;
 pub mod notifier;
 pub mod read_model;
 pub mod store;
@@ -46,12 +48,14 @@ where
     starter: CheckoutStarter,
     orchestrator: RunningOrchestrator,
     notifier: switchboard::RunningRouter,
+    facts: facts::RunningFacts,
     router: Option<axum::Router>,
 }
 
 impl<DB: ShopDatabase> OrderService<DB>
 where
     OrderList: Projection<DB>,
+    facts::Facts: Projection<DB>,
 {
     /// Starts the service's relay, projection and checkout orchestrator on `pool`, talking
     /// to `bus`; new orders are checked against inventory's stock through `stock` when
@@ -79,8 +83,13 @@ where
             Orchestrator::new(checkout::saga(orders.clone(), Duration::from_secs(10)), pool.clone(), outbox)
                 .await?;
         let orchestrator = checkout.clone().spawn(bus.clone(), Duration::from_millis(200)).await?;
-        let notifier = notifier::start(bus, orders.clone()).await?;
-        let router = OrderApi::new(orders.clone(), pool, catalog, stock).await?.router();
+        let notifier = notifier::start(bus.clone(), orders.clone()).await?;
+        let facts = facts::RunningFacts::start(pool.clone(), bus).await?;
+        let read_model = graphql::schema(graphql::read_model(pool.clone()));
+        let router = OrderApi::new(orders.clone(), pool, catalog, stock)
+            .await?
+            .router()
+            .merge(graphql::router(read_model).layer(axum::extract::DefaultBodyLimit::max(api::MAX_BODY)));
         let starter = CheckoutStarter::start(store.clone(), checkout.clone()).await?;
         Ok(OrderService {
             store,
@@ -91,6 +100,7 @@ where
             starter,
             orchestrator,
             notifier,
+            facts,
             router: Some(router),
         })
     }
@@ -109,6 +119,7 @@ where
     pub async fn shutdown(self) {
         self.starter.shutdown().await;
         let _ = self.notifier.shutdown().await;
+        self.facts.shutdown().await;
         self.orchestrator.shutdown().await;
         self.list.shutdown().await;
         self.relay.shutdown().await;

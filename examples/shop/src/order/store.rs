@@ -28,7 +28,7 @@ pub struct OrderRow {
     pub updated_at: i64,
 }
 
-type OrderTuple = (String, String, String, i64, String, Option<String>, i64, i64, i64);
+pub(crate) type OrderTuple = (String, String, String, i64, String, Option<String>, i64, i64, i64);
 
 impl From<OrderTuple> for OrderRow {
     fn from(t: OrderTuple) -> OrderRow {
@@ -65,7 +65,7 @@ pub enum KeyState {
 }
 
 /// A database the order service can keep its state in.
-pub trait ShopDatabase: ProjectionDatabase + SagaDatabase {
+pub trait ShopDatabase: ProjectionDatabase + SagaDatabase + super::graphql::ReadModelDatabase {
     #[doc(hidden)]
     fn create_shop_tables(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<(), sqlx::Error>>;
     #[doc(hidden)]
@@ -100,13 +100,6 @@ pub trait ShopDatabase: ProjectionDatabase + SagaDatabase {
         pool: &sqlx::Pool<Self>,
         position: i64,
     ) -> BoxFuture<'_, Result<(), sqlx::Error>>;
-    #[doc(hidden)]
-    fn list_orders<'p>(
-        pool: &'p sqlx::Pool<Self>,
-        status: Option<&'p str>,
-        after: Option<(i64, &'p str)>,
-        limit: i64,
-    ) -> BoxFuture<'p, Result<Vec<OrderRow>, sqlx::Error>>;
 }
 
 macro_rules! shop_database {
@@ -234,31 +227,6 @@ macro_rules! shop_database {
                         .execute(pool)
                         .await?;
                     Ok(())
-                })
-            }
-
-            fn list_orders<'p>(
-                pool: &'p sqlx::Pool<Self>,
-                status: Option<&'p str>,
-                after: Option<(i64, &'p str)>,
-                limit: i64,
-            ) -> BoxFuture<'p, Result<Vec<OrderRow>, sqlx::Error>> {
-                Box::pin(async move {
-                    let (after_at, after_id) = after.unwrap_or((-1, ""));
-                    let rows: Vec<OrderTuple> = sqlx::query_as(
-                        "SELECT id, customer, status, total_cents, lines, cancel_reason, version, created_at, updated_at
-                         FROM shop_orders
-                         WHERE (CAST($1 AS TEXT) IS NULL OR status = $1)
-                           AND (created_at > $2 OR (created_at = $2 AND id > $3))
-                         ORDER BY created_at, id LIMIT $4",
-                    )
-                    .bind(status)
-                    .bind(after_at)
-                    .bind(after_id)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?;
-                    Ok(rows.into_iter().map(OrderRow::from).collect())
                 })
             }
         }

@@ -1,7 +1,9 @@
 //! The payment service: `payment.charge` and `payment.refund` commands over the
 //! `payment.commands` queue, each answered to its `replyto`. It calls the payment provider
 //! over HTTP through `switchboard-sync` (timeout per attempt, retries within a budget, a
-//! breaker), keyed by the order so a repeated charge is charged once.
+//! breaker), keyed by the order so a repeated charge is charged once. Each outcome is also
+//! a fact on the `payments` log (`payment.charged`, `payment.declined`, `payment.refunded`),
+//! published with the reply, for whoever keeps a view of payments.
 
 pub mod provider;
 pub mod store;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard::{Bus, Handled, HandlerError, Incoming, Message, Middleware, Router, RunningRouter};
+use switchboard::{Bus, Handled, HandlerError, Incoming, Message, Middleware, Outgoing, Router, RunningRouter};
 use switchboard::{SubscriptionName, SubscriptionSpec, TopicName};
 use switchboard_policy::BreakerConfig;
 use switchboard_sync::{CallPolicy, HttpClient};
@@ -22,6 +24,9 @@ use provider::{ChargeAnswer, ChargeRequest};
 
 /// The queue of payment commands.
 pub const COMMANDS_TOPIC: &str = "payment.commands";
+
+/// The log of payment outcomes.
+pub const PAYMENTS_TOPIC: &str = "payments";
 
 /// `payment.charge`: take an order's total.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +74,7 @@ impl PaymentService {
         let context = Arc::new(Context { pool, http: HttpClient::new(policy)?, provider });
         let topic = TopicName::new(COMMANDS_TOPIC)?;
         bus.create_topic(&topic, 1).await?;
+        bus.create_topic(&TopicName::new(PAYMENTS_TOPIC)?, 1).await?;
         let handler = tower::service_fn(move |incoming: Incoming| handle(context.clone(), incoming));
         let spec = SubscriptionSpec::queue(SubscriptionName::from_static("payment"));
         let router = Router::new(bus)
@@ -107,11 +113,12 @@ async fn handle<DB: PaymentDatabase>(cx: Arc<Context<DB>>, incoming: Incoming) -
                 };
             let body = serde_json::json!({ "order": command.order, "amount_cents": payment.amount_cents });
             let ty = if payment.state == "charged" { "payment.charged" } else { "payment.declined" };
-            Ok(vec![reply(ty, body)?])
+            Ok(vec![reply(ty, body)?, fact(ty, &command.order, &payment)])
         }
         "payment.refund" => {
             let command: Refund =
                 serde_json::from_slice(&incoming.message.data).map_err(HandlerError::permanent)?;
+            let mut answers = Vec::new();
             match DB::payment(&cx.pool, &command.order).await.map_err(HandlerError::transient)? {
                 Some(payment) if payment.state == "charged" => {
                     cx.refund(&command.order).await?;
@@ -119,6 +126,11 @@ async fn handle<DB: PaymentDatabase>(cx: Arc<Context<DB>>, incoming: Incoming) -
                     DB::set_payment(&cx.pool, &command.order, &refunded, crate::now_ms())
                         .await
                         .map_err(HandlerError::transient)?;
+                    answers.push(fact("payment.refunded", &command.order, &refunded));
+                }
+                // A repeated refund says so again (the same fact id: its readers see it once).
+                Some(payment) if payment.state == "refunded" => {
+                    answers.push(fact("payment.refunded", &command.order, &payment));
                 }
                 Some(_) => {}
                 None => {
@@ -129,10 +141,27 @@ async fn handle<DB: PaymentDatabase>(cx: Arc<Context<DB>>, incoming: Incoming) -
                         .map_err(HandlerError::transient)?;
                 }
             }
-            Ok(vec![reply("payment.refunded", serde_json::json!({ "order": command.order }))?])
+            answers.push(reply("payment.refunded", serde_json::json!({ "order": command.order }))?);
+            Ok(answers)
         }
         other => Err(HandlerError::permanent(format!("payment does not know the command {other:?}"))),
     }
+}
+
+/// A payment outcome on the `payments` log, its id derived from the order and the outcome
+/// so a redelivered command publishes the same fact.
+fn fact(ty: &str, order: &str, payment: &Payment) -> Outgoing {
+    let body = serde_json::json!({
+        "order": order,
+        "amount_cents": payment.amount_cents,
+        "charge_id": payment.charge_id,
+    });
+    let message = Message::new("/shop/payment", ty, body.to_string())
+        .with_id(format!("{ty}-{order}"))
+        .with_subject(format!("order-{order}"))
+        .with_key(order.to_owned())
+        .with_content_type("application/json");
+    Outgoing::new(TopicName::from_static(PAYMENTS_TOPIC), message)
 }
 
 impl<DB: PaymentDatabase> Context<DB> {

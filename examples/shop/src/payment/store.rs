@@ -25,6 +25,9 @@ pub trait PaymentDatabase: OutboxDatabase {
         pool: &'p sqlx::Pool<Self>,
         order: &'p str,
     ) -> BoxFuture<'p, Result<Option<Payment>, sqlx::Error>>;
+    /// Every payment, by order.
+    #[doc(hidden)]
+    fn all_payments(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<Vec<(String, Payment)>, sqlx::Error>>;
     #[doc(hidden)]
     fn set_payment<'p>(
         pool: &'p sqlx::Pool<Self>,
@@ -62,6 +65,19 @@ macro_rules! payment_database {
                             .fetch_optional(pool)
                             .await?;
                     Ok(row.map(|(state, amount_cents, charge_id)| Payment { state, amount_cents, charge_id }))
+                })
+            }
+
+            fn all_payments(pool: &sqlx::Pool<Self>) -> BoxFuture<'_, Result<Vec<(String, Payment)>, sqlx::Error>> {
+                Box::pin(async move {
+                    let rows: Vec<(String, String, i64, Option<String>)> =
+                        sqlx::query_as("SELECT order_id, state, amount_cents, charge_id FROM payments ORDER BY order_id")
+                            .fetch_all(pool)
+                            .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(order, state, amount_cents, charge_id)| (order, Payment { state, amount_cents, charge_id }))
+                        .collect())
                 })
             }
 

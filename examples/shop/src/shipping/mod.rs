@@ -4,25 +4,47 @@
 //! shipping request when an order is confirmed and deletes it when one is canceled.
 //!
 //! Each event takes effect once: the subscription is a [`StreamProjector`], whose
-//! checkpoint per partition commits with the tables.
+//! checkpoint per partition commits with the tables. What shipping decides goes on the
+//! `shipments` log (`shipment.requested`, `shipment.canceled`) through an outbox written in
+//! the same transaction, so the facts and the tables never disagree.
 
 use switchboard::eventstore::{RecordedEvent, decode_event};
 use switchboard::projection::{
     Projection, ProjectionDatabase, ProjectionError, RunningStreamProjection, StreamProjector, Tables,
 };
-use switchboard::{Bus, TopicName};
+use switchboard::outbox::{Outbox, OutboxDatabase, Relay, RunningRelay};
+use switchboard::{Bus, Message, TopicName};
 
 use crate::order::OrderEvent;
 use crate::order::read_model::order_id;
 
+/// The log of what shipping decided.
+pub const SHIPMENTS_TOPIC: &str = "shipments";
+
 /// Shipping's read of the order log: `shipping_orders` (what was ordered) and
-/// `shipping_requests` (what to ship).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ShippingRequests;
+/// `shipping_requests` (what to ship); each request made or withdrawn is also a fact on
+/// the `shipments` log.
+#[derive(Clone)]
+pub struct ShippingRequests<DB: OutboxDatabase> {
+    outbox: Outbox<DB>,
+    shipments: TopicName,
+}
+
+impl<DB: OutboxDatabase> ShippingRequests<DB> {
+    fn fact(&self, ty: &str, order: &str, at: i64) -> Message {
+        let body = serde_json::json!({ "order": order, "at": at });
+        Message::new("/shop/shipping", ty, body.to_string())
+            .with_id(format!("{ty}-{order}"))
+            .with_subject(format!("order-{order}"))
+            .with_key(order.to_owned())
+            .with_content_type("application/json")
+    }
+}
 
 /// The shipping service.
 pub struct ShippingService {
     projection: RunningStreamProjection,
+    relay: RunningRelay,
 }
 
 impl ShippingService {
@@ -30,15 +52,22 @@ impl ShippingService {
     ///
     /// # Errors
     /// The tables cannot be created or the bus refuses the subscription.
-    pub async fn start<DB: ProjectionDatabase>(pool: sqlx::Pool<DB>, bus: Bus) -> anyhow::Result<Self>
+    pub async fn start<DB: ProjectionDatabase + OutboxDatabase>(
+        pool: sqlx::Pool<DB>,
+        bus: Bus,
+    ) -> anyhow::Result<Self>
     where
-        ShippingRequests: Projection<DB>,
+        ShippingRequests<DB>: Projection<DB>,
     {
         let topic = TopicName::new(crate::order::ORDERS_TOPIC)?;
         bus.create_topic(&topic, 1).await?;
-        let projection =
-            StreamProjector::new("shipping", ShippingRequests, pool, bus, topic)?.start().await?;
-        Ok(ShippingService { projection })
+        let shipments = TopicName::new(SHIPMENTS_TOPIC)?;
+        bus.create_topic(&shipments, 1).await?;
+        let outbox = Outbox::open(pool.clone()).await?;
+        let relay = Relay::new(outbox.clone(), bus.clone()).spawn();
+        let requests = ShippingRequests { outbox, shipments };
+        let projection = StreamProjector::new("shipping", requests, pool, bus, topic)?.start().await?;
+        Ok(ShippingService { projection, relay })
     }
 
     /// How many order events it has applied.
@@ -49,13 +78,14 @@ impl ShippingService {
     /// Stops after the event in flight.
     pub async fn shutdown(self) {
         self.projection.shutdown().await;
+        self.relay.shutdown().await;
     }
 }
 
 macro_rules! shipping_projection {
     ($db:ty, $conn:ty) => {
         #[async_trait::async_trait]
-        impl Projection<$db> for ShippingRequests {
+        impl Projection<$db> for ShippingRequests<$db> {
             fn tables(&self) -> &[&'static str] {
                 &["shipping_orders", "shipping_requests"]
             }
@@ -93,21 +123,30 @@ macro_rules! shipping_projection {
                             .await?;
                     }
                     OrderEvent::Confirmed => {
-                        sqlx::query(t.sql(
+                        let at = event.recorded_at.as_millis() as i64;
+                        let requested = sqlx::query(t.sql(
                             "INSERT INTO {shipping_requests} (order_id, customer, lines, requested_at)
                              SELECT order_id, customer, lines, $2 FROM {shipping_orders} WHERE order_id = $1
                              ON CONFLICT (order_id) DO NOTHING",
                         ))
                         .bind(id)
-                        .bind(event.recorded_at.as_millis() as i64)
+                        .bind(at)
                         .execute(&mut *tx)
                         .await?;
+                        if requested.rows_affected() > 0 {
+                            let fact = self.fact("shipment.requested", id, at);
+                            self.outbox.enqueue(tx, &self.shipments, fact).await.map_err(ProjectionError::handler)?;
+                        }
                     }
                     OrderEvent::Canceled { .. } => {
-                        sqlx::query(t.sql("DELETE FROM {shipping_requests} WHERE order_id = $1"))
+                        let withdrawn = sqlx::query(t.sql("DELETE FROM {shipping_requests} WHERE order_id = $1"))
                             .bind(id)
                             .execute(&mut *tx)
                             .await?;
+                        if withdrawn.rows_affected() > 0 {
+                            let fact = self.fact("shipment.canceled", id, event.recorded_at.as_millis() as i64);
+                            self.outbox.enqueue(tx, &self.shipments, fact).await.map_err(ProjectionError::handler)?;
+                        }
                     }
                 }
                 Ok(())
