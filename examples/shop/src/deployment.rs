@@ -124,8 +124,13 @@ where
     /// # Errors
     /// A socket cannot be bound, a database refuses its tables, or the bus its topics.
     pub async fn start(dbs: Databases<DB>, bus: Bus, config: ShopConfig) -> anyhow::Result<Self> {
-        let Databases { order: order_db, inventory: inventory_db, payment: payment_db, shipping: shipping_db, inbox } =
-            dbs;
+        let Databases {
+            order: order_db,
+            inventory: inventory_db,
+            payment: payment_db,
+            shipping: shipping_db,
+            inbox,
+        } = dbs;
         let mut servers = Vec::new();
         let provider_listener = TcpListener::bind(config.provider).await?;
         let provider_url = format!("http://{}", provider_listener.local_addr()?);
@@ -181,7 +186,8 @@ where
     /// The bus refuses the subscription.
     pub async fn start_emails(&mut self, instances: usize) -> anyhow::Result<()> {
         for _ in 0..instances {
-            self.emails.push(EmailService::start(self.bus.clone(), self.maildir.clone(), self.inbox.clone()).await?);
+            self.emails
+                .push(EmailService::start(self.bus.clone(), self.maildir.clone(), self.inbox.clone()).await?);
         }
         Ok(())
     }
@@ -218,4 +224,41 @@ where
             email.shutdown().await;
         }
     }
+}
+
+/// Every topic of the shop, with the subscriptions its services make on it.
+const TOPICS: [(&str, &[&str]); 8] = [
+    (crate::order::ORDERS_TOPIC, &["order-emails", "inventory-sales", "shipping"]),
+    (crate::payment::PAYMENTS_TOPIC, &["shop-payments"]),
+    (crate::shipping::SHIPMENTS_TOPIC, &["shop-shipments"]),
+    (crate::email::SENT_TOPIC, &["shop-emails"]),
+    (crate::email::EMAILS_TOPIC, &["email"]),
+    (crate::inventory::COMMANDS_TOPIC, &["inventory"]),
+    (crate::payment::COMMANDS_TOPIC, &["payment"]),
+    ("checkout.replies", &["checkout-orchestrator"]),
+];
+
+/// Deletes every topic and subscription of the shop from the broker behind `bus`, so a
+/// new deployment on a broker that keeps them (RabbitMQ, NATS, `switchboard serve`) starts
+/// empty. What is not there is skipped.
+///
+/// # Errors
+/// The broker refuses a deletion.
+pub async fn reset_broker(bus: &Bus) -> anyhow::Result<()> {
+    use switchboard::{BusError, SubscriptionName, TopicName};
+    let backend = bus.backend();
+    for (topic, subscriptions) in TOPICS {
+        let topic = TopicName::new(topic)?;
+        for subscription in subscriptions {
+            match backend.delete_subscription(&topic, &SubscriptionName::new(*subscription)?).await {
+                Ok(()) | Err(BusError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match backend.delete_topic(&topic).await {
+            Ok(()) | Err(BusError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }

@@ -110,10 +110,16 @@ impl<DB: AnyShopDatabase> Books<DB> {
                 ));
             }
             if balance.pending == 0 && stock.reserved != 0 {
-                violations.push(format!("{}: {} units still reserved with no order in checkout", stock.sku, stock.reserved));
+                violations.push(format!(
+                    "{}: {} units still reserved with no order in checkout",
+                    stock.sku, stock.reserved
+                ));
             }
             if balance.pending == 0 && stock.sold != confirmed {
-                violations.push(format!("{}: {} sold, but confirmed orders hold {confirmed}", stock.sku, stock.sold));
+                violations.push(format!(
+                    "{}: {} sold, but confirmed orders hold {confirmed}",
+                    stock.sku, stock.sold
+                ));
             }
         }
 
@@ -122,7 +128,9 @@ impl<DB: AnyShopDatabase> Books<DB> {
             if payment.state == "charged" {
                 balance.charged_cents += payment.amount_cents;
                 match orders.get(id.as_str()) {
-                    Some(order) if order.status == "confirmed" && order.total_cents != payment.amount_cents => {
+                    Some(order)
+                        if order.status == "confirmed" && order.total_cents != payment.amount_cents =>
+                    {
                         violations.push(format!(
                             "{id}: charged {} for a total of {}",
                             payment.amount_cents, order.total_cents

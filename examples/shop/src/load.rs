@@ -98,7 +98,10 @@ struct Run {
 ///
 /// # Errors
 /// The storefront answers something that is not the order API.
-pub async fn run(config: LoadConfig, progress: impl Fn(u64) + Send + Sync + 'static) -> anyhow::Result<LoadReport> {
+pub async fn run(
+    config: LoadConfig,
+    progress: impl Fn(u64) + Send + Sync + 'static,
+) -> anyhow::Result<LoadReport> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(config.concurrency.max(1)).build()?;
     let run = Arc::new(Run { http, config: config.clone(), retries: AtomicU64::new(0) });
     let latencies = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?));
@@ -109,7 +112,11 @@ pub async fn run(config: LoadConfig, progress: impl Fn(u64) + Send + Sync + 'sta
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..config.orders {
-        let due = if config.rate > 0.0 { started + Duration::from_secs_f64(n as f64 / config.rate) } else { Instant::now() };
+        let due = if config.rate > 0.0 {
+            started + Duration::from_secs_f64(n as f64 / config.rate)
+        } else {
+            Instant::now()
+        };
         tokio::time::sleep_until(due).await;
         let permit = permits.clone().acquire_owned().await?;
         let (run, latencies, outcomes, progress, done) =
@@ -144,7 +151,8 @@ pub async fn run(config: LoadConfig, progress: impl Fn(u64) + Send + Sync + 'sta
     report.checkouts_per_second = if seconds > 0.0 { settled as f64 / seconds } else { 0.0 };
     let histogram = latencies.lock();
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    report.latency_ms = Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: histogram.max() as f64 / 1000.0 };
+    report.latency_ms =
+        Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), max: histogram.max() as f64 / 1000.0 };
     Ok(report)
 }
 
@@ -153,8 +161,10 @@ impl Run {
     async fn checkout(&self, n: u64) -> anyhow::Result<Outcome> {
         let deadline = Instant::now() + self.config.settle_timeout;
         let declines = self.config.decline_share > 0.0
-            && (n as f64 * self.config.decline_share).floor() != ((n + 1) as f64 * self.config.decline_share).floor();
-        let customer = if declines { format!("decline-{n}@load.example") } else { format!("c{n}@load.example") };
+            && (n as f64 * self.config.decline_share).floor()
+                != ((n + 1) as f64 * self.config.decline_share).floor();
+        let customer =
+            if declines { format!("decline-{n}@load.example") } else { format!("c{n}@load.example") };
         let sku = PLENTIFUL[(n % PLENTIFUL.len() as u64) as usize];
         let body = serde_json::json!({
             "customer": customer,
@@ -171,7 +181,8 @@ impl Run {
                 Ok(response) => {
                     let server_error = response.status().is_server_error();
                     let problem: serde_json::Value = response.json().await.unwrap_or_default();
-                    let kind = problem["type"].as_str().and_then(|t| t.rsplit('/').next()).unwrap_or("unknown");
+                    let kind =
+                        problem["type"].as_str().and_then(|t| t.rsplit('/').next()).unwrap_or("unknown");
                     // A 5xx, or the first attempt still being handled (or dead): the same
                     // key, later. Any other refusal is the answer.
                     if !server_error && kind != "request-in-progress" {
@@ -186,7 +197,9 @@ impl Run {
             self.retries.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let id = placed["id"].as_str().ok_or_else(|| anyhow::anyhow!("the storefront answered no order id: {placed}"))?;
+        let id = placed["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the storefront answered no order id: {placed}"))?;
         let order_url = format!("{}/orders/{id}", self.config.storefront);
         // Fine-grained at first, where most checkouts end, then coarser.
         let mut polls = 0u32;

@@ -15,11 +15,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use shop::catalog::Catalog;
 use shop::deployment::{Databases, Shop, ShopConfig};
-use shop::invariants::{Balance, Books};
-use shop::load::LoadConfig;
 use shop::email::EmailService;
+use shop::invariants::{Balance, Books};
 use shop::inventory::InventoryService;
 use shop::inventory::grpc::StockCheck;
+use shop::load::LoadConfig;
 use shop::order::OrderService;
 use shop::payment::PaymentService;
 use shop::payment::provider::{self, ProviderConfig};
@@ -379,7 +379,9 @@ fn print_balance(balance: &Balance, json: bool) -> anyhow::Result<()> {
         balance.shipments
     );
     if balance.balanced() {
-        println!("invariants: balanced (stock, payments, one email per outcome, one shipment per confirmed order)");
+        println!(
+            "invariants: balanced (stock, payments, one email per outcome, one shipment per confirmed order)"
+        );
     } else {
         println!("invariants: {} violation(s)", balance.violations.len());
         for violation in balance.violations.iter().take(20) {
@@ -399,7 +401,8 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         settle_timeout: Duration::from_secs(args.settle_timeout),
         run_id: switchboard_core::new_message_id(),
     };
-    let bar = if args.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(args.orders) };
+    let bar =
+        if args.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(args.orders) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} orders ended  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -412,7 +415,10 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         None => None,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "load": report, "books": balance }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "load": report, "books": balance }))?
+        );
     } else {
         let canceled: u64 = report.canceled.values().sum();
         println!(
@@ -425,8 +431,15 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             report.latency_ms.p99,
             report.latency_ms.max
         );
-        println!("outcomes: {} confirmed, {canceled} canceled {:?}, {} rejected {:?}, {} unsettled; {} retried requests",
-            report.confirmed, report.canceled, report.rejected.values().sum::<u64>(), report.rejected, report.unsettled, report.retries);
+        println!(
+            "outcomes: {} confirmed, {canceled} canceled {:?}, {} rejected {:?}, {} unsettled; {} retried requests",
+            report.confirmed,
+            report.canceled,
+            report.rejected.values().sum::<u64>(),
+            report.rejected,
+            report.unsettled,
+            report.retries
+        );
         if let Some(balance) = &balance {
             print_balance(balance, false)?;
         }

@@ -62,6 +62,7 @@ pub struct Step<S> {
     pub(crate) action: Action<S>,
     pub(crate) compensation: Option<Action<S>>,
     pub(crate) timeout: Duration,
+    pub(crate) attempts: u32,
 }
 
 impl<S> std::fmt::Debug for Step<S> {
@@ -70,6 +71,7 @@ impl<S> std::fmt::Debug for Step<S> {
             .field("name", &self.name)
             .field("compensated", &self.compensation.is_some())
             .field("timeout", &self.timeout)
+            .field("attempts", &self.attempts)
             .finish()
     }
 }
@@ -83,6 +85,7 @@ impl<S: Send + 'static> Step<S> {
             action: Action::Command { make: Arc::new(command), read: Arc::new(|_, _| Ok(())) },
             compensation: None,
             timeout: Duration::from_secs(30),
+            attempts: 1,
         }
     }
 
@@ -97,6 +100,7 @@ impl<S: Send + 'static> Step<S> {
             action: Action::Call(Arc::new(move |s| Box::pin(call(s)))),
             compensation: None,
             timeout: Duration::from_secs(30),
+            attempts: 1,
         }
     }
 
@@ -145,11 +149,25 @@ impl<S: Send + 'static> Step<S> {
     }
 
     /// How long the action, and each compensation attempt, may go without a reply
-    /// (default 30 s). An action that times out is compensated (it may have taken effect);
-    /// a compensation that times out is sent again.
+    /// (default 30 s). An action that times out is compensated (it may have taken effect)
+    /// unless [`retry`](Step::retry) allows another attempt; a compensation that times out
+    /// is sent again.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sends an action that timed out again, up to `attempts` in all (default 1), before
+    /// compensating: with the same idempotency key, so the participant (or the call) must
+    /// treat a repeat as the same request. A timeout says only that the outcome is unknown
+    /// (the reply was lost, or the process running a call died before recording its
+    /// result); for a step that may already have taken effect and that should go forward
+    /// rather than be undone (the pivot of a saga, such as confirming an order), retrying
+    /// is what finds out. A step that answers with a failure is compensated at once.
+    #[must_use]
+    pub fn retry(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
         self
     }
 }

@@ -265,7 +265,11 @@ impl<'a, S: Clone + Send + 'static> Machine<'a, S> {
         if status == Status::Running {
             let why = format!("no reply within {:?}", self.steps[i].timeout);
             self.log("timed-out", Some(i), why.clone());
-            self.begin_compensation(Some(i), &format!("step {} timed out", self.steps[i].name));
+            if u32::try_from(self.row.attempt).unwrap_or(u32::MAX) < self.steps[i].attempts {
+                self.send(i, false);
+            } else {
+                self.begin_compensation(Some(i), &format!("step {} timed out", self.steps[i].name));
+            }
         } else if u32::try_from(self.row.attempt).unwrap_or(0) >= self.saga.max_compensation_attempts {
             let error = self.row.error.clone().unwrap_or_else(|| "no reply".to_owned());
             self.park(&format!(

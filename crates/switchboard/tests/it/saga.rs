@@ -25,6 +25,11 @@ fn command(topic: &'static str, ty: &'static str) -> impl Fn(&Checkout) -> Comma
 
 /// reserve stock (released on compensation) → charge (refunded) → confirm (a call).
 fn checkout(confirmations: Arc<AtomicU32>) -> Saga<Checkout> {
+    checkout_with(confirmations, 1)
+}
+
+/// [`checkout`] whose charge is sent up to `charge_attempts` times when it times out.
+fn checkout_with(confirmations: Arc<AtomicU32>, charge_attempts: u32) -> Saga<Checkout> {
     Saga::new("checkout", 1)
         .step(
             Step::command("reserve", command("inventory", "stock.reserve"))
@@ -51,7 +56,8 @@ fn checkout(confirmations: Arc<AtomicU32>) -> Saga<Checkout> {
                         Err(StepFailed::new("refund failed"))
                     }
                 })
-                .timeout(Duration::from_secs(10)),
+                .timeout(Duration::from_secs(10))
+                .retry(charge_attempts),
         )
         .step(Step::call("confirm", move |mut s: Checkout| {
             let confirmations = confirmations.clone();
@@ -178,6 +184,40 @@ macro_rules! saga_cases {
             let view = test.instance("o-3").await.expect("instance");
             assert_eq!(view.summary.status, Status::Compensated);
             assert!(view.history.iter().any(|h| h.kind == "reply-ignored"));
+        }
+
+        #[tokio::test]
+        async fn a_step_allowed_to_retry_is_sent_again_with_the_same_key_before_it_is_compensated() {
+            $($pre;)*
+            let confirmations = Arc::new(AtomicU32::new(0));
+            let (test, _guard) = $harness(checkout_with(confirmations.clone(), 2)).await;
+            for order in ["o-r1", "o-r2"] {
+                test.start(order, state(order)).await.expect("start");
+            }
+            for reserve in test.sent().await.expect("sent") {
+                test.reply(&reserve, reply("stock.reserved", "r-1")).await.expect("reply");
+            }
+            let first = test.sent().await.expect("sent");
+            assert_eq!(first.len(), 2, "a charge each");
+            assert_eq!(test.advance(Duration::from_secs(11)).await.expect("tick"), 2);
+            // Timed out once: each charge goes again, a new message with the same key.
+            let again = test.sent().await.expect("sent");
+            assert_eq!(again.len(), 2, "sent again, not refunded: {again:?}");
+            for (a, b) in first.iter().zip(&again) {
+                assert_eq!(b.message.ty, "payment.charge");
+                assert_ne!(a.message.id, b.message.id);
+                assert_eq!(a.message.extensions.get("idempotencykey"), b.message.extensions.get("idempotencykey"));
+            }
+            // o-r1's second attempt is answered: it goes forward and completes.
+            let r1 = again.iter().find(|c| c.message.data.as_ref() == b"o-r1").expect("o-r1's charge");
+            test.reply(r1, reply("payment.charged", "")).await.expect("reply");
+            assert_eq!(test.instance("o-r1").await.expect("instance").summary.status, Status::Completed);
+            assert_eq!(confirmations.load(Ordering::SeqCst), 1);
+            // o-r2's attempts are spent: now it is compensated, charge first.
+            assert_eq!(test.advance(Duration::from_secs(11)).await.expect("tick"), 1);
+            let refund = only_command(&test).await;
+            assert_eq!(refund.message.ty, "payment.refund");
+            assert_eq!(test.instance("o-r2").await.expect("instance").summary.status, Status::Compensating);
         }
 
         #[tokio::test]

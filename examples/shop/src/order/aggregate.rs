@@ -203,6 +203,14 @@ impl switchboard::eventstore::Aggregate for Order {
                 }
                 Ok(vec![OrderEvent::Edited { lines, total_cents }])
             }
+            // Confirming again is the same as once: a checkout that confirmed and died before
+            // recording it confirms again on restart, and must not be told it failed (that
+            // would refund a confirmed order).
+            OrderCommand::Confirm { lines }
+                if self.status == OrderStatus::Confirmed && *lines == self.lines =>
+            {
+                Ok(Vec::new())
+            }
             OrderCommand::Confirm { lines } => {
                 self.must_be_open()?;
                 if *lines != self.lines {

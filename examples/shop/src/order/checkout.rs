@@ -21,6 +21,13 @@ use super::aggregate::{Line, Order, OrderCommand, OrderEvent, OrderRejected};
 use super::read_model::order_id;
 use super::store::ShopDatabase;
 
+/// How long a checkout call (opening, confirming: local to the order database) may take
+/// before it counts as lost.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a lost call is run again before checkout gives up and compensates: a minute
+/// of an order service that does not come back.
+const CALL_ATTEMPTS: u32 = 12;
+
 /// A checkout's state, kept by the orchestrator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkout {
@@ -62,7 +69,11 @@ pub fn saga<DB: ShopDatabase>(orders: Repository<Order, DB>, step_timeout: Durat
                     Err(e) => Err(StepFailed::new(e.to_string())),
                 }
             }
-        }))
+        })
+        // The calls run in this process: one that died with it (its result never
+        // recorded) is run again rather than undone; both are idempotent.
+        .timeout(CALL_TIMEOUT)
+        .retry(CALL_ATTEMPTS))
         .step(
             Step::command("reserve-stock", move |s: &Checkout| {
                 let body = serde_json::json!({ "order": s.order, "lines": s.lines });
@@ -107,7 +118,11 @@ pub fn saga<DB: ShopDatabase>(orders: Repository<Order, DB>, step_timeout: Durat
                     Err(e) => Err(StepFailed::new(e.to_string())),
                 }
             }
-        }))
+        })
+        // The calls run in this process: one that died with it (its result never
+        // recorded) is run again rather than undone; both are idempotent.
+        .timeout(CALL_TIMEOUT)
+        .retry(CALL_ATTEMPTS))
 }
 
 /// Starts a checkout for every `order.created` on the feed.

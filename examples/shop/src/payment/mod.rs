@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard::{Bus, Handled, HandlerError, Incoming, Message, Middleware, Outgoing, Router, RunningRouter};
+use switchboard::{
+    Bus, Handled, HandlerError, Incoming, Message, Middleware, Outgoing, Router, RunningRouter,
+};
 use switchboard::{SubscriptionName, SubscriptionSpec, TopicName};
 use switchboard_policy::BreakerConfig;
 use switchboard_sync::{CallPolicy, HttpClient};

@@ -9,10 +9,10 @@
 //! the same transaction, so the facts and the tables never disagree.
 
 use switchboard::eventstore::{RecordedEvent, decode_event};
+use switchboard::outbox::{Outbox, OutboxDatabase, Relay, RunningRelay};
 use switchboard::projection::{
     Projection, ProjectionDatabase, ProjectionError, RunningStreamProjection, StreamProjector, Tables,
 };
-use switchboard::outbox::{Outbox, OutboxDatabase, Relay, RunningRelay};
 use switchboard::{Bus, Message, TopicName};
 
 use crate::order::OrderEvent;

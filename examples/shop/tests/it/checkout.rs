@@ -1,55 +1,37 @@
 //! Checkout end to end: order, inventory and payment (and the simulated provider) each with
 //! their own database, talking over a durable embedded broker and HTTP.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use shop::catalog::Catalog;
-use shop::email::EmailService;
-use shop::inventory::{InventoryDatabase, InventoryService};
-use shop::order::{OrderList, OrderService, ShopDatabase};
-use shop::payment::provider::ProviderConfig;
-use shop::payment::{PaymentDatabase, PaymentService};
-use shop::shipping::{ShippingDatabase, ShippingRequests, ShippingService};
-use std::sync::Arc;
+use shop::deployment::{AnyShopDatabase, Databases, Shop, ShopConfig};
+use shop::invariants::Books;
+use shop::order::OrderList;
+use shop::order::facts::Facts;
+use shop::shipping::ShippingRequests;
 use switchboard::layers::InboxStore;
 use switchboard::projection::Projection;
 
-/// Each service's database.
-struct Databases<DB: sqlx::Database> {
-    order: sqlx::Pool<DB>,
-    inventory: sqlx::Pool<DB>,
-    payment: sqlx::Pool<DB>,
-    shipping: sqlx::Pool<DB>,
-    /// The email instances' shared inbox.
-    inbox: Arc<dyn InboxStore>,
-}
-
-/// Order, inventory and payment over one broker, each on its own database.
-struct Shop<DB: ShopDatabase + InventoryDatabase + PaymentDatabase + ShippingDatabase>
+/// The shop in this process, with what the tests read of it.
+struct TestShop<DB: AnyShopDatabase>
 where
     OrderList: Projection<DB>,
-    ShippingRequests: Projection<DB>,
+    Facts: Projection<DB>,
+    ShippingRequests<DB>: Projection<DB>,
 {
+    shop: Shop<DB>,
     base: String,
     http: reqwest::Client,
-    inventory_db: sqlx::Pool<DB>,
-    payment_db: sqlx::Pool<DB>,
-    shipping_db: sqlx::Pool<DB>,
-    order: OrderService<DB>,
-    inventory: InventoryService,
-    payment: PaymentService,
-    shipping: Option<ShippingService>,
-    emails: Vec<EmailService>,
-    bus: switchboard::Bus,
-    inbox: Arc<dyn InboxStore>,
-    maildir: tempfile::TempDir,
+    _maildir: tempfile::TempDir,
 }
 
-impl<DB: ShopDatabase + InventoryDatabase + PaymentDatabase + ShippingDatabase> Shop<DB>
+impl<DB: AnyShopDatabase> TestShop<DB>
 where
     OrderList: Projection<DB>,
-    ShippingRequests: Projection<DB>,
+    Facts: Projection<DB>,
+    ShippingRequests<DB>: Projection<DB>,
 {
     /// All five services, email with `email_instances` competing instances, shipping only
     /// when `with_shipping`.
@@ -59,61 +41,49 @@ where
         email_instances: usize,
         with_shipping: bool,
     ) -> Self {
-        let Databases {
-            order: order_db,
-            inventory: inventory_db,
-            payment: payment_db,
-            shipping: shipping_db,
-            inbox,
-        } = dbs;
-        let provider = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let provider_url = format!("http://{}", provider.local_addr().expect("addr"));
-        tokio::spawn(async move {
-            axum::serve(provider, shop::payment::provider::router(ProviderConfig::default())).await
-        });
-        let catalog = Catalog::reference();
-        let inventory =
-            InventoryService::start(inventory_db.clone(), bus.clone(), &catalog).await.expect("inventory");
-        let payment =
-            PaymentService::start(payment_db.clone(), bus.clone(), provider_url).await.expect("payment");
         let maildir = tempfile::tempdir().expect("maildir");
-        let mut emails = Vec::new();
-        for _ in 0..email_instances {
-            let email = EmailService::start(bus.clone(), maildir.path().to_owned(), inbox.clone())
-                .await
-                .expect("email");
-            emails.push(email);
+        let mut config = ShopConfig::ephemeral(maildir.path().to_owned());
+        config.email_instances = email_instances;
+        config.shipping = with_shipping;
+        let shop = Shop::start(dbs, bus, config).await.expect("shop");
+        TestShop { base: shop.storefront.clone(), shop, http: reqwest::Client::new(), _maildir: maildir }
+    }
+
+    fn books(&self) -> Books<DB> {
+        Books {
+            order: self.shop.order.store.pool().clone(),
+            inventory: self.shop.inventory_db.clone(),
+            payment: self.shop.payment_db.clone(),
+            shipping: self.shop.shipping_db.clone(),
+            maildir: self.shop.maildir.clone(),
+            catalog: Catalog::reference(),
         }
-        let shipping = if with_shipping {
-            Some(ShippingService::start(shipping_db.clone(), bus.clone()).await.expect("shipping"))
-        } else {
-            None
-        };
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let stock_url = format!("http://{}", grpc.local_addr().expect("addr"));
-        let _grpc = shop::inventory::grpc::serve(inventory_db.clone(), grpc);
-        let stock = shop::inventory::grpc::StockCheck::new(&stock_url).expect("client");
-        let mut order =
-            OrderService::start(order_db, bus.clone(), catalog, Some(stock)).await.expect("order");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let router = order.router();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Shop {
-            base,
-            http: reqwest::Client::new(),
-            inventory_db,
-            payment_db,
-            shipping_db,
-            order,
-            inventory,
-            payment,
-            shipping,
-            emails,
-            bus,
-            inbox,
-            maildir,
+    }
+
+    /// Runs `query` until `done` holds for its answer (the read model catches up
+    /// asynchronously), for up to 30 s; the last answer.
+    async fn read_until(&self, query: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = self.graphql(query).await;
+            if done(&answer) || tokio::time::Instant::now() > deadline {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Runs a GraphQL query on the read model.
+    async fn graphql(&self, query: &str) -> Value {
+        self.http
+            .post(format!("{}/graphql", self.base))
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json")
     }
 
     async fn place(&self, customer: &str, lines: &[(&str, i64)]) -> String {
@@ -155,20 +125,29 @@ where
         }
     }
 
-    async fn stock(&self, sku: &str) -> (i64, i64) {
-        let stock = DB::stock(&self.inventory_db, sku).await.expect("stock").expect("product");
-        (stock.on_hand, stock.reserved)
+    /// On hand, reserved, sold, once they are `expected` (inventory sells a confirmed
+    /// order's reservation when it reads the confirmation on the log), or after 30 s.
+    async fn stock(&self, sku: &str, expected: (i64, i64, i64)) -> (i64, i64, i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stock = DB::stock(&self.shop.inventory_db, sku).await.expect("stock").expect("product");
+            let now = (stock.on_hand, stock.reserved, stock.sold);
+            if now == expected || tokio::time::Instant::now() > deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn payment(&self, order: &str) -> Option<String> {
-        DB::payment(&self.payment_db, order).await.expect("payment").map(|p| p.state)
+        DB::payment(&self.shop.payment_db, order).await.expect("payment").map(|p| p.state)
     }
 
     /// The emails written about `order`, waiting up to 30 s for `count` of them.
     async fn emails_about(&self, order: &str, count: usize) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let about: Vec<String> = shop::email::sent(self.maildir.path())
+            let about: Vec<String> = shop::email::sent(&self.shop.maildir)
                 .expect("maildir")
                 .into_iter()
                 .map(|(_, text)| text)
@@ -183,7 +162,7 @@ where
 
     /// The orders with a shipping request, once shipping has applied `events` order events.
     async fn shipping_requests(&self, events: u64) -> Vec<String> {
-        let shipping = self.shipping.as_ref().expect("shipping runs");
+        let shipping = self.shop.shipping().expect("shipping runs");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while shipping.applied() < events {
             assert!(
@@ -193,37 +172,23 @@ where
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        DB::shipping_requests(&self.shipping_db).await
+        DB::shipping_requests(&self.shop.shipping_db).await
     }
 
     async fn start_emails(&mut self, instances: usize) {
-        for _ in 0..instances {
-            let email =
-                EmailService::start(self.bus.clone(), self.maildir.path().to_owned(), self.inbox.clone());
-            self.emails.push(email.await.expect("email"));
-        }
+        self.shop.start_emails(instances).await.expect("email");
     }
 
     async fn start_shipping(&mut self) {
-        let shipping =
-            ShippingService::start(self.shipping_db.clone(), self.bus.clone()).await.expect("shipping");
-        self.shipping = Some(shipping);
+        self.shop.start_shipping().await.expect("shipping");
     }
 
     async fn emails_written(&self) -> usize {
-        shop::email::sent(self.maildir.path()).expect("maildir").len()
+        shop::email::sent(&self.shop.maildir).expect("maildir").len()
     }
 
     async fn shutdown(self) {
-        self.order.shutdown().await;
-        self.inventory.shutdown().await;
-        self.payment.shutdown().await;
-        if let Some(shipping) = self.shipping {
-            shipping.shutdown().await;
-        }
-        for email in self.emails {
-            email.shutdown().await;
-        }
+        self.shop.shutdown().await;
     }
 }
 
@@ -259,7 +224,7 @@ macro_rules! checkout_cases {
             async fn a_checkout_reserves_charges_and_confirms_and_a_failed_one_gives_everything_back() {
                 let (dbs, _guard) = $open;
                 let (bus, _broker) = $broker;
-                let shop = Shop::start(dbs, bus, 2, true).await;
+                let shop = TestShop::start(dbs, bus, 2, true).await;
                 let catalog = Catalog::reference();
                 let initial = |sku: &str| catalog.get(sku).expect("product").initial_stock;
 
@@ -267,7 +232,8 @@ macro_rules! checkout_cases {
                     shop.place("ada@example.com", &[("teapot-cast-iron", 2), ("tea-sencha", 1)]).await;
                 let order = shop.settled(&happy).await;
                 assert_eq!(order["status"], "confirmed", "{order}");
-                assert_eq!(shop.stock("teapot-cast-iron").await, (initial("teapot-cast-iron") - 2, 2));
+                let expected = (initial("teapot-cast-iron") - 2, 0, 2);
+                assert_eq!(shop.stock("teapot-cast-iron", expected).await, expected, "sold once confirmed");
                 assert_eq!(shop.payment(&happy).await.as_deref(), Some("charged"));
 
                 // The simulated provider declines `decline…` customers.
@@ -280,14 +246,14 @@ macro_rules! checkout_cases {
                 assert_eq!(shop.payment(&declined).await.as_deref(), Some("declined"));
 
                 // Out of stock: refused at once through inventory's gRPC check, nothing written.
-                let head = shop.order.store.head().await.expect("head");
+                let head = shop.shop.order.store.head().await.expect("head");
                 let body = json!({"customer": "bo@example.com", "lines": [{"sku": "limited-print", "quantity": 5}]});
                 let refused = shop.http.post(format!("{}/orders", shop.base)).json(&body).send().await.expect("post");
                 assert_eq!(refused.status().as_u16(), 409);
                 let problem: Value = refused.json().await.expect("problem");
                 assert!(problem["type"].as_str().expect("type").ends_with("out-of-stock"), "{problem}");
                 assert!(problem["detail"].as_str().expect("detail").contains("limited-print: 5 requested, 3 in stock"), "{problem}");
-                assert_eq!(shop.order.store.head().await.expect("head"), head, "a refused order writes nothing");
+                assert_eq!(shop.shop.order.store.head().await.expect("head"), head, "a refused order writes nothing");
 
                 // Two orders that each pass the check but not both fit: the reservation decides.
                 let (first, second) = tokio::join!(
@@ -304,9 +270,12 @@ macro_rules! checkout_cases {
                 assert_eq!(shop.payment(loser).await, None, "nothing was charged");
 
                 // What failed was given back: only the confirmed orders hold stock.
-                assert_eq!(shop.stock("kettle-gooseneck").await, (initial("kettle-gooseneck"), 0));
-                assert_eq!(shop.stock("limited-print").await, (initial("limited-print") - 2, 2));
-                assert_eq!(shop.stock("tea-sencha").await, (initial("tea-sencha") - 1, 1));
+                let expected = (initial("kettle-gooseneck"), 0, 0);
+                assert_eq!(shop.stock("kettle-gooseneck", expected).await, expected);
+                let expected = (initial("limited-print") - 2, 0, 2);
+                assert_eq!(shop.stock("limited-print", expected).await, expected);
+                let expected = (initial("tea-sencha") - 1, 0, 1);
+                assert_eq!(shop.stock("tea-sencha", expected).await, expected);
 
                 // Every outcome emailed once, as an RFC 5322 message to the customer.
                 let confirmed = shop.emails_about(&happy, 1).await;
@@ -324,6 +293,49 @@ macro_rules! checkout_cases {
                 assert_eq!(shop.shipping_requests(8).await, shipped, "only the confirmed orders ship");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 assert_eq!(shop.emails_written().await, 4, "no email twice");
+
+                // The GraphQL read model shows all of it, from the facts the services published.
+                let query = format!(
+                    r#"{{ order(id: "{happy}") {{ status totalCents lines {{ sku quantity unitPriceCents }}
+                        payment {{ state amountCents chargeId }} shipment {{ state requestedAt }}
+                        emails {{ kind to subject }} }} }}"#
+                );
+                let read = shop.read_until(&query, |v| {
+                    v["data"]["order"]["shipment"]["state"] == "requested" && v["data"]["order"]["emails"].as_array().is_some_and(|e| e.len() == 1)
+                }).await;
+                let order = &read["data"]["order"];
+                assert_eq!(order["status"], "CONFIRMED", "{read}");
+                assert_eq!(order["totalCents"], 2 * 4_900 + 890, "{read}");
+                assert_eq!(order["lines"][0], json!({"sku": "teapot-cast-iron", "quantity": 2, "unitPriceCents": 4_900}));
+                assert_eq!(order["payment"]["state"], "charged", "{read}");
+                assert_eq!(order["payment"]["amountCents"], 2 * 4_900 + 890, "{read}");
+                assert_eq!(order["emails"][0]["kind"], "confirmed", "{read}");
+                assert_eq!(order["emails"][0]["to"], "ada@example.com", "{read}");
+                let query = format!(r#"{{ order(id: "{declined}") {{ status cancelReason payment {{ state }} shipment {{ state }} emails {{ kind }} }} }}"#);
+                let read = shop.read_until(&query, |v| v["data"]["order"]["emails"].as_array().is_some_and(|e| e.len() == 1)).await;
+                let order = &read["data"]["order"];
+                assert_eq!((order["status"].as_str(), order["cancelReason"].as_str()), (Some("CANCELED"), Some("payment declined")), "{read}");
+                assert_eq!(order["payment"]["state"], "declined", "{read}");
+                assert_eq!(order["shipment"], Value::Null, "never shipped: {read}");
+                assert_eq!(order["emails"][0]["kind"], "canceled", "{read}");
+
+                // Filters and pages: two confirmed orders, one per page.
+                let page = shop.graphql("{ orders(status: CONFIRMED, first: 1) { nodes { id } pageInfo { hasNextPage endCursor } } }").await;
+                let first = page["data"]["orders"]["nodes"][0]["id"].as_str().expect("an order").to_owned();
+                let cursor = page["data"]["orders"]["pageInfo"]["endCursor"].as_str().expect("cursor").to_owned();
+                assert_eq!(page["data"]["orders"]["pageInfo"]["hasNextPage"], true);
+                let next = shop.graphql(&format!(r#"{{ orders(status: CONFIRMED, first: 1, after: "{cursor}") {{ nodes {{ id }} }} }}"#)).await;
+                let second = next["data"]["orders"]["nodes"][0]["id"].as_str().expect("an order").to_owned();
+                let mut confirmed = vec![first, second];
+                confirmed.sort();
+                assert_eq!(confirmed, shipped, "the confirmed orders, each once across the pages");
+                let mine = shop.graphql(r#"{ orders(customer: "ada@example.com") { nodes { id } } }"#).await;
+                assert_eq!(mine["data"]["orders"]["nodes"], json!([{"id": happy}]));
+
+                // And the books balance.
+                let balance = shop.books().settle(Duration::from_secs(30)).await.expect("books");
+                assert!(balance.balanced(), "{balance:?}");
+                assert_eq!((balance.orders, balance.confirmed, balance.canceled), (4, 2, 2));
                 shop.shutdown().await;
             }
 
@@ -332,7 +344,7 @@ macro_rules! checkout_cases {
                 const ORDERS: usize = 200;
                 let (dbs, _guard) = $open;
                 let (bus, _broker) = $broker;
-                let mut shop = Shop::start(dbs, bus, 0, false).await;
+                let mut shop = TestShop::start(dbs, bus, 0, false).await;
                 let mut ids = Vec::new();
                 for n in 0..ORDERS {
                     let customer = if n % 10 == 0 {
@@ -362,7 +374,7 @@ macro_rules! checkout_cases {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                let emails = shop::email::sent(shop.maildir.path()).expect("maildir");
+                let emails = shop::email::sent(&shop.shop.maildir).expect("maildir");
                 assert_eq!(emails.len(), ORDERS, "every email exactly once after email came back");
                 for id in &ids {
                     assert_eq!(

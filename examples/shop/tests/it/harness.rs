@@ -1,6 +1,7 @@
 //! A running order service on a real socket, over a durable embedded broker.
 
 use shop::catalog::Catalog;
+use shop::order::facts::Facts;
 use shop::order::{OrderList, OrderService, ShopDatabase};
 use switchboard::projection::Projection;
 
@@ -8,6 +9,7 @@ use switchboard::projection::Projection;
 pub(crate) struct RunningOrders<DB: ShopDatabase>
 where
     OrderList: Projection<DB>,
+    Facts: Projection<DB>,
 {
     pub(crate) base: String,
     pub(crate) service: OrderService<DB>,
@@ -19,6 +21,7 @@ where
 impl<DB: ShopDatabase> RunningOrders<DB>
 where
     OrderList: Projection<DB>,
+    Facts: Projection<DB>,
 {
     pub(crate) async fn start(pool: sqlx::Pool<DB>) -> Self {
         let broker = tempfile::tempdir().expect("tempdir");

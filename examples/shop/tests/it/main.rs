@@ -1,5 +1,7 @@
-//! The shop end to end: its services over real sockets, on SQLite and PostgreSQL.
+//! The shop end to end: its services over real sockets, on SQLite and PostgreSQL, in one
+//! process and as one process per service on `switchboard serve`, RabbitMQ and NATS.
 
 mod checkout;
 mod harness;
 mod orders;
+mod processes;

@@ -60,7 +60,10 @@ pub struct OrderFilter {
 /// The read model's queries.
 pub trait ReadModelDatabase: sqlx::Database {
     #[doc(hidden)]
-    fn order_row<'p>(pool: &'p sqlx::Pool<Self>, id: &'p str) -> BoxFuture<'p, Result<Option<OrderRow>, sqlx::Error>>;
+    fn order_row<'p>(
+        pool: &'p sqlx::Pool<Self>,
+        id: &'p str,
+    ) -> BoxFuture<'p, Result<Option<OrderRow>, sqlx::Error>>;
     #[doc(hidden)]
     fn order_rows<'p>(
         pool: &'p sqlx::Pool<Self>,
@@ -77,11 +80,13 @@ pub trait ReadModelDatabase: sqlx::Database {
         order: &'p str,
     ) -> BoxFuture<'p, Result<Option<ShipmentRow>, sqlx::Error>>;
     #[doc(hidden)]
-    fn email_rows<'p>(pool: &'p sqlx::Pool<Self>, order: &'p str) -> BoxFuture<'p, Result<Vec<EmailRow>, sqlx::Error>>;
+    fn email_rows<'p>(
+        pool: &'p sqlx::Pool<Self>,
+        order: &'p str,
+    ) -> BoxFuture<'p, Result<Vec<EmailRow>, sqlx::Error>>;
 }
 
-const ORDER_COLUMNS: &str =
-    "SELECT id, customer, status, total_cents, lines, cancel_reason, version, created_at, updated_at FROM shop_orders";
+const ORDER_COLUMNS: &str = "SELECT id, customer, status, total_cents, lines, cancel_reason, version, created_at, updated_at FROM shop_orders";
 
 macro_rules! read_model_database {
     ($db:ty) => {

@@ -1,0 +1,252 @@
+//! The shop as a real deployment: every service its own `shop <service>` process with its
+//! own SQLite file, talking through a broker reached by URL (`switchboard serve`, RabbitMQ,
+//! NATS), under `shop load`'s generator; then the books are balanced from the databases.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use shop::catalog::Catalog;
+use shop::invariants::{Balance, Books};
+use shop::load::{LoadConfig, LoadReport};
+
+/// A port free now (the service binds it a moment later; a restart binds it again).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The shop's processes, killed when dropped.
+struct Deployment {
+    dir: tempfile::TempDir,
+    broker: String,
+    storefront: String,
+    args: BTreeMap<&'static str, Vec<String>>,
+    children: BTreeMap<&'static str, Child>,
+}
+
+impl Deployment {
+    async fn start(broker: &str) -> Deployment {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (http, grpc, provider) = (free_port(), free_port(), free_port());
+        let d = |file: &str| format!("sqlite:{}", dir.path().join(file).display());
+        let mut args: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        args.insert("provider", vec!["provider".into(), "--http".into(), format!("127.0.0.1:{provider}")]);
+        let service = |name: &str, db: String, extra: &[String]| {
+            let mut v = vec![name.to_owned(), "--broker".into(), broker.to_owned(), "--db".into(), db];
+            v.extend_from_slice(extra);
+            v
+        };
+        args.insert(
+            "inventory",
+            service("inventory", d("inventory.db"), &["--grpc".into(), format!("127.0.0.1:{grpc}")]),
+        );
+        args.insert(
+            "payment",
+            service(
+                "payment",
+                d("payment.db"),
+                &["--provider-url".into(), format!("http://127.0.0.1:{provider}")],
+            ),
+        );
+        let maildir = dir.path().join("mail").display().to_string();
+        args.insert(
+            "email",
+            service("email", d("email.db"), &["--maildir".into(), maildir, "--instances".into(), "2".into()]),
+        );
+        args.insert("shipping", service("shipping", d("shipping.db"), &[]));
+        args.insert(
+            "order",
+            service(
+                "order",
+                d("order.db"),
+                &[
+                    "--http".into(),
+                    format!("127.0.0.1:{http}"),
+                    "--inventory-grpc-url".into(),
+                    format!("http://127.0.0.1:{grpc}"),
+                ],
+            ),
+        );
+        let mut deployment = Deployment {
+            dir,
+            broker: broker.to_owned(),
+            storefront: format!("http://127.0.0.1:{http}"),
+            args,
+            children: BTreeMap::new(),
+        };
+        for name in ["provider", "inventory", "payment", "email", "shipping", "order"] {
+            deployment.spawn(name);
+        }
+        deployment.wait_for_storefront().await;
+        deployment
+    }
+
+    fn spawn(&mut self, name: &'static str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_shop"))
+            .args(&self.args[name])
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn a shop service");
+        self.children.insert(name, child);
+    }
+
+    /// SIGKILLs the service: no shutdown, nothing flushed.
+    fn kill(&mut self, name: &'static str) {
+        if let Some(mut child) = self.children.remove(name) {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+        }
+    }
+
+    async fn wait_for_storefront(&self) {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let up = http.get(format!("{}/orders?limit=1", self.storefront)).send().await;
+            if up.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the storefront did not come up: {}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for name in self.args.keys() {
+            let text =
+                std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+            all.push_str(&format!(
+                "\n--- {name} ---\n{}",
+                text.chars().rev().take(3000).collect::<String>().chars().rev().collect::<String>()
+            ));
+        }
+        all
+    }
+
+    async fn books(&self) -> Books<sqlx::Sqlite> {
+        let open = |file: &str| sqlite(self.dir.path().join(file));
+        Books {
+            order: open("order.db").await,
+            inventory: open("inventory.db").await,
+            payment: open("payment.db").await,
+            shipping: open("shipping.db").await,
+            maildir: self.dir.path().join("mail"),
+            catalog: Catalog::reference(),
+        }
+    }
+
+    async fn balance(&self) -> Balance {
+        self.books().await.settle(Duration::from_secs(90)).await.expect("books")
+    }
+
+    fn load(&self, orders: u64) -> LoadConfig {
+        LoadConfig {
+            storefront: self.storefront.clone(),
+            orders,
+            rate: 0.0,
+            concurrency: 16,
+            decline_share: 0.1,
+            settle_timeout: Duration::from_secs(90),
+            run_id: switchboard_core::new_message_id(),
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = &self.broker;
+    }
+}
+
+async fn sqlite(file: PathBuf) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10));
+    sqlx::SqlitePool::connect_with(options)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", Path::new(&file).display()))
+}
+
+fn assert_clean_run(report: &LoadReport, balance: &Balance, orders: u64, deployment: &Deployment) {
+    assert_eq!(report.unsettled, 0, "every order ended: {report:?}{}", deployment.logs());
+    assert!(report.rejected.is_empty(), "nothing refused: {report:?}");
+    assert_eq!(report.confirmed + report.canceled.values().sum::<u64>(), orders, "{report:?}");
+    assert!(balance.balanced(), "the books balance: {balance:#?}{}", deployment.logs());
+    assert_eq!(balance.orders, orders, "one order per request, retries included: {balance:?}");
+    assert_eq!((balance.confirmed, balance.canceled), (report.confirmed, orders - report.confirmed));
+    assert_eq!(balance.emails, orders, "one email per outcome");
+    assert_eq!(balance.shipments, report.confirmed, "one shipment per confirmed order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_in_its_own_process_on_switchboard_serve_survives_the_order_service_killed_mid_checkout()
+ {
+    const ORDERS: u64 = 300;
+    let server = switchboard_testkit::TestServer::start().await;
+    let mut deployment = Deployment::start(&server.url()).await;
+    let done = Arc::new(AtomicU64::new(0));
+    let counter = done.clone();
+    let load =
+        tokio::spawn(shop::load::run(deployment.load(ORDERS), move |n| counter.store(n, Ordering::Relaxed)));
+
+    // SIGKILL the order service twice while checkouts are in flight; it restarts on its
+    // database as the kill left it.
+    for at in [ORDERS / 4, ORDERS / 2] {
+        while done.load(Ordering::Relaxed) < at {
+            assert!(!load.is_finished(), "the load ended early");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        deployment.kill("order");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        deployment.spawn("order");
+    }
+    let report = load.await.expect("load task").expect("load");
+    let balance = deployment.balance().await;
+
+    assert_clean_run(&report, &balance, ORDERS, &deployment);
+    assert!(report.retries > 0, "the kills were felt: requests were retried ({report:?})");
+}
+
+async fn run_on(broker: &str) {
+    const ORDERS: u64 = 100;
+    let bus = switchboard::Bus::connect(broker).await.expect("bus");
+    shop::deployment::reset_broker(&bus).await.expect("reset");
+    bus.close().await.expect("close");
+    let deployment = Deployment::start(broker).await;
+    let report = shop::load::run(deployment.load(ORDERS), |_| {}).await.expect("load");
+    let balance = deployment.balance().await;
+    assert_clean_run(&report, &balance, ORDERS, &deployment);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_in_its_own_process_on_rabbitmq() {
+    switchboard_testkit::require_service!(RabbitMq);
+    run_on(&switchboard_testkit::rabbitmq_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_in_its_own_process_on_nats() {
+    switchboard_testkit::require_service!(Nats);
+    run_on(&switchboard_testkit::nats_url()).await;
+}
