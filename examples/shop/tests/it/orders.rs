@@ -153,6 +153,32 @@ macro_rules! order_cases {
                 for query in ["?limit=0", "?limit=101", "?status=lost", "?after=garbage", "?colour=red"] {
                     problem(shop.http.get(shop.url(&format!("/orders{query}"))).send().await.expect("list"), 400, "bad-query").await;
                 }
+                // The GraphQL read model: errors in `errors` (GraphQL over HTTP), transport
+                // mistakes as problems.
+                let graphql = |body: String, content_type: &'static str| {
+                    shop.http.post(shop.url("/graphql")).header("content-type", content_type).body(body).send()
+                };
+                for (query, says) in [
+                    ("{ orders(first: 5 { nodes { id } } }", "expected"),
+                    ("{ orders { nodes { price } } }", "Unknown field \"price\""),
+                    ("{ orders(first: 0) { nodes { id } } }", "first is 1 to 100"),
+                    ("{ orders(first: 101) { nodes { id } } }", "first is 1 to 100"),
+                    ("{ orders(after: \"garbage\") { nodes { id } } }", "after is an endCursor"),
+                    ("{ orders(status: LOST) { nodes { id } } }", "LOST"),
+                    ("mutation { placeOrder { id } }", "mutation"),
+                ] {
+                    let answer: Value = graphql(json!({ "query": query }).to_string(), "application/json").await.expect("post").json().await.expect("json");
+                    let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+                    assert!(message.contains(says), "{query}: {answer}");
+                    assert!(answer["data"].is_null() || answer["data"]["orders"].is_null(), "{query}: {answer}");
+                }
+                let ok: Value = graphql(json!({ "query": "{ orders { nodes { id } } }" }).to_string(), "application/json").await.expect("post").json().await.expect("json");
+                assert_eq!(ok["data"]["orders"]["nodes"], json!([]), "a good query on an empty shop: {ok}");
+                let unknown: Value = graphql(json!({ "query": "{ order(id: \"o-nope\") { id } }" }).to_string(), "application/json").await.expect("post").json().await.expect("json");
+                assert_eq!(unknown["data"]["order"], Value::Null, "{unknown}");
+                problem(graphql("{\"query\": ".into(), "application/json").await.expect("post"), 400, "malformed-request").await;
+                problem(graphql(json!({ "query": "{ orders { nodes { id } } }" }).to_string(), "text/plain").await.expect("post"), 415, "unsupported-media-type").await;
+                problem(graphql("x".repeat(70_000), "application/json").await.expect("post"), 413, "too-large").await;
                 assert_eq!(shop.service.store.head().await.expect("head").0, 0, "no event was written");
             }
 

@@ -152,9 +152,14 @@ pub fn router(schema: ReadModelSchema) -> axum::Router {
 async fn execute(
     axum::extract::State(schema): axum::extract::State<ReadModelSchema>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, super::api::Problem> {
     use super::api::Problem;
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "too-large" } else { "malformed-request" };
+        Problem::new(status, kind, rejection.body_text())
+    })?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !content_type.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json") {
         return Err(Problem::new(
