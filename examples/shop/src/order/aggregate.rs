@@ -10,7 +10,7 @@ pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 100;
 
 /// Where an order is in its life.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Not placed (no events).
@@ -37,7 +37,7 @@ impl OrderStatus {
 }
 
 /// One product in an order, priced when it was placed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
     /// The product.
     pub sku: String,
@@ -48,7 +48,7 @@ pub struct Line {
 }
 
 /// What a customer asks for: a product and a quantity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestedLine {
     /// The product's sku.

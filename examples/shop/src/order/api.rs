@@ -57,13 +57,14 @@ impl<DB: ShopDatabase> OrderApi<DB> {
             .route("/orders/{id}", get(fetch::<DB>))
             .route("/orders/{id}/lines", put(edit::<DB>))
             .route("/orders/{id}/cancel", post(cancel::<DB>))
+            .route("/openapi.json", get(openapi))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(Arc::new(self))
     }
 }
 
 /// A request to place an order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     /// The customer's email address.
@@ -73,7 +74,7 @@ pub struct PlaceOrder {
 }
 
 /// A request to replace an order's lines.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditOrder {
     /// The new lines.
@@ -81,7 +82,7 @@ pub struct EditOrder {
 }
 
 /// A request to cancel an order.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrder {
     /// Why (1 to 500 characters).
@@ -89,7 +90,7 @@ pub struct CancelOrder {
 }
 
 /// An order as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderView {
     /// Its id.
     pub id: String,
@@ -108,7 +109,7 @@ pub struct OrderView {
 }
 
 /// One page of the order list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderPage {
     /// The orders, oldest first.
     pub orders: Vec<OrderView>,
@@ -117,11 +118,15 @@ pub struct OrderPage {
 }
 
 /// The list's query.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only orders in this status: `pending`, `confirmed` or `canceled`.
     status: Option<String>,
+    /// Orders per page, 1 to 100 (default 20).
     limit: Option<i64>,
+    /// The `next` cursor of the page before.
     after: Option<String>,
 }
 
@@ -144,16 +149,34 @@ impl Problem {
     }
 }
 
+/// An error's body (RFC 9457, `application/problem+json`).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProblemDocument {
+    /// What kind of problem: `https://switchboard.dev/shop/problems/<kind>`, where kind is
+    /// `invalid-order`, `unknown-product`, `out-of-stock`, `no-such-order`, `order-final`,
+    /// `edited-during-checkout`, `concurrent-change`, `idempotency-key-reused`,
+    /// `request-in-progress`, `bad-idempotency-key`, `malformed-request`, `too-large`,
+    /// `unsupported-media-type`, `bad-query` or `internal`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The HTTP status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+}
+
 impl Problem {
     /// The RFC 9457 body: also what an idempotency key stores as its answer.
     fn body(&self) -> String {
-        serde_json::json!({
-            "type": format!("https://switchboard.dev/shop/problems/{}", self.kind),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        })
-        .to_string()
+        let document = ProblemDocument {
+            kind: format!("https://switchboard.dev/shop/problems/{}", self.kind),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+        };
+        serde_json::to_string(&document).unwrap_or_default()
     }
 }
 
@@ -268,6 +291,19 @@ fn created(view: &OrderView) -> Response {
     response
 }
 
+/// Places an order. With an `Idempotency-Key`, a repeat of the same request answers what
+/// the first did and creates nothing; the same key with a different body is refused.
+#[utoipa::path(post, path = "/orders", tag = "orders",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters; the same key and body give the same answer")),
+    request_body = PlaceOrder,
+    responses(
+        (status = 201, description = "Placed; checkout runs next", body = OrderView, headers(("Location" = String))),
+        (status = 400, description = "Malformed JSON or a bad Idempotency-Key", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Out of stock now, or the key's first request still running", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Over 64 KiB", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "An invalid order, an unknown product, or a reused key", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 async fn place<DB: ShopDatabase>(
     State(api): State<Arc<OrderApi<DB>>>,
     headers: HeaderMap,
@@ -393,6 +429,13 @@ impl<DB: ShopDatabase> OrderApi<DB> {
     }
 }
 
+/// Reads an order (from its events: always current).
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order id: `o-` and 32 hex digits")),
+    responses(
+        (status = 200, body = OrderView),
+        (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 async fn fetch<DB: ShopDatabase>(
     State(api): State<Arc<OrderApi<DB>>>,
     Path(id): Path<String>,
@@ -401,6 +444,16 @@ async fn fetch<DB: ShopDatabase>(
     Ok(axum::Json(api.fetch_order(&id).await?))
 }
 
+/// Replaces an order's lines while checkout has not finished.
+#[utoipa::path(put, path = "/orders/{id}/lines", tag = "orders",
+    params(("id" = String, Path, description = "The order id")),
+    request_body = EditOrder,
+    responses(
+        (status = 200, body = OrderView),
+        (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "The order is final, or changed concurrently", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 async fn edit<DB: ShopDatabase>(
     State(api): State<Arc<OrderApi<DB>>>,
     Path(id): Path<String>,
@@ -412,6 +465,16 @@ async fn edit<DB: ShopDatabase>(
     Ok(axum::Json(view(&id, done.state, done.version)))
 }
 
+/// Cancels an order that is not confirmed; canceling twice is canceling once.
+#[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, description = "The order id")),
+    request_body = CancelOrder,
+    responses(
+        (status = 200, body = OrderView),
+        (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 409, description = "Already confirmed", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 async fn cancel<DB: ShopDatabase>(
     State(api): State<Arc<OrderApi<DB>>>,
     Path(id): Path<String>,
@@ -422,6 +485,14 @@ async fn cancel<DB: ShopDatabase>(
     Ok(axum::Json(view(&id, done.state, done.version)))
 }
 
+/// Lists orders oldest first, a page at a time (from the order list projection: it may lag
+/// the events by a moment).
+#[utoipa::path(get, path = "/orders", tag = "orders",
+    params(ListQuery),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 async fn list<DB: ShopDatabase>(
     State(api): State<Arc<OrderApi<DB>>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -473,4 +544,18 @@ fn row_view(row: OrderRow) -> Result<OrderView, Problem> {
         cancel_reason: row.cancel_reason,
         version: u64::try_from(row.version).unwrap_or(0),
     })
+}
+
+/// The storefront's OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Shop storefront", description = "Place, read, list, edit and cancel orders. Errors are application/problem+json (RFC 9457). The read model is GraphQL at /graphql."),
+    paths(place, fetch, list, edit, cancel),
+    components(schemas(PlaceOrder, EditOrder, CancelOrder, OrderView, OrderPage, ProblemDocument, Line, RequestedLine, OrderStatus)),
+    tags((name = "orders", description = "The order service's REST API"))
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }

@@ -183,6 +183,47 @@ macro_rules! order_cases {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_openapi_document_describes_every_route_and_what_it_answers() {
+                let (pool, _guard) = $open;
+                let shop = RunningOrders::start(pool).await;
+                let doc: Value = shop.http.get(shop.url("/openapi.json")).send().await.expect("get").json().await.expect("json");
+                assert!(doc["openapi"].as_str().expect("version").starts_with("3."), "{doc}");
+                let mut routes: Vec<String> = Vec::new();
+                for (path, item) in doc["paths"].as_object().expect("paths") {
+                    for method in item.as_object().expect("item").keys() {
+                        routes.push(format!("{method} {path}"));
+                    }
+                }
+                routes.sort();
+                assert_eq!(routes, ["get /orders", "get /orders/{id}", "post /orders", "post /orders/{id}/cancel", "put /orders/{id}/lines"]);
+                let place = &doc["paths"]["/orders"]["post"];
+                for status in ["201", "400", "409", "413", "415", "422"] {
+                    assert!(place["responses"][status].is_object(), "POST /orders documents {status}: {place}");
+                }
+                assert!(place["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "Idempotency-Key"));
+                // What the API answers has exactly the fields the document names.
+                let schemas = &doc["components"]["schemas"];
+                let fields = |schema: &str| {
+                    let mut names: Vec<String> = schemas[schema]["properties"].as_object().unwrap_or_else(|| panic!("{schema}: {doc}")).keys().cloned().collect();
+                    names.sort();
+                    names
+                };
+                let order: Value = shop.http.post(shop.url("/orders")).json(&order_body("doc@example.com", &[("tea-sencha", 1)]))
+                    .send().await.expect("post").json().await.expect("json");
+                let mut answered: Vec<String> = order.as_object().expect("order").keys().cloned().collect();
+                answered.sort();
+                assert_eq!(answered, fields("OrderView"));
+                let refused = shop.http.post(shop.url("/orders")).json(&order_body("doc@example.com", &[])).send().await.expect("post");
+                let problem: Value = refused.json().await.expect("problem");
+                let mut answered: Vec<String> = problem.as_object().expect("problem").keys().cloned().collect();
+                answered.sort();
+                assert_eq!(answered, fields("ProblemDocument"));
+                let mut requested = fields("PlaceOrder");
+                requested.sort();
+                assert_eq!(requested, ["customer", "lines"]);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_list_pages_through_every_order_by_status() {
                 let (pool, _guard) = $open;
                 let shop = RunningOrders::start(pool).await;
