@@ -1,6 +1,6 @@
 //! The load generator behind `shop load`: places orders on a storefront at a rate, follows
-//! each until it is confirmed or canceled, and measures checkout from the request to the
-//! final state.
+//! each until it is confirmed or canceled (one long poll at a time, `Prefer: wait`), and
+//! measures checkout from the request to the final state.
 //!
 //! Open loop: when a rate is given, order `n` is due at `n / rate` seconds and its latency
 //! counts from then, so a shop that falls behind shows it in the latency instead of
@@ -57,7 +57,7 @@ pub struct LoadReport {
     pub canceled: BTreeMap<String, u64>,
     /// Still pending when the settle timeout passed.
     pub unsettled: u64,
-    /// Requests retried after a transport error or a 5xx.
+    /// Requests retried after a transport error or a 5xx (placements and polls).
     pub retries: u64,
     /// The run's wall time, in seconds.
     pub seconds: f64,
@@ -201,10 +201,15 @@ impl Run {
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("the storefront answered no order id: {placed}"))?;
         let order_url = format!("{}/orders/{id}", self.config.storefront);
-        // Fine-grained at first, where most checkouts end, then coarser.
-        let mut polls = 0u32;
+        // One long poll at a time (`Prefer: wait`): the storefront answers when the order is
+        // final, so latency is measured without polling's granularity or cost.
         loop {
-            if let Ok(response) = self.http.get(&order_url).send().await
+            let answer = self.http.get(&order_url).header("prefer", "wait=10").send().await;
+            let answer_failed = !answer.as_ref().is_ok_and(|r| r.status().is_success());
+            if answer_failed {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Ok(response) = answer
                 && response.status().is_success()
             {
                 let order: serde_json::Value = response.json().await?;
@@ -220,8 +225,9 @@ impl Run {
             if Instant::now() >= deadline {
                 return Ok(Outcome::Unsettled);
             }
-            polls += 1;
-            tokio::time::sleep(Duration::from_millis(if polls < 40 { 2 } else { 20 })).await;
+            if answer_failed {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }

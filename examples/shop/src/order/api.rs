@@ -32,6 +32,7 @@ pub struct OrderApi<DB: ShopDatabase> {
     pool: sqlx::Pool<DB>,
     catalog: Catalog,
     stock: Option<StockCheck>,
+    waiters: Arc<super::waiters::Waiters>,
 }
 
 impl<DB: ShopDatabase> OrderApi<DB> {
@@ -47,7 +48,10 @@ impl<DB: ShopDatabase> OrderApi<DB> {
         stock: Option<StockCheck>,
     ) -> Result<Self, sqlx::Error> {
         DB::create_shop_tables(&pool).await?;
-        Ok(OrderApi { orders, pool, catalog, stock })
+        let waiters = super::waiters::Waiters::start(orders.store().clone())
+            .await
+            .map_err(|e| sqlx::Error::Protocol(format!("the order feed: {e}")))?;
+        Ok(OrderApi { orders, pool, catalog, stock, waiters })
     }
 
     /// The routes, under `/orders`.
@@ -429,9 +433,13 @@ impl<DB: ShopDatabase> OrderApi<DB> {
     }
 }
 
-/// Reads an order (from its events: always current).
+/// Reads an order (from its events: always current). With `Prefer: wait=N` a pending order
+/// is answered once it is confirmed or canceled, or after N seconds (at most 30).
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "The order id: `o-` and 32 hex digits")),
+    params(
+        ("id" = String, Path, description = "The order id: `o-` and 32 hex digits"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: hold a pending order's answer until it is final or N seconds pass (RFC 7240)"),
+    ),
     responses(
         (status = 200, body = OrderView),
         (status = 404, body = ProblemDocument, content_type = "application/problem+json"),
@@ -439,9 +447,27 @@ impl<DB: ShopDatabase> OrderApi<DB> {
 async fn fetch<DB: ShopDatabase>(
     State(api): State<Arc<OrderApi<DB>>>,
     Path(id): Path<String>,
-) -> Result<axum::Json<OrderView>, Problem> {
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     check_id(&id)?;
-    Ok(axum::Json(api.fetch_order(&id).await?))
+    let Some(wait) = super::waiters::preferred_wait(&headers) else {
+        return Ok(axum::Json(api.fetch_order(&id).await?).into_response());
+    };
+    let outcome = api.waiters.register(&id);
+    let order = api.fetch_order(&id).await?;
+    let order = if order.status == OrderStatus::Pending {
+        let _ = tokio::time::timeout(wait, outcome).await;
+        api.waiters.forget(&id);
+        api.fetch_order(&id).await?
+    } else {
+        api.waiters.forget(&id);
+        order
+    };
+    let mut response = axum::Json(order).into_response();
+    if let Ok(applied) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+        response.headers_mut().insert("preference-applied", applied);
+    }
+    Ok(response)
 }
 
 /// Replaces an order's lines while checkout has not finished.

@@ -10,6 +10,7 @@ pub mod graphql;
 pub mod notifier;
 pub mod read_model;
 pub mod store;
+pub mod waiters;
 
 use std::time::Duration;
 use switchboard::Bus;
