@@ -13,7 +13,7 @@ use switchboard::projection::Projection;
 use tokio::net::TcpListener;
 
 use crate::catalog::Catalog;
-use crate::email::EmailService;
+use crate::email::{EmailService, Mailer};
 use crate::inventory::grpc::StockCheck;
 use crate::inventory::{InventoryDatabase, InventoryService};
 use crate::order::facts::Facts;
@@ -59,6 +59,8 @@ pub struct ShopConfig {
     pub shipping: bool,
     /// Where the `.eml` files go.
     pub maildir: PathBuf,
+    /// The SMTP relay email hands every message to (`smtp://host:port`), if any.
+    pub smtp: Option<String>,
     /// What is sold.
     pub catalog: Catalog,
 }
@@ -75,6 +77,7 @@ impl ShopConfig {
             email_instances: 2,
             shipping: true,
             maildir,
+            smtp: None,
             catalog: Catalog::reference(),
         }
     }
@@ -105,6 +108,7 @@ where
     pub shipping_db: sqlx::Pool<DB>,
     /// Where email writes.
     pub maildir: PathBuf,
+    mailer: Mailer,
     inventory: InventoryService,
     payment: PaymentService,
     shipping: Option<ShippingService>,
@@ -144,9 +148,13 @@ where
         let inventory_url = format!("http://{}", grpc_listener.local_addr()?);
         servers.push(crate::inventory::grpc::serve(inventory_db.clone(), grpc_listener));
         let payment = PaymentService::start(payment_db.clone(), bus.clone(), provider_url.clone()).await?;
+        let mailer = match &config.smtp {
+            Some(url) => Mailer::maildir(config.maildir.clone()).with_smtp(url)?,
+            None => Mailer::maildir(config.maildir.clone()),
+        };
         let mut shop_emails = Vec::new();
         for _ in 0..config.email_instances {
-            shop_emails.push(EmailService::start(bus.clone(), config.maildir.clone(), inbox.clone()).await?);
+            shop_emails.push(EmailService::start(bus.clone(), mailer.clone(), inbox.clone()).await?);
         }
         let shipping = if config.shipping {
             Some(ShippingService::start(shipping_db.clone(), bus.clone()).await?)
@@ -171,6 +179,7 @@ where
             payment_db,
             shipping_db,
             maildir: config.maildir,
+            mailer,
             inventory,
             payment,
             shipping,
@@ -187,7 +196,7 @@ where
     pub async fn start_emails(&mut self, instances: usize) -> anyhow::Result<()> {
         for _ in 0..instances {
             self.emails
-                .push(EmailService::start(self.bus.clone(), self.maildir.clone(), self.inbox.clone()).await?);
+                .push(EmailService::start(self.bus.clone(), self.mailer.clone(), self.inbox.clone()).await?);
         }
         Ok(())
     }

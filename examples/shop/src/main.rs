@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use shop::catalog::Catalog;
 use shop::deployment::{Databases, Shop, ShopConfig};
-use shop::email::EmailService;
+use shop::email::{EmailService, Mailer};
 use shop::invariants::{Balance, Books};
 use shop::inventory::InventoryService;
 use shop::inventory::grpc::StockCheck;
@@ -78,6 +78,9 @@ enum Service {
         /// How many instances to run in this process.
         #[arg(long, default_value_t = 1)]
         instances: u32,
+        /// Also hand every email to this SMTP relay (`smtp://host:port`, plain SMTP).
+        #[arg(long, env = "SHOP_SMTP")]
+        smtp_url: Option<String>,
     },
     /// The shipping service, following the `orders` log.
     Shipping {
@@ -140,6 +143,9 @@ struct AllInOne {
     /// How many competing email instances to run.
     #[arg(long, default_value_t = 2)]
     email_instances: u32,
+    /// Also hand every email to this SMTP relay (`smtp://host:port`, plain SMTP).
+    #[arg(long, env = "SHOP_SMTP")]
+    smtp_url: Option<String>,
 }
 
 /// `shop load`.
@@ -268,7 +274,11 @@ async fn main() -> anyhow::Result<()> {
             payment.shutdown().await;
             Ok(())
         }
-        Some(Service::Email { common, maildir, instances }) => {
+        Some(Service::Email { common, maildir, instances, smtp_url }) => {
+            let mailer = match &smtp_url {
+                Some(url) => Mailer::maildir(maildir.clone()).with_smtp(url)?,
+                None => Mailer::maildir(maildir.clone()),
+            };
             let bus = Bus::connect(&common.broker).await?;
             let window = Duration::from_secs(7 * 86_400);
             let inbox: Arc<dyn InboxStore> = match connect_db(&common.db).await? {
@@ -277,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let mut emails = Vec::new();
             for _ in 0..instances.max(1) {
-                emails.push(EmailService::start(bus.clone(), maildir.clone(), inbox.clone()).await?);
+                emails.push(EmailService::start(bus.clone(), mailer.clone(), inbox.clone()).await?);
             }
             println!("email: {} instance(s) writing to {}", emails.len(), maildir.join("new").display());
             until_stopped().await;
@@ -336,6 +346,7 @@ async fn all_in_one(args: AllInOne) -> anyhow::Result<()> {
         email_instances: args.email_instances.max(1) as usize,
         shipping: true,
         maildir: dir.join("mail"),
+        smtp: args.smtp_url.clone(),
         catalog: Catalog::reference(),
     };
     let shop = Shop::start(dbs, bus, config).await?;

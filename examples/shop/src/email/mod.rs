@@ -1,5 +1,10 @@
 //! The email service: competing instances on the `emails` queue, each writing a real RFC
-//! 5322 message (built with `lettre`) as a `.eml` file in a maildir-like folder.
+//! 5322 message (built with `lettre`) as a `.eml` file in a maildir-like folder, and, when
+//! an SMTP relay is configured (`smtp://host:port`), handing it to the relay first.
+//!
+//! With SMTP, delivery is at least once: a relay that accepted a message whose instance died
+//! before recording it gets it again on redelivery, with the same `Message-ID`, by which
+//! mail systems drop the repeat. The `.eml` copy is the shop's record of what was sent.
 //!
 //! Sending once: the file is named after the message id and written atomically (a
 //! temporary file renamed into `new/`), so a redelivery rewrites the same file rather than
@@ -39,26 +44,73 @@ pub struct Email {
     pub kind: String,
 }
 
+/// Where an instance delivers: a copy in the maildir always, and an SMTP relay when one is
+/// configured.
+#[derive(Clone)]
+pub struct Mailer {
+    maildir: PathBuf,
+    smtp: Option<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>>,
+}
+
+impl Mailer {
+    /// Writes `.eml` files under `maildir` (`tmp/`, then `new/`).
+    pub fn maildir(maildir: impl Into<PathBuf>) -> Mailer {
+        Mailer { maildir: maildir.into(), smtp: None }
+    }
+
+    /// Also hands every email to the SMTP relay at `url` (`smtp://host:port`, port 25 when
+    /// left out). Plain SMTP, no TLS or authentication: the local relay or sidecar an MTA
+    /// listens on, which does the rest.
+    ///
+    /// # Errors
+    /// The URL is not `smtp://host[:port]`.
+    pub fn with_smtp(mut self, url: &str) -> anyhow::Result<Mailer> {
+        let rest = url
+            .strip_prefix("smtp://")
+            .ok_or_else(|| anyhow::anyhow!("SMTP URL {url:?}: use smtp://host[:port]"))?
+            .trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                (host, port.parse::<u16>().map_err(|_| anyhow::anyhow!("SMTP URL {url:?}: bad port"))?)
+            }
+            None => (rest, 25),
+        };
+        if host.is_empty() {
+            anyhow::bail!("SMTP URL {url:?}: no host");
+        }
+        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+            .port(port)
+            .timeout(Some(std::time::Duration::from_secs(10)))
+            .build();
+        self.smtp = Some(transport);
+        Ok(self)
+    }
+
+    /// The maildir the copies go to.
+    pub fn dir(&self) -> &Path {
+        &self.maildir
+    }
+}
+
 /// One email instance.
 pub struct EmailService {
     router: RunningRouter,
 }
 
 impl EmailService {
-    /// Starts an instance writing into `maildir` (`tmp/` and `new/` under it), skipping
-    /// message ids `inbox` has seen. Instances started with the same `bus` compete for the
-    /// queue.
+    /// Starts an instance delivering through `mailer`, skipping message ids `inbox` has
+    /// seen. Instances started with the same `bus` compete for the queue.
     ///
     /// # Errors
     /// The folders cannot be created, or the bus refuses the subscription.
-    pub async fn start(bus: Bus, maildir: PathBuf, inbox: Arc<dyn InboxStore>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(maildir.join("tmp"))?;
-        std::fs::create_dir_all(maildir.join("new"))?;
+    pub async fn start(bus: Bus, mailer: Mailer, inbox: Arc<dyn InboxStore>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(mailer.maildir.join("tmp"))?;
+        std::fs::create_dir_all(mailer.maildir.join("new"))?;
         let topic = TopicName::new(EMAILS_TOPIC)?;
         bus.create_topic(&topic, 1).await?;
         bus.create_topic(&TopicName::new(SENT_TOPIC)?, 1).await?;
-        let maildir = Arc::new(maildir);
-        let handler = tower::service_fn(move |incoming: Incoming| send(maildir.clone(), incoming));
+        let mailer = Arc::new(mailer);
+        let handler = tower::service_fn(move |incoming: Incoming| send(mailer.clone(), incoming));
         let spec = SubscriptionSpec::queue(SubscriptionName::from_static("email"));
         let middleware = Middleware::default().with_inbox(Some(inbox));
         let router = Router::new(bus).route("email", topic, spec, middleware.layer(handler)).start().await?;
@@ -71,7 +123,7 @@ impl EmailService {
     }
 }
 
-async fn send(maildir: Arc<PathBuf>, incoming: Incoming) -> Handled {
+async fn send(mailer: Arc<Mailer>, incoming: Incoming) -> Handled {
     let email: Email = serde_json::from_slice(&incoming.message.data).map_err(HandlerError::permanent)?;
     let file_name = safe_name(&incoming.message.id);
     let message = lettre::Message::builder()
@@ -83,7 +135,13 @@ async fn send(maildir: Arc<PathBuf>, incoming: Incoming) -> Handled {
         .body(email.body.clone())
         .map_err(HandlerError::permanent)?;
     let bytes = message.formatted();
-    let dir = maildir.as_ref().clone();
+    if let Some(smtp) = &mailer.smtp {
+        // The relay first: a copy written for an email the relay refused would say it went.
+        lettre::AsyncTransport::send(smtp, message).await.map_err(|e| {
+            if e.is_permanent() { HandlerError::permanent(e) } else { HandlerError::transient(e) }
+        })?;
+    }
+    let dir = mailer.maildir.clone();
     let name = file_name.clone();
     tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &bytes))
         .await

@@ -395,7 +395,7 @@ macro_rules! checkout_cases {
 }
 
 /// Each service's SQLite file in a temporary directory.
-async fn sqlite_databases() -> (Databases<sqlx::Sqlite>, tempfile::TempDir) {
+pub(crate) async fn sqlite_databases() -> (Databases<sqlx::Sqlite>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let open = |name: &str| {
         let options = sqlx::sqlite::SqliteConnectOptions::new()

@@ -5,3 +5,4 @@ mod checkout;
 mod harness;
 mod orders;
 mod processes;
+mod smtp;
