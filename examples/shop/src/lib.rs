@@ -19,6 +19,23 @@ pub mod order;
 pub mod payment;
 pub mod shipping;
 
+/// A fact about an order for another service's log: `body` as JSON, with the id `id` (derived
+/// from what it records, so publishing it again is a duplicate), the order's stream as its
+/// subject and the order as its partition key (one order's facts stay in order).
+pub(crate) fn order_fact(
+    source: &str,
+    ty: &str,
+    id: String,
+    order: &str,
+    body: &serde_json::Value,
+) -> switchboard::Message {
+    switchboard::Message::new(source, ty, body.to_string())
+        .with_id(id)
+        .with_subject(format!("order-{order}"))
+        .with_key(order.to_owned())
+        .with_content_type("application/json")
+}
+
 /// Wall-clock milliseconds since the epoch: what the services stamp their rows with.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)

@@ -155,11 +155,8 @@ async fn send(mailer: Arc<Mailer>, incoming: Incoming) -> Handled {
         "message_id": file_name,
         "at": crate::now_ms(),
     });
-    let fact = switchboard::Message::new("/shop/email", "email.sent", sent.to_string())
-        .with_id(format!("sent-{file_name}"))
-        .with_subject(format!("order-{}", email.order))
-        .with_key(email.order.clone())
-        .with_content_type("application/json");
+    let fact =
+        crate::order_fact("/shop/email", "email.sent", format!("sent-{file_name}"), &email.order, &sent);
     Ok(vec![switchboard::Outgoing::new(TopicName::from_static(SENT_TOPIC), fact)])
 }
 

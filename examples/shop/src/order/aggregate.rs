@@ -34,6 +34,17 @@ impl OrderStatus {
             OrderStatus::Canceled => "canceled",
         }
     }
+
+    /// The status [`as_str`](OrderStatus::as_str) named, if it is one.
+    pub fn parse(name: &str) -> Option<OrderStatus> {
+        match name {
+            "none" => Some(OrderStatus::None),
+            "pending" => Some(OrderStatus::Pending),
+            "confirmed" => Some(OrderStatus::Confirmed),
+            "canceled" => Some(OrderStatus::Canceled),
+            _ => None,
+        }
+    }
 }
 
 /// One product in an order, priced when it was placed.

@@ -556,11 +556,8 @@ async fn list<DB: ShopDatabase>(
 }
 
 fn row_view(row: OrderRow) -> Result<OrderView, Problem> {
-    let status = match row.status.as_str() {
-        "pending" => OrderStatus::Pending,
-        "confirmed" => OrderStatus::Confirmed,
-        _ => OrderStatus::Canceled,
-    };
+    let status = OrderStatus::parse(&row.status)
+        .ok_or_else(|| Problem::internal(format!("order {} has status {:?}", row.id, row.status)))?;
     Ok(OrderView {
         id: row.id,
         status,

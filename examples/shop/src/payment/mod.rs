@@ -158,11 +158,7 @@ fn fact(ty: &str, order: &str, payment: &Payment) -> Outgoing {
         "amount_cents": payment.amount_cents,
         "charge_id": payment.charge_id,
     });
-    let message = Message::new("/shop/payment", ty, body.to_string())
-        .with_id(format!("{ty}-{order}"))
-        .with_subject(format!("order-{order}"))
-        .with_key(order.to_owned())
-        .with_content_type("application/json");
+    let message = crate::order_fact("/shop/payment", ty, format!("{ty}-{order}"), order, &body);
     Outgoing::new(TopicName::from_static(PAYMENTS_TOPIC), message)
 }
 

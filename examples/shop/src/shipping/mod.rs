@@ -33,11 +33,7 @@ pub struct ShippingRequests<DB: OutboxDatabase> {
 impl<DB: OutboxDatabase> ShippingRequests<DB> {
     fn fact(&self, ty: &str, order: &str, at: i64) -> Message {
         let body = serde_json::json!({ "order": order, "at": at });
-        Message::new("/shop/shipping", ty, body.to_string())
-            .with_id(format!("{ty}-{order}"))
-            .with_subject(format!("order-{order}"))
-            .with_key(order.to_owned())
-            .with_content_type("application/json")
+        crate::order_fact("/shop/shipping", ty, format!("{ty}-{order}"), order, &body)
     }
 }
 

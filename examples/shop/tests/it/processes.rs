@@ -21,7 +21,6 @@ fn free_port() -> u16 {
 /// The shop's processes, killed when dropped.
 struct Deployment {
     dir: tempfile::TempDir,
-    broker: String,
     storefront: String,
     args: BTreeMap<&'static str, Vec<String>>,
     children: BTreeMap<&'static str, Child>,
@@ -72,7 +71,6 @@ impl Deployment {
         );
         let mut deployment = Deployment {
             dir,
-            broker: broker.to_owned(),
             storefront: format!("http://127.0.0.1:{http}"),
             args,
             children: BTreeMap::new(),
@@ -131,10 +129,9 @@ impl Deployment {
         for name in self.args.keys() {
             let text =
                 std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
-            all.push_str(&format!(
-                "\n--- {name} ---\n{}",
-                text.chars().rev().take(3000).collect::<String>().chars().rev().collect::<String>()
-            ));
+            // The last 3,000 characters: where a failure's cause is.
+            let start = text.char_indices().rev().nth(2_999).map_or(0, |(i, _)| i);
+            all.push_str(&format!("\n--- {name} ---\n{}", &text[start..]));
         }
         all
     }
@@ -174,7 +171,6 @@ impl Drop for Deployment {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = &self.broker;
     }
 }
 

@@ -4,7 +4,7 @@
 use async_graphql::{ComplexObject, Context, Enum, ID, Result, SimpleObject};
 
 use super::ReadModel;
-use crate::order::aggregate::Line;
+use crate::order::aggregate::{self, Line};
 use crate::order::store::OrderRow;
 
 /// Where an order is.
@@ -19,19 +19,25 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    pub(super) fn as_str(self) -> &'static str {
+    /// The aggregate's status of this name (the read model's columns hold those names).
+    fn of(self) -> aggregate::OrderStatus {
         match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::Confirmed => "confirmed",
-            OrderStatus::Canceled => "canceled",
+            OrderStatus::Pending => aggregate::OrderStatus::Pending,
+            OrderStatus::Confirmed => aggregate::OrderStatus::Confirmed,
+            OrderStatus::Canceled => aggregate::OrderStatus::Canceled,
         }
     }
 
-    fn parse(s: &str) -> OrderStatus {
-        match s {
-            "confirmed" => OrderStatus::Confirmed,
-            "canceled" => OrderStatus::Canceled,
-            _ => OrderStatus::Pending,
+    pub(super) fn as_str(self) -> &'static str {
+        self.of().as_str()
+    }
+
+    fn parse(name: &str) -> Result<OrderStatus> {
+        match aggregate::OrderStatus::parse(name) {
+            Some(aggregate::OrderStatus::Pending) => Ok(OrderStatus::Pending),
+            Some(aggregate::OrderStatus::Confirmed) => Ok(OrderStatus::Confirmed),
+            Some(aggregate::OrderStatus::Canceled) => Ok(OrderStatus::Canceled),
+            _ => Err(format!("an order with status {name:?}").into()),
         }
     }
 }
@@ -150,7 +156,7 @@ impl Order {
         let lines: Vec<Line> = serde_json::from_str(&row.lines)?;
         Ok(Order {
             id: ID(row.id),
-            status: OrderStatus::parse(&row.status),
+            status: OrderStatus::parse(&row.status)?,
             customer: row.customer,
             lines: lines
                 .into_iter()
