@@ -17,11 +17,7 @@ const SPANS_PER_REQUEST: usize = 512;
 const SERVICES: u64 = 100;
 
 fn attr(k: &str, v: String) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v)) }),
-        ..Default::default()
-    }
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v)) }) }
 }
 
 /// One export request from service `svc`: a quarter each of client, server, producer and

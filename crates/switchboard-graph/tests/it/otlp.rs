@@ -57,7 +57,6 @@ fn protobuf_and_json_of_the_same_spans_decode_alike() {
     let s = |k: &str, v: &str| KeyValue {
         key: k.into(),
         value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
     };
     let request = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
