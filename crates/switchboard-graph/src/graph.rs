@@ -536,13 +536,16 @@ impl ServiceGraph {
     }
 
     /// `service`, consuming `subscription` of `topic`, acked `end_to_end.len()` messages
-    /// (each with the seconds from its publish to its ack) and nacked `nacked`.
+    /// (each with the seconds from its publish to its ack) and `untimed` more whose publish
+    /// time it did not keep, and nacked `nacked`.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe_settled(
         &mut self,
         topic: &str,
         subscription: &str,
         service: &str,
         end_to_end: &[f64],
+        untimed: u64,
         nacked: u64,
         now_s: u64,
     ) {
@@ -555,11 +558,11 @@ impl ServiceGraph {
         }
         if let Some(edge) = self.edge(EdgeKind::Consume, &from, &to, now_s) {
             edge.observed.record(now_s, |s| {
-                s.count += end_to_end.len() as u64 + nacked;
+                s.count += end_to_end.len() as u64 + untimed + nacked;
                 s.failed += nacked;
                 end_to_end.iter().for_each(|v| s.latency.record(*v));
             });
-            edge.prom.record_many(end_to_end, nacked);
+            edge.prom.record_many(end_to_end, untimed, nacked);
         }
     }
 

@@ -392,3 +392,21 @@ fn from_json(request: JsonRequest) -> Result<Vec<SpanRecord>, DecodeError> {
     }
     Ok(out)
 }
+
+/// `google.rpc.Status`, the body OTLP/HTTP gives every refused request.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// The body of a refused request, as OTLP/HTTP asks: a `google.rpc.Status` with the gRPC
+/// code (3, invalid argument, for a bad request) and the message, in the request's encoding.
+pub fn error_body(encoding: Encoding, code: i32, message: &str) -> Vec<u8> {
+    match encoding {
+        Encoding::Protobuf => RpcStatus { code, message: message.to_owned() }.encode_to_vec(),
+        Encoding::Json => serde_json::json!({"code": code, "message": message}).to_string().into_bytes(),
+    }
+}

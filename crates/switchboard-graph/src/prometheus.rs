@@ -69,8 +69,8 @@ impl PromEdge {
     }
 
     /// Acks measured from publish (the client's view of a hop) and nacks.
-    pub(crate) fn record_many(&mut self, end_to_end: &[f64], nacked: u64) {
-        self.total += end_to_end.len() as u64 + nacked;
+    pub(crate) fn record_many(&mut self, end_to_end: &[f64], untimed: u64, nacked: u64) {
+        self.total += end_to_end.len() as u64 + untimed + nacked;
         self.failed += nacked;
         end_to_end.iter().for_each(|s| self.client.record(*s));
     }

@@ -53,7 +53,15 @@ impl RemoteBackend {
     /// [`BusError::InvalidUrl`] for a URL it cannot use (the token is never shown);
     /// [`BusError::Unreachable`] when the server does not answer within a few seconds.
     pub async fn connect(url: &str) -> Result<RemoteBackend, BusError> {
-        let target = crate::url::parse(url, std::env::var("SWITCHBOARD_TOKEN").ok())?;
+        let mut target = crate::url::parse(url, std::env::var("SWITCHBOARD_TOKEN").ok())?;
+        // Without `?service=`, the service is the one OpenTelemetry names (`OTEL_SERVICE_NAME`),
+        // so the broker's map and the spans agree.
+        if target.service.is_none() {
+            target.service = std::env::var("OTEL_SERVICE_NAME")
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+                .and_then(|s| tonic::metadata::MetadataValue::try_from(s).ok());
+        }
         let shared = connection::connect(target, url).await?;
         Ok(RemoteBackend {
             shared: Arc::new(shared),

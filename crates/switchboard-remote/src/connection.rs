@@ -31,14 +31,20 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// hold rather than gRPC's 4 MiB default.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-/// Adds `authorization: Bearer <token>` to every call.
+/// Adds `authorization: Bearer <token>` and `switchboard-service: <name>` to every call.
 #[derive(Clone)]
-pub(crate) struct Auth(Option<AsciiMetadataValue>);
+pub(crate) struct Auth {
+    authorization: Option<AsciiMetadataValue>,
+    service: Option<AsciiMetadataValue>,
+}
 
 impl Interceptor for Auth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.authorization {
             request.metadata_mut().insert("authorization", value.clone());
+        }
+        if let Some(value) = &self.service {
+            request.metadata_mut().insert(crate::url::SERVICE_KEY, value.clone());
         }
         Ok(request)
     }
@@ -120,8 +126,11 @@ pub(crate) async fn connect(target: Target, url: &str) -> Result<Shared, BusErro
         Ok(Err(e)) => return Err(unreachable(&target, e)),
         Err(elapsed) => return Err(unreachable(&target, elapsed)),
     };
-    let client = SwitchboardClient::with_interceptor(channel.clone(), Auth(target.authorization))
-        .max_decoding_message_size(MAX_RESPONSE_BYTES);
+    let client = SwitchboardClient::with_interceptor(
+        channel.clone(),
+        Auth { authorization: target.authorization, service: target.service },
+    )
+    .max_decoding_message_size(MAX_RESPONSE_BYTES);
     let (closed, _) = watch::channel(false);
     Ok(Shared { client, channel, endpoint: target.endpoint, closed, shutdowns: OnceLock::new() })
 }

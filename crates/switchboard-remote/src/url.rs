@@ -28,7 +28,13 @@ pub(crate) struct Target {
     pub(crate) ca: Option<PathBuf>,
     /// The `authorization` metadata value (`Bearer <token>`), if there is a token.
     pub(crate) authorization: Option<AsciiMetadataValue>,
+    /// The `switchboard-service` metadata value: the service this connection publishes and
+    /// consumes for, which the broker draws on its service graph.
+    pub(crate) service: Option<AsciiMetadataValue>,
 }
+
+/// The metadata key naming the calling service.
+pub(crate) const SERVICE_KEY: &str = "switchboard-service";
 
 /// The URL with every query value but `ca` (a token, or a token under a misspelt name) and
 /// any user info before the host replaced, safe to print.
@@ -80,6 +86,7 @@ pub(crate) fn parse(url: &str, env_token: Option<String>) -> Result<Target, BusE
 
     let mut token = None;
     let mut ca = None;
+    let mut service = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode_str(value)
@@ -94,8 +101,9 @@ pub(crate) fn parse(url: &str, env_token: Option<String>) -> Result<Target, BusE
             }
             "ca" if !value.is_empty() => ca = Some(PathBuf::from(value)),
             "ca" => return Err(invalid(url, "`ca` is empty: give the path of a PEM file")),
+            "service" => service = Some(value),
             other => {
-                return Err(invalid(url, format!("unknown parameter `{other}`; known: token, ca")));
+                return Err(invalid(url, format!("unknown parameter `{other}`; known: token, ca, service")));
             }
         }
     }
@@ -107,13 +115,21 @@ pub(crate) fn parse(url: &str, env_token: Option<String>) -> Result<Target, BusE
             })
         })
         .transpose()?;
+    let service = service
+        .map(|s| {
+            let valid = !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+            valid.then(|| MetadataValue::try_from(s.as_str()).ok()).flatten().ok_or_else(|| {
+                invalid(url, "`service` must be 1 to 128 printable ASCII characters without spaces")
+            })
+        })
+        .transpose()?;
     let endpoint = format!("{host}:{port}");
     let uri = format!("{}://{endpoint}", if tls { "https" } else { "http" });
     if tonic::transport::Endpoint::from_shared(uri.clone()).is_err() {
         return Err(invalid(url, format!("`{endpoint}` is not a valid host and port")));
     }
     let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    Ok(Target { uri, endpoint, host, tls, ca, authorization })
+    Ok(Target { uri, endpoint, host, tls, ca, authorization, service })
 }
 
 /// `host:port`, `host` (default port) or `[v6]:port`.

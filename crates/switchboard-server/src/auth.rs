@@ -14,8 +14,11 @@ pub enum Action {
     Publish,
     /// Receive, ack, nack, commit, seek, read.
     Consume,
-    /// Create, delete and inspect topics and subscriptions; redrive.
+    /// Create, delete and inspect topics and subscriptions; redrive. On every topic (`*`):
+    /// read the service graph.
     Admin,
+    /// Send spans (OTLP) to the service graph; granted on `*`.
+    Telemetry,
 }
 
 impl Action {
@@ -24,6 +27,7 @@ impl Action {
             Action::Publish => "publish",
             Action::Consume => "consume",
             Action::Admin => "admin",
+            Action::Telemetry => "telemetry",
         }
     }
 }
@@ -91,7 +95,16 @@ pub struct Auth {
 #[derive(Clone, Debug)]
 pub struct Principal {
     token: Option<TokenConfig>,
+    /// The service the caller says it is (the `switchboard-service` header), for the
+    /// service graph.
+    service: Option<std::sync::Arc<str>>,
 }
+
+/// The header (and gRPC metadata key) a caller names its service with, for the service graph.
+pub const SERVICE_HEADER: &str = "switchboard-service";
+
+/// What the broker calls a caller that names no service and has no token.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 impl Auth {
     /// Auth over the given tokens (empty: open).
@@ -110,7 +123,7 @@ impl Auth {
     /// [`AuthError::Missing`] or [`AuthError::Invalid`] when tokens are configured.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         if !self.enabled() {
-            return Ok(Principal { token: None });
+            return Ok(Principal { token: None, service: None });
         }
         let header = authorization.ok_or(AuthError::Missing)?;
         let presented = header
@@ -126,11 +139,33 @@ impl Auth {
             matched.conditional_assign(&i, t.token.as_bytes().ct_eq(presented.as_bytes()));
         }
         let found = usize::try_from(matched).ok().and_then(|i| self.tokens.get(i));
-        found.map(|t| Principal { token: Some(t.clone()) }).ok_or(AuthError::Invalid)
+        found.map(|t| Principal { token: Some(t.clone()), service: None }).ok_or(AuthError::Invalid)
     }
 }
 
 impl Principal {
+    /// The same caller, naming its service with the value of [`SERVICE_HEADER`].
+    ///
+    /// # Errors
+    /// A value that is empty, over 128 bytes or not printable ASCII.
+    pub fn with_service(mut self, header: Option<&[u8]>) -> Result<Principal, String> {
+        let Some(raw) = header else { return Ok(self) };
+        let valid = !raw.is_empty() && raw.len() <= 128 && raw.iter().all(|b| b.is_ascii_graphic());
+        if !valid {
+            return Err(format!(
+                "{SERVICE_HEADER}: 1 to 128 printable ASCII characters without spaces, naming the calling service"
+            ));
+        }
+        self.service = std::str::from_utf8(raw).ok().map(std::sync::Arc::from);
+        Ok(self)
+    }
+
+    /// The service the caller is, for the service graph: the one it names, else its token's
+    /// name, else [`UNKNOWN_SERVICE`].
+    pub fn service(&self) -> &str {
+        self.service.as_deref().or(self.token.as_ref().map(|t| t.name.as_str())).unwrap_or(UNKNOWN_SERVICE)
+    }
+
     /// Allows `action` on `topic` (or, with `None`, on every topic).
     ///
     /// # Errors

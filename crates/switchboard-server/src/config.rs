@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub topic_defaults: TopicConfig,
     /// Broker-wide settings.
     pub broker: BrokerConfig,
+    /// What the service graph (the dashboard's map) may hold.
+    pub service_graph: switchboard_graph::Limits,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             topic_defaults: TopicConfig::default(),
             broker: BrokerConfig::default(),
+            service_graph: switchboard_graph::Limits::default(),
         }
     }
 }

@@ -20,7 +20,9 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        Ok(Caller(state.auth.authenticate(header)?))
+        let service = parts.headers.get(crate::auth::SERVICE_HEADER).map(|v| v.as_bytes());
+        let principal = state.auth.authenticate(header)?;
+        Ok(Caller(principal.with_service(service).map_err(ApiError::BadRequest)?))
     }
 }
 
@@ -43,8 +45,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.render(&state.broker),
-    )
+    let mut text = state.metrics.render(&state.broker);
+    // The service graph's metrics go before the registry's closing `# EOF`.
+    let end = text.rfind("# EOF").unwrap_or(text.len());
+    text.truncate(end);
+    state.telemetry.render_prometheus(&mut text);
+    text.push_str("# EOF\n");
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
 }

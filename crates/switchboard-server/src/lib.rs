@@ -27,6 +27,7 @@ mod http_listener;
 mod metrics;
 mod rest;
 mod state;
+mod telemetry;
 mod tls;
 
 use std::net::SocketAddr;
@@ -40,13 +41,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use auth::{Action, Auth, AuthError, Permission, Principal, TokenConfig};
+pub use auth::{
+    Action, Auth, AuthError, Permission, Principal, SERVICE_HEADER, TokenConfig, UNKNOWN_SERVICE,
+};
 pub use config::{ConfigError, Limits, ServerConfig, TlsConfig};
 pub use error::ApiError;
 /// The generated gRPC types, server and client (`switchboard.v1`, `io.cloudevents.v1`).
 pub use grpc::pb as proto;
 pub use metrics::{Api, Metrics};
 pub use state::AppState;
+pub use telemetry::{SAMPLE_INTERVAL, Telemetry};
 pub use tls::TlsError;
 
 /// How long shutdown waits for requests in flight before closing anyway.
@@ -131,6 +135,7 @@ impl Server {
         let state = AppState::new(broker, config);
         let (stop, stop_rx) = watch::channel(false);
 
+        tokio::spawn(telemetry::sample_until_stopped(state.clone(), stop_rx.clone()));
         let app = http::router(state.clone());
         let max_conn = state.config.limits.max_connections;
         let http_task =

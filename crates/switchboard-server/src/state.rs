@@ -9,6 +9,7 @@ use switchboard_broker::Broker;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::telemetry::Telemetry;
 
 /// Shared by the gRPC, REST and GraphQL handlers. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -21,6 +22,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The configuration the server runs with.
     pub config: Arc<ServerConfig>,
+    /// The service graph.
+    pub telemetry: Arc<Telemetry>,
     ready: Arc<watch::Sender<bool>>,
 }
 
@@ -31,6 +34,7 @@ impl AppState {
             broker,
             auth: Arc::new(Auth::new(config.tokens.clone())),
             metrics: Arc::new(Metrics::new()),
+            telemetry: Arc::new(Telemetry::new(config.service_graph.clone())),
             config: Arc::new(config),
             ready: Arc::new(watch::Sender::new(false)),
         }

@@ -37,7 +37,7 @@ pub fn test_tokens() -> Vec<TokenConfig> {
         token: token.into(),
         permissions: vec![Permission { topics: topics.into(), actions: actions.to_vec() }],
     };
-    let all = [Action::Publish, Action::Consume, Action::Admin];
+    let all = [Action::Publish, Action::Consume, Action::Admin, Action::Telemetry];
     vec![
         token("admin", ADMIN_TOKEN, "*", &all),
         token("orders-admin", ORDERS_ADMIN_TOKEN, "orders*", &all),

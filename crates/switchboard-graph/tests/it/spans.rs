@@ -105,7 +105,7 @@ fn the_broker_alone_draws_async_edges_for_services_that_export_no_spans() {
     );
     g.observe_publish("order", "orders", 10, false, 0.003, NOW);
     g.observe_deliveries("orders", "email", 10, 2, NOW);
-    g.observe_settled("orders", "email", "email", &[0.010; 9], 1, NOW);
+    g.observe_settled("orders", "email", "email", &[0.010; 9], 0, 1, NOW);
     let view = g.view(Window::OneMinute, NOW);
     let ids: Vec<_> = view.edges.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(

@@ -7,12 +7,15 @@
 //! only paused while the request is served, and polled again after. When the stream ends the
 //! consumer is dropped: leases it still holds run out and their messages are delivered again.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use parking_lot::Mutex;
 
 use switchboard_broker::{Broker, BrokerDelivery, BrokerError, QueueConsumer, Receipt, StreamConsumer};
 use switchboard_core::{SubscriptionName, TopicName};
@@ -96,9 +99,11 @@ async fn run(
     caller.check(Action::Consume, &open.topic)?;
     let (topic, subscription) = (topic_name(&open.topic)?, subscription_name(&open.subscription)?);
     let consumer = Consumer::open(&state.broker, &topic, &subscription).map_err(ApiError::from)?;
-    let session = Session { state, topic, subscription, consumer };
     let max_credits = state.config.limits.max_consume_credits;
     let mut credits = open.credits.min(max_credits);
+    let _in_graph = state.telemetry.attach(topic.as_str(), subscription.as_str(), u64::from(credits));
+    let service = caller.0.service().into();
+    let session = Session { state, topic, subscription, consumer, service, published_at: Mutex::default() };
     tracing::debug!(topic = %session.topic, subscription = %session.subscription, credits, "Consume stream opened.");
     let opened = Opened { mode: session.consumer.mode() as i32, credits, max_credits };
     if !send(tx, Out::Opened(opened)).await {
@@ -194,6 +199,7 @@ async fn run(
                 }
                 credits = credits.saturating_sub(deliveries.len() as u32);
                 state.metrics.delivered(&deliveries);
+                session.delivered(&deliveries);
                 if !send_deliveries(tx, deliveries, credits).await {
                     return Ok(());
                 }
@@ -263,6 +269,12 @@ struct Session<'a> {
     topic: TopicName,
     subscription: SubscriptionName,
     consumer: Consumer,
+    /// The service consuming, for the service graph.
+    service: Arc<str>,
+    /// Queue mode: when each message out on a lease was published, by `(partition,
+    /// offset)`, so its ack measures publish to handled. Bounded by the stream's credits:
+    /// an entry leaves when its message is settled, or is replaced when it comes again.
+    published_at: Mutex<HashMap<(u32, u64), u64>>,
 }
 
 /// The outcome of an item that failed. The errors of settling name what they are about
@@ -313,6 +325,40 @@ impl Settling {
 }
 
 impl Session<'_> {
+    fn at(&self) -> (&str, &str) {
+        (self.topic.as_str(), self.subscription.as_str())
+    }
+
+    fn delivered(&self, deliveries: &[BrokerDelivery]) {
+        self.state.telemetry.delivered(deliveries);
+        if let Consumer::Queue(_) = self.consumer {
+            let mut published = self.published_at.lock();
+            // A lease that ran out leaves its entry behind; the cap keeps those few bounded.
+            if published.len() > 4 * self.state.config.limits.max_consume_credits as usize {
+                published.clear();
+            }
+            for d in deliveries {
+                published.insert((d.partition, d.offset), d.published_at.as_millis());
+            }
+        }
+    }
+
+    /// Publish-to-ack seconds of the acked receipts, forgetting them.
+    fn end_to_end(&self, acked: &[Receipt]) -> (Vec<f64>, u64) {
+        let now_ms = crate::telemetry::now_ms();
+        let mut published = self.published_at.lock();
+        let mut untimed = 0;
+        let timed = acked
+            .iter()
+            .filter_map(|r| {
+                let at = published.remove(&(r.partition, r.offset));
+                untimed += u64::from(at.is_none());
+                at.map(|at| now_ms.saturating_sub(at) as f64 / 1e3)
+            })
+            .collect();
+        (timed, untimed)
+    }
+
     fn wrong_mode(&self, expected: &'static str) -> BrokerError {
         let actual = match self.consumer {
             Consumer::Queue(_) => "queue",
@@ -331,12 +377,18 @@ impl Session<'_> {
             Err(e) => return s.fail_all(e),
         };
         let mut acked = 0;
-        for (&(i, _), result) in s.parsed.iter().zip(results) {
+        let mut settled = Vec::with_capacity(s.parsed.len());
+        for (&(i, r), result) in s.parsed.iter().zip(results) {
             match result {
-                Ok(()) => acked += 1,
+                Ok(()) => {
+                    acked += 1;
+                    settled.push(r);
+                }
                 Err(e) => s.outcomes[i].error = failed(e),
             }
         }
+        let (timed, untimed) = self.end_to_end(&settled);
+        self.state.telemetry.settled(self.at(), &self.service, &timed, untimed, 0);
         if acked > 0 {
             let (t, sub) = (self.topic.as_str(), self.subscription.as_str());
             self.state.metrics.acked(Api::Grpc, t, sub, acked, started.elapsed());
@@ -358,6 +410,7 @@ impl Session<'_> {
         }
         if nacked > 0 {
             self.state.metrics.nacked(self.topic.as_str(), self.subscription.as_str(), nacked);
+            self.state.telemetry.settled(self.at(), &self.service, &[], 0, nacked);
         }
         s.outcomes
     }

@@ -78,7 +78,9 @@ impl Caller {
     /// Authenticates the `authorization: Bearer …` metadata.
     fn of<T>(state: &AppState, request: &tonic::Request<T>) -> Result<Caller, ApiError> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        Ok(Caller(state.auth.authenticate(header)?))
+        let service = request.metadata().get(crate::auth::SERVICE_HEADER).map(|v| v.as_bytes());
+        let principal = state.auth.authenticate(header)?;
+        Ok(Caller(principal.with_service(service).map_err(ApiError::BadRequest)?))
     }
 
     /// Allows `action` on `topic`.

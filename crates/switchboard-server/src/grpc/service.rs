@@ -54,7 +54,9 @@ async fn publish(
     caller.check(Action::Publish, &req.topic)?;
     let (topic, deliver_at, messages) = decode_publish(req, &state.config.limits)?;
     let (n, bytes) = (messages.len() as u64, messages.iter().map(|m| m.data.len() as u64).sum());
-    let receipts = state.broker.publish_batch(&topic, messages, PublishOptions { deliver_at }).await?;
+    let published = state.broker.publish_batch(&topic, messages, PublishOptions { deliver_at }).await;
+    state.telemetry.published(caller.0.service(), topic.as_str(), n, published.is_err(), started.elapsed());
+    let receipts = published?;
     state.metrics.published(Api::Grpc, topic.as_str(), n, bytes, started.elapsed());
     Ok(api::PublishResponse { receipts: receipts.into_iter().map(convert::receipt_to_proto).collect() })
 }

@@ -38,7 +38,7 @@ impl FromRequest<AppState> for Body {
 }
 
 /// Query parameters; a malformed query is a 400 problem.
-pub(super) struct ApiQuery<T>(pub(super) T);
+pub(crate) struct ApiQuery<T>(pub(crate) T);
 
 impl<T: DeserializeOwned> FromRequestParts<AppState> for ApiQuery<T> {
     type Rejection = ApiError;

@@ -14,6 +14,8 @@
 //! | `…/{sub}/ack`, `…/nack`, `…/extend` | POST | consume |
 //! | `…/{sub}/messages` (stream), `…/commit`, `…/seek` | GET, POST, POST | consume |
 //! | `…/{sub}/deadletters`, `…/redrive` | GET, POST | admin |
+//! | `/v1/traces` | POST (OTLP/HTTP, protobuf or JSON) | telemetry |
+//! | `/v1/graph`, `/v1/graph/history` | GET | admin on `*` |
 //!
 //! Every handler authenticates first (the [`Caller`](crate::http::Caller) extractor), checks
 //! the permission on the topic next, and only then parses the body and touches the broker.
@@ -32,6 +34,7 @@ mod time;
 
 // For the fuzz targets (`crate::fuzzing`).
 pub(crate) use cloudevents::encode as encode_event;
+pub(crate) use extract::ApiQuery;
 pub(crate) use publish::decode_request as decode_publish;
 
 use axum::Router;
@@ -73,6 +76,9 @@ fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         (sub!("/seek"), post(stream::seek)),
         (sub!("/deadletters"), get(deadletters::list)),
         (sub!("/redrive"), post(deadletters::redrive)),
+        ("/v1/traces", post(crate::telemetry::otlp::export)),
+        ("/v1/graph", get(crate::telemetry::routes::graph)),
+        ("/v1/graph/history", get(crate::telemetry::routes::history)),
     ]
 }
 

@@ -257,6 +257,35 @@ pub(super) fn document() -> Value {
                     ("200", ok("How many moved", "RedriveResponse")), &[400, 404]),
             }),
         ),
+        (
+            "/v1/traces",
+            json!({
+                "post": op("exportTraces", "telemetry",
+                    "OTLP/HTTP trace export (protobuf or JSON) into the service graph; a refused body answers a google.rpc.Status", &[],
+                    Some(json!({ "required": true, "content": {
+                        "application/x-protobuf": { "schema": { "type": "string", "format": "binary" } },
+                        "application/json": { "schema": schema("OtlpExportRequest") } } })),
+                    ("200", json!({ "description": "Accepted; a partial success counts the spans the graph's limits refused",
+                        "content": {
+                            "application/x-protobuf": { "schema": { "type": "string", "format": "binary" } },
+                            "application/json": { "schema": schema("OtlpExportResponse") } } })),
+                    &[400, 413, 415]),
+            }),
+        ),
+        (
+            "/v1/graph",
+            json!({
+                "get": op("serviceGraph", "telemetry", "The service graph over a window: nodes, edges, congestion (admin on every topic)",
+                    &["window"], None, ("200", ok("The graph", "ServiceGraph")), &[400]),
+            }),
+        ),
+        (
+            "/v1/graph/history",
+            json!({
+                "get": op("serviceGraphHistory", "telemetry", "One edge's or node's figures over the slots of a window",
+                    &["graph_id", "window"], None, ("200", ok("Its figures over time", "GraphHistory")), &[400, 404]),
+            }),
+        ),
     ]);
     json!({
         "openapi": "3.1.0",
@@ -271,7 +300,7 @@ pub(super) fn document() -> Value {
         "security": [{ "bearer": [] }],
         "tags": [
             { "name": "publish" }, { "name": "consume" }, { "name": "stream" },
-            { "name": "admin" }, { "name": "deadletters" }, { "name": "meta" },
+            { "name": "admin" }, { "name": "deadletters" }, { "name": "telemetry" }, { "name": "meta" },
         ],
         "paths": paths,
         "components": components(),
@@ -315,6 +344,9 @@ fn components() -> Value {
                          "description": "Wait up to this long for a first message; capped by the server (20 s by default)" },
             "deliver_at": { "name": "deliver_at", "in": "query", "schema": string,
                             "description": "Hold back from queue subscriptions until this time (RFC 3339 or ms since the epoch)" },
+            "window": { "name": "window", "in": "query", "schema": { "type": "string", "enum": ["1m", "5m", "1h"], "default": "1m" } },
+            "graph_id": { "name": "id", "in": "query", "required": true, "schema": string,
+                          "description": "An edge's or node's id as the graph names it (`sync service:a -> service:b`, `subscription:orders/email`)" },
             "deliver_at_header": { "name": super::publish::DELIVER_AT_HEADER, "in": "header", "schema": string,
                                    "description": "As the `deliver_at` query parameter" },
         },
@@ -326,7 +358,7 @@ fn components() -> Value {
             "Problem409": problem("Exists with other settings, or the subscription is of the other mode"),
             "Problem410": problem("The receipt's lease has expired; the message will be delivered again"),
             "Problem413": problem("A message, batch or body larger than the limits"),
-            "Problem415": problem("Not a CloudEvent in a supported mode"),
+            "Problem415": problem("Not a CloudEvent in a supported mode, or an OTLP body neither protobuf nor JSON"),
         },
         "schemas": schemas(),
     })
@@ -615,6 +647,42 @@ fn schemas() -> Value {
             }),
         ),
         ("RedriveResponse", json!({ "type": "object", "properties": { "moved": uint } })),
+        (
+            "OtlpExportRequest",
+            json!({ "type": "object", "description": "OTLP/JSON ExportTraceServiceRequest (opentelemetry-proto); unknown fields are ignored",
+                    "properties": { "resourceSpans": { "type": "array", "items": { "type": "object" } } } }),
+        ),
+        (
+            "OtlpExportResponse",
+            json!({ "type": "object", "properties": { "partialSuccess": { "type": "object",
+                "properties": { "rejectedSpans": string, "errorMessage": string } } } }),
+        ),
+        (
+            "ServiceGraph",
+            json!({ "type": "object", "properties": {
+                "window": string, "at_s": uint, "pending_spans": uint,
+                "nodes": { "type": "array", "items": { "type": "object", "properties": {
+                    "id": string, "kind": { "enum": ["service", "topic", "subscription"] }, "name": string,
+                    "rate_in": { "type": "number" }, "rate_out": { "type": "number" }, "errors_per_second": { "type": "number" },
+                    "virtual_node": { "type": "boolean" }, "subscription": { "type": ["object", "null"] },
+                    "congested": { "type": "array", "items": schema("Congestion") } } } },
+                "edges": { "type": "array", "items": { "type": "object", "properties": {
+                    "id": string, "kind": { "enum": ["sync", "publish", "deliver", "consume"] }, "source": string, "target": string,
+                    "rate": { "type": "number" }, "error_rate": { "type": "number" }, "redelivery_rate": { "type": "number" },
+                    "latency": { "type": ["object", "null"] }, "end_to_end": { "type": ["object", "null"] },
+                    "connection_type": string, "congested": { "type": "array", "items": schema("Congestion") } } } },
+                "dropped": { "type": "object", "properties": {
+                    "nodes": uint, "edges": uint, "pending": uint, "unpaired": uint, "invalid_names": uint } },
+            } }),
+        ),
+        ("Congestion", json!({ "type": "object", "properties": { "kind": string, "detail": string } })),
+        (
+            "GraphHistory",
+            json!({ "type": "object", "properties": {
+                "id": string, "window": string, "slot_seconds": uint,
+                "points": { "type": "array", "items": { "type": "object" } },
+                "readings": { "type": "array", "items": { "type": "object" } } } }),
+        ),
     ])
 }
 

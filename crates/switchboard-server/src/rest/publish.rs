@@ -46,7 +46,9 @@ pub(super) async fn publish(
     let (deliver_at, messages) =
         decode_request(query.deliver_at.as_deref(), &headers, body, &state.config.limits)?;
     let (count, bytes) = (messages.len() as u64, messages.iter().map(|m| m.data.len() as u64).sum());
-    let receipts = state.broker.publish_batch(&topic, messages, PublishOptions { deliver_at }).await?;
+    let published = state.broker.publish_batch(&topic, messages, PublishOptions { deliver_at }).await;
+    state.telemetry.published(caller.service(), topic.as_str(), count, published.is_err(), started.elapsed());
+    let receipts = published?;
     state.metrics.published(Api::Rest, topic.as_str(), count, bytes, started.elapsed());
     let receipts: Vec<Value> = receipts
         .iter()

@@ -58,6 +58,7 @@ pub(super) async fn receive(
         }
     };
     state.metrics.delivered(&deliveries);
+    state.telemetry.delivered(&deliveries);
     let messages: Vec<Value> = deliveries.iter().map(delivery_json).collect();
     Ok(Json(json!({ "messages": messages })))
 }
@@ -117,6 +118,9 @@ pub(super) async fn ack(
         .collect();
     let acked = results.iter().filter(|r| r.is_ok()).count();
     state.metrics.acked(Api::Rest, topic.as_str(), sub.as_str(), acked as u64, started.elapsed());
+    // A REST consumer's receipts do not say when their messages were published (that would
+    // take a read per ack), so its acks count without an end-to-end latency.
+    state.telemetry.settled((topic.as_str(), sub.as_str()), caller.service(), &[], acked as u64, 0);
     if single {
         return match results.into_iter().next() {
             Some(Err(e)) => Err(e),
@@ -159,6 +163,7 @@ pub(super) async fn nack(
     let delay = Duration::from_millis(request.delay_ms);
     state.broker.nack(&topic, &sub, &receipt, delay, request.error).await?;
     state.metrics.nacked(topic.as_str(), sub.as_str(), 1);
+    state.telemetry.settled((topic.as_str(), sub.as_str()), caller.service(), &[], 0, 1);
     Ok(StatusCode::NO_CONTENT)
 }
 

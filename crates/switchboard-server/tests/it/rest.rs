@@ -541,13 +541,24 @@ fn sample_body(operation: &str) -> Option<(&'static str, Value)> {
         "extend" => (JSON, json!({ "receipt": "0-0-1", "by_ms": 1000 })),
         "commit" => (JSON, json!({ "partition": 0, "offset": 0 })),
         "seek" => (JSON, json!({ "to": "earliest" })),
+        "exportTraces" => (JSON, json!({ "resourceSpans": [] })),
         _ => return None,
     })
 }
 
 /// The operations that [`sample_body`] knows.
-const WITH_SAMPLE_BODY: [&str; 9] =
-    ["createTopic", "createSubscription", "publish", "receive", "ack", "nack", "extend", "commit", "seek"];
+const WITH_SAMPLE_BODY: [&str; 10] = [
+    "createTopic",
+    "createSubscription",
+    "publish",
+    "receive",
+    "ack",
+    "nack",
+    "extend",
+    "commit",
+    "seek",
+    "exportTraces",
+];
 
 /// The media type of a response, without parameters.
 fn media_type(resp: &Response) -> Option<String> {
