@@ -91,6 +91,8 @@ pub mod request;
 pub mod router;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod saga;
+#[cfg(feature = "otlp")]
+pub mod telemetry;
 pub mod trace;
 
 pub use bus::Bus;

@@ -12,4 +12,5 @@ mod router;
 mod saga;
 mod saga_crash;
 mod saga_model;
+mod telemetry;
 mod util;
