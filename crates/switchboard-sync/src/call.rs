@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue, global};
 use switchboard_core::TRACER_NAME;
 use switchboard_policy::Breaker;
@@ -52,8 +52,10 @@ impl CallPolicy {
         if deadline::remaining() == Some(Duration::ZERO) {
             return Err(CallError::DeadlineExceeded { call: op.name, attempts: 0 });
         }
-        let admission = Admission::new(self.breaker.as_deref())
-            .map_err(|retry_in| CallError::CircuitOpen { call: op.name.clone(), retry_in })?;
+        let admission = Admission::new(self.breaker.as_deref()).map_err(|retry_in| {
+            refused_span(&op);
+            CallError::CircuitOpen { call: op.name.clone(), retry_in }
+        })?;
         self.budget.deposit();
 
         let mut attempts = 0;
@@ -153,6 +155,22 @@ impl CallPolicy {
         span.end();
         outcome
     }
+}
+
+/// A client span for a call the open breaker refused (`error.type = circuit_open`), so the
+/// refusal shows on the service graph as the edge's errors and its breaker opening, though
+/// no request left.
+fn refused_span(op: &Operation) {
+    let tracer = global::tracer(TRACER_NAME);
+    let mut attributes = op.attributes.clone();
+    attributes.push(KeyValue::new("error.type", "circuit_open"));
+    let mut span = tracer
+        .span_builder(op.span_name())
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes)
+        .start(&tracer);
+    span.set_status(Status::error("the circuit breaker is open"));
+    span.end();
 }
 
 fn give_up<E>(op: &Operation, attempts: u32, failure: AttemptError<E>) -> CallError<E> {

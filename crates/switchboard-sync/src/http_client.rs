@@ -30,6 +30,9 @@ use crate::propagation::{inject_request_timeout, inject_trace_context};
 pub struct HttpClient {
     client: reqwest::Client,
     policy: CallPolicy,
+    /// `peer.service` on every client span: names a dependency that reports no spans of its
+    /// own on the service graph.
+    peer_service: Option<String>,
 }
 
 impl HttpClient {
@@ -39,12 +42,19 @@ impl HttpClient {
     /// The TLS backend could not be initialized.
     pub fn new(policy: CallPolicy) -> Result<HttpClient, reqwest::Error> {
         let client = reqwest::Client::builder().connect_timeout(policy.connect_timeout).build()?;
-        Ok(HttpClient { client, policy })
+        Ok(HttpClient { client, policy, peer_service: None })
     }
 
     /// Uses a client configured by hand (proxies, TLS, pools…).
     pub fn with_client(client: reqwest::Client, policy: CallPolicy) -> HttpClient {
-        HttpClient { client, policy }
+        HttpClient { client, policy, peer_service: None }
+    }
+
+    /// Names the service this client calls (`peer.service` on its spans), for a dependency
+    /// that exports no spans itself: the service graph draws it under this name.
+    pub fn with_peer_service(mut self, name: impl Into<String>) -> HttpClient {
+        self.peer_service = Some(name.into());
+        self
     }
 
     /// The policy.
@@ -90,7 +100,10 @@ impl HttpClient {
             attempts: 0,
             error: HttpError::Build(e),
         })?;
-        let op = Operation::http(request.method(), request.url());
+        let mut op = Operation::http(request.method(), request.url());
+        if let Some(peer) = &self.peer_service {
+            op = op.with_attribute(KeyValue::new("peer.service", peer.clone()));
+        }
         let idempotent = op.idempotent;
         let template = request.try_clone();
         let policy =

@@ -5,7 +5,7 @@
 //! ```no_run
 //! # fn main() -> Result<(), switchboard::telemetry::TelemetryError> {
 //! // OTEL_SERVICE_NAME=order OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:8080
-//! let _telemetry = switchboard::telemetry::init_from_env()?;
+//! let _telemetry = switchboard::telemetry::init_from_env("order")?;
 //! // … the service runs; dropping the guard flushes what is left.
 //! # Ok(()) }
 //! ```
@@ -82,12 +82,13 @@ fn var(name: &str) -> Option<String> {
 }
 
 /// Exports spans over OTLP/HTTP as the `OTEL_*` variables say and makes it the global
-/// tracer provider, with W3C trace-context propagation. `None` (and nothing installed) when
-/// no endpoint is configured or export is turned off.
+/// tracer provider, with W3C trace-context propagation; the service is `OTEL_SERVICE_NAME`,
+/// else `default_service`. `None` (and nothing installed) when no endpoint is configured or
+/// export is turned off.
 ///
 /// # Errors
 /// An unsupported protocol or exporter, or an endpoint the exporter refuses.
-pub fn init_from_env() -> Result<Option<Telemetry>, TelemetryError> {
+pub fn init_from_env(default_service: &str) -> Result<Option<Telemetry>, TelemetryError> {
     if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Ok(None);
     }
@@ -121,7 +122,12 @@ pub fn init_from_env() -> Result<Option<Telemetry>, TelemetryError> {
         .with_protocol(Protocol::HttpBinary)
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    Ok(Some(install(exporter, None)))
+    // `Resource::builder()` reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
+    let mut resource = Resource::builder();
+    if var("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(default_service.to_owned());
+    }
+    Ok(Some(install(exporter, resource.build())))
 }
 
 /// Exports spans to `endpoint` (the whole traces URL, such as
@@ -145,9 +151,7 @@ pub fn init(endpoint: &str, service: &str, global: bool) -> Result<Telemetry, Te
     Ok(Telemetry { provider })
 }
 
-fn install(exporter: opentelemetry_otlp::SpanExporter, resource: Option<Resource>) -> Telemetry {
-    // `Resource::builder()` reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
-    let resource = resource.unwrap_or_else(|| Resource::builder().build());
+fn install(exporter: opentelemetry_otlp::SpanExporter, resource: Resource) -> Telemetry {
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
     install_global(&provider);
     Telemetry { provider }

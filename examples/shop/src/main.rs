@@ -177,6 +177,32 @@ struct LoadArgs {
     json: bool,
 }
 
+impl Common {
+    /// Starts exporting spans if `OTEL_EXPORTER_OTLP_ENDPOINT` says where (as `service`,
+    /// unless `OTEL_SERVICE_NAME` says otherwise), and connects to the broker under that
+    /// name, so `switchboard serve` draws this service on its map even without spans.
+    async fn connect(
+        &self,
+        service: &str,
+    ) -> anyhow::Result<(Bus, Option<switchboard::telemetry::Telemetry>)> {
+        let telemetry = switchboard::telemetry::init_from_env(service)?;
+        let name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|n| !n.is_empty());
+        let url = named(&self.broker, name.as_deref().unwrap_or(service));
+        Ok((Bus::connect(&url).await?, telemetry))
+    }
+}
+
+/// A `switchboard://` URL with `service=<name>` unless it names one already; other brokers
+/// have no such parameter.
+fn named(broker: &str, service: &str) -> String {
+    let is_switchboard = broker.starts_with("switchboard://") || broker.starts_with("switchboards://");
+    if !is_switchboard || broker.contains("service=") {
+        return broker.to_owned();
+    }
+    let separator = if broker.contains('?') { '&' } else { '?' };
+    format!("{broker}{separator}service={service}")
+}
+
 /// A database pool of either kind, chosen by URL.
 enum Db {
     Sqlite(sqlx::SqlitePool),
@@ -223,7 +249,7 @@ async fn main() -> anyhow::Result<()> {
         None => all_in_one(cli.all).await,
         Some(Service::All(all)) => all_in_one(all).await,
         Some(Service::Order { common, http, inventory_grpc_url }) => {
-            let bus = Bus::connect(&common.broker).await?;
+            let (bus, _telemetry) = common.connect("order").await?;
             let stock = inventory_grpc_url.as_deref().map(StockCheck::new).transpose()?;
             let listener = tokio::net::TcpListener::bind(http).await?;
             println!("order: storefront REST API on http://{}/orders", listener.local_addr()?);
@@ -242,7 +268,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Service::Inventory { common, grpc }) => {
-            let bus = Bus::connect(&common.broker).await?;
+            let (bus, _telemetry) = common.connect("inventory").await?;
             let listener = tokio::net::TcpListener::bind(grpc).await?;
             println!("inventory: gRPC CheckStock on http://{}", listener.local_addr()?);
             let catalog = Catalog::reference();
@@ -264,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Service::Payment { common, provider_url }) => {
-            let bus = Bus::connect(&common.broker).await?;
+            let (bus, _telemetry) = common.connect("payment").await?;
             let payment = match connect_db(&common.db).await? {
                 Db::Sqlite(pool) => PaymentService::start(pool, bus, provider_url).await?,
                 Db::Postgres(pool) => PaymentService::start(pool, bus, provider_url).await?,
@@ -279,7 +305,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(url) => Mailer::maildir(maildir.clone()).with_smtp(url)?,
                 None => Mailer::maildir(maildir.clone()),
             };
-            let bus = Bus::connect(&common.broker).await?;
+            let (bus, _telemetry) = common.connect("email").await?;
             let window = Duration::from_secs(7 * 86_400);
             let inbox: Arc<dyn InboxStore> = match connect_db(&common.db).await? {
                 Db::Sqlite(pool) => Arc::new(switchboard::layers::SqliteInbox::new(pool, window).await?),
@@ -297,7 +323,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Service::Shipping { common }) => {
-            let bus = Bus::connect(&common.broker).await?;
+            let (bus, _telemetry) = common.connect("shipping").await?;
             let shipping = match connect_db(&common.db).await? {
                 Db::Sqlite(pool) => ShippingService::start(pool, bus).await?,
                 Db::Postgres(pool) => ShippingService::start(pool, bus).await?,

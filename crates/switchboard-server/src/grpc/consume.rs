@@ -331,6 +331,16 @@ impl Session<'_> {
 
     fn delivered(&self, deliveries: &[BrokerDelivery]) {
         self.state.telemetry.delivered(deliveries);
+        if let Consumer::Stream(_) = self.consumer {
+            // A stream reader settles by committing offsets later, if at all: what it reads
+            // is what it consumes, timed from publish to read.
+            let now_ms = crate::telemetry::now_ms();
+            let read: Vec<f64> = deliveries
+                .iter()
+                .map(|d| now_ms.saturating_sub(d.published_at.as_millis()) as f64 / 1e3)
+                .collect();
+            self.state.telemetry.settled(self.at(), &self.service, &read, 0, 0);
+        }
         if let Consumer::Queue(_) = self.consumer {
             let mut published = self.published_at.lock();
             // A lease that ran out leaves its entry behind; the cap keeps those few bounded.

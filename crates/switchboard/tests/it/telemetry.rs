@@ -61,6 +61,6 @@ fn without_an_endpoint_nothing_is_installed() {
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
         && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
     {
-        assert!(switchboard::telemetry::init_from_env().expect("no error").is_none());
+        assert!(switchboard::telemetry::init_from_env("test").expect("no error").is_none());
     }
 }

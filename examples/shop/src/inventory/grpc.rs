@@ -63,6 +63,8 @@ pub fn serve<DB: InventoryDatabase>(
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
+            // The caller's trace and deadline; a server span per call.
+            .layer(switchboard_sync::IncomingContextLayer::new())
             .add_service(InventoryServer::new(Service { pool }))
             .serve_with_incoming(incoming)
             .await;

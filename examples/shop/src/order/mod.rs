@@ -108,7 +108,8 @@ where
 
     /// The REST API's routes (once).
     pub fn router(&mut self) -> axum::Router {
-        self.router.take().unwrap_or_default()
+        // The caller's trace and deadline, and a server span per request.
+        self.router.take().unwrap_or_default().layer(switchboard_sync::IncomingContextLayer::new())
     }
 
     /// The order list projection.

@@ -73,7 +73,11 @@ impl PaymentService {
         DB::create_payment_tables(&pool).await?;
         let policy =
             CallPolicy::default().with_timeout(Duration::from_secs(2)).with_breaker(BreakerConfig::default());
-        let context = Arc::new(Context { pool, http: HttpClient::new(policy)?, provider });
+        let context = Arc::new(Context {
+            pool,
+            http: HttpClient::new(policy)?.with_peer_service(provider::PEER_SERVICE),
+            provider,
+        });
         let topic = TopicName::new(COMMANDS_TOPIC)?;
         bus.create_topic(&topic, 1).await?;
         bus.create_topic(&TopicName::new(PAYMENTS_TOPIC)?, 1).await?;

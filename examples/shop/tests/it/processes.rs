@@ -24,10 +24,16 @@ struct Deployment {
     storefront: String,
     args: BTreeMap<&'static str, Vec<String>>,
     children: BTreeMap<&'static str, Child>,
+    /// Set in every service's environment.
+    env: Vec<(String, String)>,
 }
 
 impl Deployment {
     async fn start(broker: &str) -> Deployment {
+        Deployment::start_with_env(broker, Vec::new()).await
+    }
+
+    async fn start_with_env(broker: &str, env: Vec<(String, String)>) -> Deployment {
         let dir = tempfile::tempdir().expect("tempdir");
         let (http, grpc, provider) = (free_port(), free_port(), free_port());
         let d = |file: &str| format!("sqlite:{}", dir.path().join(file).display());
@@ -74,6 +80,7 @@ impl Deployment {
             storefront: format!("http://127.0.0.1:{http}"),
             args,
             children: BTreeMap::new(),
+            env,
         };
         for name in ["provider", "inventory", "payment", "email", "shipping", "order"] {
             deployment.spawn(name);
@@ -91,6 +98,7 @@ impl Deployment {
         let child = Command::new(env!("CARGO_BIN_EXE_shop"))
             .args(&self.args[name])
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .stdin(Stdio::null())
@@ -245,4 +253,76 @@ async fn every_service_in_its_own_process_on_rabbitmq() {
 async fn every_service_in_its_own_process_on_nats() {
     switchboard_testkit::require_service!(Nats);
     run_on(&switchboard_testkit::nats_url()).await;
+}
+
+/// The shop's diagram: every sync call and every async hop, and no others. Sync edges come
+/// from the services' spans (exported over OTLP to the broker); async ones from what the
+/// broker sees, under the name each service connects with.
+const SHOP_EDGES: &[&str] = &[
+    "consume subscription:checkout.replies/checkout-orchestrator -> service:order",
+    "consume subscription:emails.sent/shop-emails -> service:order",
+    "consume subscription:emails/email -> service:email",
+    "consume subscription:inventory.commands/inventory -> service:inventory",
+    "consume subscription:orders/inventory-sales -> service:inventory",
+    "consume subscription:orders/order-emails -> service:order",
+    "consume subscription:orders/shipping -> service:shipping",
+    "consume subscription:payment.commands/payment -> service:payment",
+    "consume subscription:payments/shop-payments -> service:order",
+    "consume subscription:shipments/shop-shipments -> service:order",
+    "deliver topic:checkout.replies -> subscription:checkout.replies/checkout-orchestrator",
+    "deliver topic:emails -> subscription:emails/email",
+    "deliver topic:emails.sent -> subscription:emails.sent/shop-emails",
+    "deliver topic:inventory.commands -> subscription:inventory.commands/inventory",
+    "deliver topic:orders -> subscription:orders/inventory-sales",
+    "deliver topic:orders -> subscription:orders/order-emails",
+    "deliver topic:orders -> subscription:orders/shipping",
+    "deliver topic:payment.commands -> subscription:payment.commands/payment",
+    "deliver topic:payments -> subscription:payments/shop-payments",
+    "deliver topic:shipments -> subscription:shipments/shop-shipments",
+    "publish service:email -> topic:emails.sent",
+    "publish service:inventory -> topic:checkout.replies",
+    "publish service:order -> topic:emails",
+    "publish service:order -> topic:inventory.commands",
+    "publish service:order -> topic:orders",
+    "publish service:order -> topic:payment.commands",
+    "publish service:payment -> topic:checkout.replies",
+    "publish service:payment -> topic:payments",
+    "publish service:shipping -> topic:shipments",
+    "sync service:order -> service:inventory",
+    "sync service:payment -> service:payment-provider",
+    "sync service:user -> service:order",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_maps_exactly_the_shops_edges() {
+    let server = switchboard_testkit::TestServer::start().await;
+    let env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), server.http()),
+        // Export every half second, so the test need not wait for the 5-second default.
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "500".to_owned()),
+    ];
+    let deployment = Deployment::start_with_env(&server.url(), env).await;
+    let report = shop::load::run(deployment.load(40), |_| {}).await.expect("load");
+    assert_eq!(report.unsettled, 0, "{report:?}{}", deployment.logs());
+
+    // Spans arrive within a second; a call whose server exports none (the payment
+    // provider) is drawn once its wait for a server span (10 s) is over.
+    let telemetry = &server.server().state().telemetry;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let edges = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        telemetry.with_graph(|g| g.expire(now_s()));
+        let view = telemetry.view(switchboard_graph::Window::OneMinute);
+        let edges: Vec<String> = view.edges.iter().filter(|e| e.rate > 0.0).map(|e| e.id.clone()).collect();
+        if edges.len() >= SHOP_EDGES.len() && edges.iter().any(|e| e.contains("payment-provider"))
+            || tokio::time::Instant::now() > deadline
+        {
+            break edges;
+        }
+    };
+    assert_eq!(edges, SHOP_EDGES, "the map of the shop{}", deployment.logs());
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
