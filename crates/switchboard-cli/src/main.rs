@@ -5,6 +5,7 @@
 
 mod remote;
 mod serve;
+mod top;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ enum Command {
     /// Dead letters of a subscription.
     #[command(subcommand)]
     Dlq(remote::DlqCommand),
+    /// The service graph live in the terminal: edges, subscriptions, congestion.
+    Top(top::TopArgs),
 }
 
 #[tokio::main]
@@ -93,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Consume(args) => remote::consume(c, args).await,
         Command::Tail { topic, from_beginning } => remote::tail(c, topic, from_beginning).await,
         Command::Dlq(cmd) => remote::dlq(c, cmd).await,
+        Command::Top(args) => top::run(c, args).await,
     }
 }
 

@@ -27,6 +27,13 @@ pub(crate) struct Connection {
     json: bool,
 }
 
+impl Connection {
+    /// The server's base URL.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum TopicCommand {
     /// Creates a topic.
@@ -170,7 +177,7 @@ pub(crate) struct ConsumeArgs {
     follow: bool,
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
@@ -178,7 +185,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(c: &Connection) -> anyhow::Result<Client> {
+    pub(crate) fn new(c: &Connection) -> anyhow::Result<Client> {
         let mut b = reqwest::Client::builder().timeout(Duration::from_secs(60));
         if let Some(ca) = &c.ca_cert {
             let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
@@ -218,7 +225,7 @@ impl Client {
         if text.is_empty() { Ok(Value::Null) } else { Ok(serde_json::from_str(&text)?) }
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
     }
 

@@ -86,7 +86,7 @@
     tab: 'edges',
     filter: '',
     sort: {
-      edges: { key: 'id', dir: 1 },
+      edges: { key: 'health', dir: -1 },
       services: { key: 'name', dir: 1 },
     },
     layoutKey: '',
@@ -461,7 +461,15 @@
       h('span', { text: items.join(' · ') }),
       congested ? h('span', { class: 'summary-alert', text: `⚠ ${congested} congested` }) : null,
     );
-    $('#map-empty').hidden = g.nodes.length > 0;
+    if (g.nodes.length) $('#map-empty').hidden = true;
+    else setMapMessage('No services yet.', 'The map fills in as services send traces to /v1/traces and the broker sees publishes and deliveries.');
+  }
+
+  /** The message in the middle of the map while there is nothing to draw. */
+  function setMapMessage(title, text) {
+    setText($('#map-empty-title'), title);
+    setText($('#map-empty-text'), text || '');
+    $('#map-empty').hidden = false;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -530,6 +538,10 @@
     return line;
   }
 
+  function edgeShortLabel(e) {
+    return `${e.congested && e.congested.length ? '⚠ ' : ''}${fmtRate(e.rate)}`;
+  }
+
   function sameFindings(a, b) {
     const kinds = (l) => [...new Set((l || []).map((c) => c.kind))].sort().join();
     return kinds(a) === kinds(b);
@@ -543,7 +555,10 @@
       source: e.source,
       target: e.target,
       kind: e.kind,
-      label: edgeLabel(e),
+      // The label drawn is `full`, or `short` where the full one is longer than the edge
+      // (see fitEdgeLabels).
+      full: edgeLabel(e),
+      short: edgeShortLabel(e),
       width,
       // Cytoscape scales arrow heads with the line width; keep them readable at both ends.
       arrow: Math.max(0.7, Math.min(1.3, 1.6 / Math.sqrt(width))),
@@ -552,6 +567,7 @@
       congested: (e.congested || []).length > 0,
     };
   }
+
 
   function cyStyle() {
     return [
@@ -636,15 +652,18 @@
         style: { 'line-style': 'dashed', 'line-dash-pattern': [7, 4], 'target-arrow-shape': 'vee' },
       },
       {
+        // The congestion callout of an edge: a halo along it, and the ⚠ in its label.
         selector: 'edge[?congested]',
         style: {
-          'underlay-color': COLORS.crit,
-          'underlay-opacity': 0.16,
+          'underlay-color': 'data(color)',
+          'underlay-opacity': 0.18,
           'underlay-padding': 5,
           color: '#a0180e',
           'font-weight': 600,
         },
       },
+      // A climbing latency alone is a warning: its callout is amber.
+      { selector: 'edge[?congested][health = "warn"]', style: { color: '#8a4b00' } },
       {
         selector: ':selected',
         style: { 'overlay-color': COLORS.select, 'overlay-opacity': 0.16, 'overlay-padding': 7 },
@@ -689,6 +708,7 @@
     cy.on('mouseover', 'node, edge', () => { $('#map').style.cursor = 'pointer'; });
     cy.on('mouseout', 'node, edge', () => { $('#map').style.cursor = ''; });
     cy.on('resize', () => { if (!state.userMovedViewport) fitView(false); });
+    cy.on('dragfree', 'node', () => fitEdgeLabels());
   }
 
   /** Viewport changes the page makes itself (fitting, revealing), told apart from the user's. */
@@ -741,6 +761,7 @@
       animationEasing: 'ease-in-out-cubic',
     }));
     layout.one('layoutstop', () => {
+      fitEdgeLabels();
       if (first || !state.userMovedViewport) fitView(!first);
     });
     layout.run();
@@ -783,16 +804,37 @@
         const data = edgeData(e);
         const ele = cy.getElementById(e.id);
         if (ele.nonempty()) ele.data(data);
-        else addedEdges.push({ group: 'edges', data });
+        else addedEdges.push({ group: 'edges', data: Object.assign(data, { label: data.full }) });
       }
       if (addedEdges.length) cy.add(addedEdges);
     });
 
+    fitEdgeLabels();
     if (key !== state.layoutKey) {
       state.layoutKey = key;
       runLayout(first);
     }
     applyFocus();
+  }
+
+  /**
+   * Labels are drawn along their edges; where an edge is shorter than its full label, it gets
+   * the short one (the rate) so labels do not run over the nodes. The full figures are in the
+   * tables and the detail panel.
+   */
+  function fitEdgeLabels() {
+    if (!cy) return;
+    cy.batch(() => {
+      cy.edges().forEach((edge) => {
+        const full = edge.data('full');
+        const src = edge.sourceEndpoint();
+        const dst = edge.targetEndpoint();
+        const length = Math.hypot(dst.x - src.x, dst.y - src.y);
+        const widest = Math.max(...String(full).split('\n').map((l) => textWidth(l, 11, 400)));
+        const label = widest + 10 <= length ? full : edge.data('short');
+        if (edge.data('label') !== label) edge.data('label', label);
+      });
+    });
   }
 
   /** A new node starts next to a neighbour already on the map, so the layout animation is short. */
@@ -848,7 +890,13 @@
       if (n.congested && n.congested.length) items.push({ type: 'node', id: n.id, kind: n.kind, title: n.name, findings: n.congested, health: nodeHealth(n) });
     }
     for (const e of g.edges) {
-      if (e.congested && e.congested.length) items.push({ type: 'edge', id: e.id, kind: e.kind, title: edgeTitle(e), findings: e.congested, health: edgeHealth(e) });
+      if (!e.congested || !e.congested.length) continue;
+      // A deliver or consume edge shares its subscription's findings: list it, but say so
+      // instead of repeating them.
+      const sub = e.kind === 'deliver' ? e.target : e.kind === 'consume' ? e.source : null;
+      const node = sub && g.nodes.find((n) => n.id === sub);
+      const sharedWith = node && sameFindings(node.congested, e.congested) ? node.name : null;
+      items.push({ type: 'edge', id: e.id, kind: e.kind, title: edgeTitle(e), findings: e.congested, health: edgeHealth(e), sharedWith });
     }
     items.sort((a, b) => HEALTH_RANK[b.health] - HEALTH_RANK[a.health]
       || (a.type === b.type ? 0 : a.type === 'node' ? -1 : 1)
@@ -876,9 +924,13 @@
     h('div', { class: 'congestion-head' },
       h('span', { class: `kind-badge kind-${it.kind}`, text: it.kind }),
       h('span', { class: 'congestion-title', text: it.title })),
-    h('ul', { class: 'findings' }, it.findings.map((c) => h('li', null,
-      h('span', { class: 'finding-kind', 'data-kind': c.kind, text: `⚠ ${congestionLabel(c.kind)}` }),
-      h('span', { class: 'finding-detail', text: c.detail || '' })))))));
+    it.sharedWith
+      ? h('div', { class: 'findings shared', title: it.findings.map((c) => `${congestionLabel(c.kind)}: ${c.detail}`).join('\n') },
+        h('span', { class: 'finding-kind', text: `⚠ ${[...new Set(it.findings.map((c) => congestionLabel(c.kind)))].join(' · ')}` }),
+        h('span', { class: 'finding-detail', text: ` — as ${it.sharedWith} above` }))
+      : h('ul', { class: 'findings' }, it.findings.map((c) => h('li', null,
+        h('span', { class: 'finding-kind', 'data-kind': c.kind, text: `⚠ ${congestionLabel(c.kind)}` }),
+        h('span', { class: 'finding-detail', text: c.detail || '' })))))));
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1307,7 +1359,7 @@
         healthPill()));
       body.push(h('div', { class: 'detail-id mono', text: id }));
       body.push(detail.missing);
-      body.push(h('div', { class: 'figs' },
+      body.push(h('div', { class: 'figs four' },
         figure('Rate in', 'rate', 'Per second, over the edges into it'),
         figure('Rate out', 'rate_out', 'Per second, over the edges out of it'),
         figure('Errors', 'error_rate', 'Failures per second over the rate in'),
@@ -1317,7 +1369,7 @@
           figure('Backlog', 'backlog', 'Messages not yet acked or committed'),
           figure('Lag', 'lag', 'From the oldest unfinished message to the newest'),
           figure('In flight', 'in_flight', 'Deliveries whose lease is running'),
-          figure('Dead-lettered', 'dead_lettered'),
+          figure('Dead letters', 'dead_lettered', 'Moved to the dead-letter topic so far'),
           figure('Consumers', 'consumers'),
           figure('Credits', 'credits', 'Deliveries the attached consumers accept at once (— when they poll)')));
       }
@@ -2013,9 +2065,11 @@
         setLive('auth', `Token needed${last}`, err.detail);
         showBanner('auth', authMessage(err));
         tokenInput.classList.add('needs-token');
+        if (!state.graph) setMapMessage('The broker wants a token.', 'Enter a token with admin on * in the Token field to see the map.');
       } else {
         setLive('error', `Offline${last}`, errorText(err));
         showBanner('refresh', `Refreshing the service map failed: ${errorText(err)}`);
+        if (!state.graph) setMapMessage('The service graph could not be read.', errorText(err));
       }
     } finally {
       if (seq === state.refreshSeq) {

@@ -147,3 +147,45 @@ fn json_lines_from_stdin_dead_letters_and_clear_errors() {
     assert!(err.contains("cannot reach"), "{err}");
     server.sigkill();
 }
+
+/// An OTLP/JSON span pair sent with `curl`, as any language's exporter would, shows on
+/// `switchboard top`, with what the broker saw of a publish.
+#[test]
+fn spans_posted_with_curl_appear_in_top() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServeProcess::start(dir.path());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let span = |service: &str, id: &str, parent: &str, kind: u8| {
+        format!(
+            r#"{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"{service}"}}}}]}},
+               "scopeSpans":[{{"spans":[{{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"{id}","parentSpanId":"{parent}",
+               "name":"GET /stock","kind":{kind},"startTimeUnixNano":"{now}","endTimeUnixNano":"{}"}}]}}]}}"#,
+            now + 4_000_000
+        )
+    };
+    let body = format!(
+        r#"{{"resourceSpans":[{},{}]}}"#,
+        span("checkout", "eee19b7ec3c1b174", "", 3),
+        span("stock", "1111111111111111", "eee19b7ec3c1b174", 2)
+    );
+    let out = Command::new("curl")
+        .args(["-fsS", "-X", "POST", "-H", "content-type: application/json", "--data-binary", &body])
+        .arg(format!("{}/v1/traces", server.http))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{}");
+    cli(&server.http, &["topic", "create", "orders"]);
+    cli(&server.http, &["publish", "orders", "hello"]);
+
+    let top = cli(&server.http, &["top", "--once"]);
+    assert!(top.contains("sync     checkout"), "{top}");
+    let line = top.lines().find(|l| l.starts_with("sync")).unwrap();
+    assert!(line.contains("stock"), "{line}");
+    assert!(
+        top.lines()
+            .any(|l| l.starts_with("publish") && l.contains("unknown_service") && l.contains("orders")),
+        "{top}"
+    );
+    server.sigterm();
+}
