@@ -675,6 +675,9 @@
 
   let cy = null;
 
+  /** Viewport changes the page makes itself (fitting, revealing), told apart from the user's. */
+  const ownViewport = { active: false, until: 0 };
+
   function initMap() {
     if (typeof window.cytoscape !== 'function') {
       showBanner('vendor', 'The graph library (vendor/cytoscape.min.js) did not load; the tables below still work.');
@@ -710,9 +713,6 @@
     cy.on('resize', () => { if (!state.userMovedViewport) fitView(false); });
     cy.on('dragfree', 'node', () => fitEdgeLabels());
   }
-
-  /** Viewport changes the page makes itself (fitting, revealing), told apart from the user's. */
-  const ownViewport = { active: false, until: 0 };
 
   function moveViewport(target, animate) {
     if (animate) {
@@ -912,6 +912,7 @@
       return;
     }
     const selectedId = state.selected ? state.selected.id : null;
+    const focused = list.contains(document.activeElement) ? document.activeElement.getAttribute('data-congested-id') : null;
     list.replaceChildren(...items.map((it) => h('li', {
       class: `congestion-item health-${it.health}${it.id === selectedId ? ' is-selected' : ''}`,
       'data-congested-id': it.id,
@@ -931,6 +932,11 @@
       : h('ul', { class: 'findings' }, it.findings.map((c) => h('li', null,
         h('span', { class: 'finding-kind', 'data-kind': c.kind, text: `⚠ ${congestionLabel(c.kind)}` }),
         h('span', { class: 'finding-detail', text: c.detail || '' })))))));
+    // The list is rebuilt every refresh: keep the keyboard focus on the same item.
+    if (focused) {
+      const again = [...list.children].find((li) => li.getAttribute('data-congested-id') === focused);
+      if (again) again.focus();
+    }
   }
 
   // ---------------------------------------------------------------------------------------
@@ -1116,9 +1122,11 @@
         hidden: !topicVisible,
         cells: [
           { text: t.name, cls: 'strong' },
-          { text: `${subs.length} subscription${subs.length === 1 ? '' : 's'}`, cls: 'muted' },
-          { text: parts === null ? '' : `${parts} partition${parts === 1 ? '' : 's'}`, cls: 'muted' },
-          '', '', '', '', '',
+          {
+            text: `${subs.length} subscription${subs.length === 1 ? '' : 's'}${parts === null ? '' : ` · ${parts} partition${parts === 1 ? '' : 's'}`}`,
+            cls: 'muted nowrap',
+          },
+          '', '', '', '', '', '',
           { text: node ? fmtRate(node.rate_in) : '—', num: true },
           { text: node ? fmtRate(node.rate_out) : '—', num: true },
           node ? pill(nodeHealth(node)) : { text: '' },
@@ -1505,6 +1513,7 @@
       type: 'button',
       class: 'conn',
       title: e.id,
+      'data-conn-id': e.id,
       onclick: () => select('edge', e.id, { from: 'detail' }),
     },
     h('span', { class: `health-dot health-${edgeHealth(e)}` }),
@@ -1514,12 +1523,18 @@
     const sig = JSON.stringify([inbound, outbound].map((l) => l.map((e) => [e.id, e.rate, edgeHealth(e)])));
     if (detail.connections._sig === sig) return;
     detail.connections._sig = sig;
+    const active = document.activeElement;
+    const focused = detail.connections.contains(active) ? active.getAttribute('data-conn-id') : null;
     detail.connections.replaceChildren(
       h('div', { class: 'conn-group' }, h('div', { class: 'conn-head', text: `In (${inbound.length})` }),
         inbound.length ? h('ul', null, inbound.map((e) => row(e, e.source))) : h('p', { class: 'muted small', text: 'Nothing flows in.' })),
       h('div', { class: 'conn-group' }, h('div', { class: 'conn-head', text: `Out (${outbound.length})` }),
         outbound.length ? h('ul', null, outbound.map((e) => row(e, e.target))) : h('p', { class: 'muted small', text: 'Nothing flows out.' })),
     );
+    if (focused) {
+      const again = [...detail.connections.querySelectorAll('[data-conn-id]')].find((b) => b.getAttribute('data-conn-id') === focused);
+      if (again) again.focus();
+    }
   }
 
   async function loadHistory() {

@@ -28,6 +28,7 @@ mod inputs;
 mod mutation;
 mod query;
 mod schema;
+mod service_graph;
 mod subscription;
 mod types;
 mod ws;

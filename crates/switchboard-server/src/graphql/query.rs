@@ -5,6 +5,7 @@ use async_graphql::{Context, Object};
 
 use super::access::{check_visible, may_see, principal, state};
 use super::error::{GqlResult, topic_name};
+use super::service_graph::{GraphWindow, ServiceGraph};
 use super::types::Topic;
 
 pub(super) struct QueryRoot;
@@ -30,5 +31,16 @@ impl QueryRoot {
         let name = topic_name(&name)?;
         check_visible(principal(ctx)?, &name)?;
         Ok(Topic(state(ctx)?.broker.topic_info(&name).gql()?))
+    }
+
+    /// The service graph over a window: services, topics and subscriptions, every sync and
+    /// async edge with its rates and latencies, and what is congested. Needs `admin` on
+    /// every topic.
+    async fn service_graph(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] window: GraphWindow,
+    ) -> async_graphql::Result<ServiceGraph> {
+        super::service_graph::query(ctx, window)
     }
 }

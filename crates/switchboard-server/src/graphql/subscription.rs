@@ -14,6 +14,7 @@ use switchboard_core::TopicName;
 
 use super::access::{check, state};
 use super::error::{GqlResult, gql_error, topic_name};
+use super::service_graph::{GraphWindow, ServiceGraph};
 use super::types::Message;
 use crate::auth::Action;
 use crate::metrics::{Api, ConnectionGuard};
@@ -28,6 +29,16 @@ pub(super) struct SubscriptionRoot;
 /// Live streams.
 #[Subscription(name = "Subscription")]
 impl SubscriptionRoot {
+    /// The service graph now, and again after each of the broker's samples (every 5 s).
+    /// Needs `admin` on every topic.
+    async fn service_graph(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] window: GraphWindow,
+    ) -> async_graphql::Result<impl Stream<Item = ServiceGraph> + use<>> {
+        super::service_graph::subscribe(ctx, window)
+    }
+
     /// Every message published to `topic`, in order within each partition, as it is
     /// published: from now on (`fromEnd`, the default) or from the oldest retained message.
     /// Reading moves no subscription. Needs consume permission on the topic. The stream ends

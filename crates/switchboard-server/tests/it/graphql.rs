@@ -786,3 +786,47 @@ fragment TypeRef on __Type {
     ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } }
 }
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_graph_is_a_query_and_a_live_subscription() {
+    let s = TestServer::start().await;
+    let broker = s.server().state().broker.clone();
+    broker.create_topic(&topic("orders"), TopicConfig::default()).await.unwrap();
+    s.server().state().telemetry.with_graph(|g| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        g.observe_publish("order", "orders", 3, false, 0.002, now);
+    });
+    let gql = Gql::new(&s);
+    let data = gql
+        .data(
+            "{ serviceGraph(window: FIVE_MINUTES) { window edges { id kind rate latency { p99Ms } } nodes { id kind } } }",
+            json!({}),
+        )
+        .await;
+    let graph = &data["serviceGraph"];
+    assert_eq!(graph["window"], "FIVE_MINUTES");
+    assert_eq!(graph["edges"][0]["id"], "publish service:order -> topic:orders");
+    assert_eq!(graph["edges"][0]["kind"], "publish");
+    assert!(graph["edges"][0]["latency"]["p99Ms"].as_f64().unwrap() > 0.0);
+    assert!(graph["nodes"].as_array().unwrap().iter().any(|n| n["id"] == "topic:orders"));
+
+    let mut ws = ws_connect(&s, None).await;
+    ws_init(&mut ws, json!({})).await;
+    ws_send(
+        &mut ws,
+        json!({"id": "g", "type": "subscribe", "payload": {"query": "subscription { serviceGraph { atS edges { id } } }"}}),
+    )
+    .await;
+    let first = ws_recv_for(&mut ws, "g").await;
+    assert_eq!(
+        first["payload"]["data"]["serviceGraph"]["edges"][0]["id"],
+        "publish service:order -> topic:orders"
+    );
+    // The next comes after the broker's next sample.
+    let second = tokio::time::timeout(Duration::from_secs(12), ws_recv_for(&mut ws, "g"))
+        .await
+        .expect("a second graph");
+    assert_eq!(second["type"], "next");
+    ws.close(None).await.unwrap();
+    s.shutdown().await.unwrap();
+}
