@@ -1,6 +1,7 @@
 //! Spans ingested per second: OTLP protobuf decoded and added to the graph, on one thread,
 //! with the shop's mix (sync client/server pairs, producers, consumers linked to them) over
-//! 100 services and about 1,000 edges.
+//! 100 services and about 1,000 edges; and the resident memory the graph adds, read from
+//! `/proc/self/status` before and after.
 //!
 //! `cargo bench -p switchboard-graph --bench ingest`
 
@@ -22,35 +23,65 @@ fn attr(k: &str, v: String) -> KeyValue {
 
 /// One export request from service `svc`: a quarter each of client, server, producer and
 /// consumer spans, in traces numbered from `trace0`.
-fn request(svc: u64, trace0: u64, now_ns: u64) -> Vec<u8> {
+/// A trace id naming the round, the service whose span starts the trace, and the index.
+fn trace(round: u64, svc: u64, i: u64) -> Vec<u8> {
+    let mut id = [0u8; 16];
+    id[..4].copy_from_slice(&(round as u32).to_be_bytes());
+    id[4..8].copy_from_slice(&(svc as u32).to_be_bytes());
+    id[8..].copy_from_slice(&i.to_be_bytes());
+    id.to_vec()
+}
+
+/// One export request from service `svc` in round `round` (every service exports once a
+/// round). A quarter each: client spans calling one of 7 other services; server spans
+/// answering the client spans other services sent in this round; producer spans on the
+/// service's topic (one of 50); consumer spans, linked to another service's producer. About
+/// 1,000 edges over 100 services, and every pair's halves in different requests, as they
+/// are from real services.
+fn request(round: u64, svc: u64, now_ns: u64) -> Vec<u8> {
     let spans = (0..SPANS_PER_REQUEST as u64)
         .map(|i| {
-            let trace = trace0 + i / 4;
-            let mut trace_id = [0u8; 16];
-            trace_id[..8].copy_from_slice(&trace.to_be_bytes());
-            let peer = (svc + 1 + i % 9) % SERVICES;
-            let topic = format!("topic-{}", (svc + i) % 50);
-            let (kind, span_id, parent, attributes, links) = match i % 4 {
-                0 => (3, 1u64, 0u64, vec![attr("server.address", format!("svc-{peer}"))], vec![]),
-                1 => (2, 2, 1, vec![], vec![]),
-                2 => (4, 3, 0, vec![attr("messaging.destination.name", topic)], vec![]),
-                _ => (
-                    5,
+            let (trace_id, kind, span_id, parent, attributes, links) = match i % 4 {
+                0 => {
+                    let peer = (svc + 1 + i % 7) % SERVICES;
+                    (
+                        trace(round, svc, i),
+                        3,
+                        1u64,
+                        0u64,
+                        vec![attr("server.address", format!("svc-{peer}"))],
+                        vec![],
+                    )
+                }
+                1 => {
+                    // The client at index i - 1 of the service that calls this one there.
+                    let caller = (svc + SERVICES - 1 - (i - 1) % 7) % SERVICES;
+                    (trace(round, caller, i - 1), 2, 2, 1, vec![], vec![])
+                }
+                2 => (
+                    trace(round, svc, i),
                     4,
+                    3,
                     0,
-                    vec![
-                        attr("messaging.destination.name", topic),
-                        attr("messaging.consumer.group.name", format!("g{}", svc % 4)),
-                    ],
-                    vec![Link {
-                        trace_id: trace_id.to_vec(),
+                    vec![attr("messaging.destination.name", format!("topic-{}", svc % 50))],
+                    vec![],
+                ),
+                _ => {
+                    let producer = (svc + SERVICES - 1) % SERVICES;
+                    let link = Link {
+                        trace_id: trace(round, producer, i - 1),
                         span_id: 3u64.to_be_bytes().to_vec(),
                         ..Default::default()
-                    }],
-                ),
+                    };
+                    let attributes = vec![
+                        attr("messaging.destination.name", format!("topic-{}", producer % 50)),
+                        attr("messaging.consumer.group.name", format!("g{}", svc % 4)),
+                    ];
+                    (trace(round, svc, i), 5, 4, 0, attributes, vec![link])
+                }
             };
             Span {
-                trace_id: trace_id.to_vec(),
+                trace_id,
                 span_id: span_id.to_be_bytes().to_vec(),
                 parent_span_id: if parent == 0 { vec![] } else { parent.to_be_bytes().to_vec() },
                 name: "op".into(),
@@ -76,10 +107,25 @@ fn request(svc: u64, trace0: u64, now_ns: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Resident memory in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn ingest(c: &mut Criterion) {
     let now_s = 1_800_000_000u64;
+    // Ten rounds: 10 simulated seconds at 100 requests a second, the wait of a half for its
+    // partner, so ids repeat only once their halves have expired.
     let bodies: Vec<Vec<u8>> =
-        (0..SERVICES).map(|s| request(s, s * 1_000_000, now_s * 1_000_000_000)).collect();
+        (0..10 * SERVICES).map(|n| request(n / SERVICES, n % SERVICES, now_s * 1_000_000_000)).collect();
+    let rss_before = rss_kib();
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Elements(SPANS_PER_REQUEST as u64));
     let mut graph = ServiceGraph::default();
@@ -98,9 +144,10 @@ fn ingest(c: &mut Criterion) {
     group.finish();
     let (nodes, edges) = graph.size();
     eprintln!(
-        "graph after the run: {nodes} nodes, {edges} edges, {} pending spans, dropped {:?}",
+        "graph after the run: {nodes} nodes, {edges} edges, {} pending spans, dropped {:?}; resident memory grew {} KiB",
         graph.pending(),
-        graph.dropped()
+        graph.dropped(),
+        rss_kib().saturating_sub(rss_before)
     );
 }
 

@@ -12,7 +12,7 @@
 //! to which topic, who consumes which subscription, deliveries, acks and nacks, and each
 //! subscription's backlog, lag and in-flight count.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use crate::model::{Dropped, EdgeKey, EdgeKind, Limits, NodeId, NodeKind};
@@ -109,6 +109,7 @@ pub struct ServiceGraph {
     peers: HashMap<(Arc<str>, Arc<str>), Arc<str>>,
     pub(crate) dropped: Dropped,
     pub(crate) spans_total: u64,
+    evicted_at_s: u64,
 }
 
 /// `Pending` is not `Debug`; the graph's `Debug` shows its size.
@@ -137,6 +138,7 @@ impl ServiceGraph {
             peers: HashMap::new(),
             dropped: Dropped::default(),
             spans_total: 0,
+            evicted_at_s: 0,
         }
     }
 
@@ -458,12 +460,15 @@ impl ServiceGraph {
                 Half::Producer { .. } => {}
             }
         }
+        // Idle eviction walks everything, so it runs once a minute, not on every ingest.
+        if now_s < self.evicted_at_s + 60 {
+            return;
+        }
+        self.evicted_at_s = now_s;
         let cutoff = now_s.saturating_sub(IDLE_SECONDS);
         self.edges.retain(|_, e| e.last_seen_s >= cutoff);
-        let edges = &self.edges;
-        self.nodes.retain(|id, n| {
-            n.on_broker || n.last_seen_s >= cutoff || edges.keys().any(|k| &k.from == id || &k.to == id)
-        });
+        let ends: HashSet<&NodeId> = self.edges.keys().flat_map(|k| [&k.from, &k.to]).collect();
+        self.nodes.retain(|id, n| n.on_broker || n.last_seen_s >= cutoff || ends.contains(id));
     }
 
     fn unpaired_client(&mut self, client: ClientHalf, now_s: u64) {

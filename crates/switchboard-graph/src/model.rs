@@ -136,7 +136,7 @@ impl Default for Limits {
         Limits {
             max_nodes: 1_000,
             max_edges: 10_000,
-            max_pending: 100_000,
+            max_pending: 200_000,
             pending_wait_seconds: 10,
             max_name_bytes: 128,
         }

@@ -1,7 +1,7 @@
 //! What the APIs return: the graph over a window, and the figures of one edge or node over
 //! time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -211,13 +211,16 @@ impl ServiceGraph {
             .collect();
         edges.sort_by(|a, b| a.id.cmp(&b.id));
 
+        let ends: HashSet<&str> = edges.iter().flat_map(|e| [e.source.as_str(), e.target.as_str()]).collect();
+        let virtual_nodes: HashSet<&NodeId> =
+            self.edges.iter().filter(|(_, e)| e.virtual_server).map(|(k, _)| &k.to).collect();
         let mut nodes: BTreeMap<String, NodeView> = BTreeMap::new();
         for (id, node) in &self.nodes {
             let name = id.to_string();
-            if !node.on_broker && !edges.iter().any(|e| e.source == name || e.target == name) {
+            if !node.on_broker && !ends.contains(name.as_str()) {
                 continue;
             }
-            let virtual_node = self.edges.iter().any(|(k, e)| e.virtual_server && &k.to == id);
+            let virtual_node = virtual_nodes.contains(id);
             nodes.insert(
                 name.clone(),
                 NodeView {

@@ -136,6 +136,12 @@
     return el;
   }
 
+  /** Replaces the children of `el` (null and false children are skipped, as in h()). */
+  function fill(el, ...children) {
+    el.replaceChildren();
+    append(el, children);
+  }
+
   function setText(el, text) {
     const s = String(text);
     if (el.textContent !== s) el.textContent = s;
@@ -442,7 +448,7 @@
           h('strong', { text: fmtCount(n) }), ` ${one}${n === 1 ? '' : 's'}`);
       });
     el.hidden = parts.length === 0;
-    el.replaceChildren(...(parts.length ? [h('span', { class: 'dropped-label', text: 'Dropped' }), ...parts] : []));
+    fill(el, ...(parts.length ? [h('span', { class: 'dropped-label', text: 'Dropped' }), ...parts] : []));
   }
 
   function renderSummary(g) {
@@ -457,7 +463,7 @@
     ];
     if (g.pending_spans > 0) items.push(`${fmtCount(g.pending_spans)} spans pending`);
     const el = $('#map-summary');
-    el.replaceChildren(
+    fill(el,
       h('span', { text: items.join(' · ') }),
       congested ? h('span', { class: 'summary-alert', text: `⚠ ${congested} congested` }) : null,
     );
@@ -689,7 +695,7 @@
     cy = window.cytoscape({
       container: $('#map'),
       style: cyStyle(),
-      minZoom: 0.15,
+      minZoom: 0.05,
       maxZoom: 3,
       boxSelectionEnabled: false,
       selectionType: 'single',
@@ -906,14 +912,14 @@
     $('#congestion-count').dataset.alert = items.length ? 'true' : 'false';
     const list = $('#congestion-list');
     if (!items.length) {
-      list.replaceChildren(h('li', { class: 'congestion-none' },
+      fill(list, h('li', { class: 'congestion-none' },
         h('span', { class: 'ok-mark', 'aria-hidden': 'true', text: '✓' }),
         `Nothing congested over the last ${g.window || state.window}.`));
       return;
     }
     const selectedId = state.selected ? state.selected.id : null;
     const focused = list.contains(document.activeElement) ? document.activeElement.getAttribute('data-congested-id') : null;
-    list.replaceChildren(...items.map((it) => h('li', {
+    fill(list, ...items.map((it) => h('li', {
       class: `congestion-item health-${it.health}${it.id === selectedId ? ' is-selected' : ''}`,
       'data-congested-id': it.id,
       tabindex: 0,
@@ -985,10 +991,10 @@
     td.className = [spec.cls, spec.num ? 'num' : '', spec.mono ? 'mono' : ''].filter(Boolean).join(' ');
     if (spec.title) td.title = spec.title;
     else td.removeAttribute('title');
-    if (spec.pill) td.replaceChildren(h('span', { class: `pill health-${spec.pill}`, text: spec.text }));
-    else if (spec.badge) td.replaceChildren(h('span', { class: `kind-badge kind-${spec.badge}`, text: spec.text }));
+    if (spec.pill) fill(td, h('span', { class: `pill health-${spec.pill}`, text: spec.text }));
+    else if (spec.badge) fill(td, h('span', { class: `kind-badge kind-${spec.badge}`, text: spec.text }));
     else if (spec.parts) {
-      td.replaceChildren(...spec.parts.map((p) => (typeof p === 'string' ? p : h('span', { class: p.cls, text: p.text }))));
+      fill(td, ...spec.parts.map((p) => (typeof p === 'string' ? p : h('span', { class: p.cls, text: p.text }))));
     } else td.textContent = spec.text === undefined || spec.text === null ? '' : String(spec.text);
   }
 
@@ -1163,6 +1169,7 @@
     }
     renderRows($('#topics-table tbody'), rows);
     setText($('#count-topics'), `${topics.size} · ${subCount}`);
+    $('#count-topics').title = `${topics.size} topics · ${subCount} subscriptions`;
     $('#panel-topics .empty-row').hidden = rows.length > 0;
   }
 
@@ -1275,7 +1282,7 @@
     panel.dataset.selectedId = '';
     setText($('#detail-title'), 'Details');
     $('#detail-close').hidden = true;
-    $('#detail-body').replaceChildren(h('p', { class: 'muted', text: 'Click a service, topic, subscription or edge on the map or in the tables to see its figures.' }));
+    fill($('#detail-body'), h('p', { class: 'muted', text: 'Click a service, topic, subscription or edge on the map or in the tables to see its figures.' }));
     detail.fields.clear();
     applyFocus();
     renderTables();
@@ -1402,7 +1409,7 @@
       detail.connections = null;
     }
 
-    $('#detail-body').replaceChildren(...body);
+    fill($('#detail-body'), ...body);
     $('#detail-body').scrollTop = 0;
   }
 
@@ -1499,7 +1506,7 @@
       detail.congestion.replaceChildren();
       return;
     }
-    detail.congestion.replaceChildren(h('div', { class: 'callout' },
+    fill(detail.congestion, h('div', { class: 'callout' },
       h('div', { class: 'callout-title', text: '⚠ Congested' }),
       h('ul', null, list.map((c) => h('li', null,
         h('strong', { text: congestionLabel(c.kind) }), ' — ', c.detail || '')))));
@@ -1525,7 +1532,7 @@
     detail.connections._sig = sig;
     const active = document.activeElement;
     const focused = detail.connections.contains(active) ? active.getAttribute('data-conn-id') : null;
-    detail.connections.replaceChildren(
+    fill(detail.connections,
       h('div', { class: 'conn-group' }, h('div', { class: 'conn-head', text: `In (${inbound.length})` }),
         inbound.length ? h('ul', null, inbound.map((e) => row(e, e.source))) : h('p', { class: 'muted small', text: 'Nothing flows in.' })),
       h('div', { class: 'conn-group' }, h('div', { class: 'conn-head', text: `Out (${outbound.length})` }),
@@ -1565,7 +1572,7 @@
     if (!detail.sparks || !state.selected) return;
     const hist = detail.history;
     if (!hist) {
-      if (detail.historyError) detail.sparks.replaceChildren(h('p', { class: 'muted small', text: detail.historyError }));
+      if (detail.historyError) fill(detail.sparks, h('p', { class: 'muted small', text: detail.historyError }));
       return;
     }
     const charts = [];
@@ -1596,7 +1603,7 @@
         ? 'The broker keeps history for edges and subscriptions; pick one of the connections below.'
         : 'No figures in this window yet.' }));
     }
-    detail.sparks.replaceChildren(...charts);
+    fill(detail.sparks, ...charts);
   }
 
   /**
@@ -1691,7 +1698,7 @@
       }
     } catch (err) {
       if (seq !== detail.extraSeq) return;
-      target.replaceChildren(h('p', { class: 'muted small', text: errorText(err) }));
+      fill(target, h('p', { class: 'muted small', text: errorText(err) }));
     } finally {
       if (detail.extraBusy === seq) detail.extraBusy = 0;
     }
@@ -1721,7 +1728,7 @@
       ['Consumers', fmtCount(s.consumers)],
     ];
     const parts = s.partitions || [];
-    target.replaceChildren(
+    fill(target,
       h('dl', { class: 'kv' }, kv.map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v })])),
       parts.length ? miniTable(['Partition', 'Start', 'End', 'Floor', 'Backlog'],
         parts.map((p) => [String(p.partition), fmtCount(p.start_offset), fmtCount(p.end_offset), fmtCount(p.floor), fmtCount(p.backlog)])) : null,
@@ -1731,7 +1738,7 @@
   function renderPartitions(target, t) {
     const parts = (t && t.partitions) || [];
     const subs = (t && t.subscriptions) || [];
-    target.replaceChildren(
+    fill(target,
       parts.length ? miniTable(['Partition', 'Start', 'End', 'Size'],
         parts.map((p) => [String(p.partition), fmtCount(p.start_offset), fmtCount(p.end_offset), fmtBytes(p.size_bytes)]))
         : h('p', { class: 'muted small', text: 'No partitions.' }),
@@ -1834,7 +1841,7 @@
         const letters = (res && res.messages) || [];
         count = letters.length;
         setText($('#sheet-sub'), `${topic}/${sub}${res && res.dead_letter_topic ? ` · held in ${res.dead_letter_topic}` : ''}`);
-        tbody.replaceChildren(...letters.map((d) => {
+        fill(tbody, ...letters.map((d) => {
           const ev = d.event || {};
           const preview = dataPreview(ev);
           return h('tr', { 'data-deadletter-offset': d.offset },
@@ -1861,7 +1868,7 @@
     // Redrive asks first, in the page (a window.confirm would block the refresh loop).
     redriveBtn.addEventListener('click', () => {
       const max = Math.max(1, Math.floor(Number(maxInput.value) || 1000));
-      confirmBox.replaceChildren(
+      fill(confirmBox,
         h('span', { text: `Publish up to ${max} dead letter${max === 1 ? '' : 's'} of ${topic}/${sub} again? ${count ? `(${count}${count >= 100 ? '+' : ''} waiting)` : ''}` }),
         h('button', { type: 'button', class: 'btn btn-danger', 'data-action': 'confirm-redrive', onclick: () => doRedrive(max) }, 'Redrive'),
         h('button', { type: 'button', class: 'btn', onclick: () => { confirmBox.hidden = true; } }, 'Cancel'));

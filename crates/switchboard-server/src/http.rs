@@ -35,6 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::rest::router())
         .merge(crate::graphql::router(&state))
+        .merge(crate::dashboard::router())
         // Outermost: a body larger than the limit is refused before any handler reads it.
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)

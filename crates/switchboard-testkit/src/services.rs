@@ -32,6 +32,10 @@ pub enum Service {
     NatsServer,
     /// The `python3` binary.
     Python,
+    /// A Chromium browser (`chromium`, Debian's package), for the dashboard's browser tests.
+    Chromium,
+    /// ChromeDriver (`chromedriver`, Debian's `chromium-driver`), which drives it.
+    ChromeDriver,
 }
 
 /// How a service is found.
@@ -52,6 +56,8 @@ impl Service {
             Service::Postgres => "PostgreSQL",
             Service::NatsServer => "nats-server",
             Service::Python => "python3",
+            Service::Chromium => "chromium",
+            Service::ChromeDriver => "chromedriver",
         }
     }
 
@@ -62,6 +68,10 @@ impl Service {
             Service::Postgres => Probe::Tcp { env: "SWITCHBOARD_TEST_POSTGRES", default: "127.0.0.1:5432" },
             Service::NatsServer => Probe::Binary { env: "SWITCHBOARD_TEST_NATS_SERVER", name: "nats-server" },
             Service::Python => Probe::Binary { env: "SWITCHBOARD_TEST_PYTHON", name: "python3" },
+            Service::Chromium => Probe::Binary { env: "SWITCHBOARD_TEST_CHROMIUM", name: "chromium" },
+            Service::ChromeDriver => {
+                Probe::Binary { env: "SWITCHBOARD_TEST_CHROMEDRIVER", name: "chromedriver" }
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! process and as one process per service on `switchboard serve`, RabbitMQ and NATS.
 
 mod checkout;
+mod dashboard;
 mod harness;
 mod orders;
 mod processes;

@@ -19,7 +19,7 @@ fn free_port() -> u16 {
 }
 
 /// The shop's processes, killed when dropped.
-struct Deployment {
+pub(crate) struct Deployment {
     dir: tempfile::TempDir,
     storefront: String,
     args: BTreeMap<&'static str, Vec<String>>,
@@ -33,7 +33,7 @@ impl Deployment {
         Deployment::start_with_env(broker, Vec::new()).await
     }
 
-    async fn start_with_env(broker: &str, env: Vec<(String, String)>) -> Deployment {
+    pub(crate) async fn start_with_env(broker: &str, env: Vec<(String, String)>) -> Deployment {
         let dir = tempfile::tempdir().expect("tempdir");
         let (http, grpc, provider) = (free_port(), free_port(), free_port());
         let d = |file: &str| format!("sqlite:{}", dir.path().join(file).display());
@@ -108,7 +108,7 @@ impl Deployment {
     }
 
     /// SIGKILLs the service: no shutdown, nothing flushed.
-    fn kill(&mut self, name: &'static str) {
+    pub(crate) fn kill(&mut self, name: &'static str) {
         if let Some(mut child) = self.children.remove(name) {
             child.kill().expect("SIGKILL");
             let _ = child.wait();
@@ -132,7 +132,7 @@ impl Deployment {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut all = String::new();
         for name in self.args.keys() {
             let text =
@@ -160,7 +160,7 @@ impl Deployment {
         self.books().await.settle(Duration::from_secs(90)).await.expect("books")
     }
 
-    fn load(&self, orders: u64) -> LoadConfig {
+    pub(crate) fn load(&self, orders: u64) -> LoadConfig {
         LoadConfig {
             storefront: self.storefront.clone(),
             orders,
@@ -258,7 +258,7 @@ async fn every_service_in_its_own_process_on_nats() {
 /// The shop's diagram: every sync call and every async hop, and no others. Sync edges come
 /// from the services' spans (exported over OTLP to the broker); async ones from what the
 /// broker sees, under the name each service connects with.
-const SHOP_EDGES: &[&str] = &[
+pub(crate) const SHOP_EDGES: &[&str] = &[
     "consume subscription:checkout.replies/checkout-orchestrator -> service:order",
     "consume subscription:emails.sent/shop-emails -> service:order",
     "consume subscription:emails/email -> service:email",
@@ -296,12 +296,7 @@ const SHOP_EDGES: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_maps_exactly_the_shops_edges() {
     let server = switchboard_testkit::TestServer::start().await;
-    let env = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), server.http()),
-        // Export every half second, so the test need not wait for the 5-second default.
-        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "500".to_owned()),
-    ];
-    let deployment = Deployment::start_with_env(&server.url(), env).await;
+    let deployment = Deployment::start_with_env(&server.url(), exporting_to(&server)).await;
     let report = shop::load::run(deployment.load(40), |_| {}).await.expect("load");
     assert_eq!(report.unsettled, 0, "{report:?}{}", deployment.logs());
 
@@ -321,6 +316,15 @@ async fn the_broker_maps_exactly_the_shops_edges() {
         }
     };
     assert_eq!(edges, SHOP_EDGES, "the map of the shop{}", deployment.logs());
+}
+
+/// Every service exports its spans to `server`, every half second (the 5-second default
+/// would only make the tests wait).
+pub(crate) fn exporting_to(server: &switchboard_testkit::TestServer) -> Vec<(String, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), server.http()),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "500".to_owned()),
+    ]
 }
 
 fn now_s() -> u64 {
