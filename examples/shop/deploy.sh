@@ -32,6 +32,9 @@ trap stop INT TERM EXIT
 pids+=($!)
 for _ in $(seq 1 100); do grep -q "switchboard serving" "$data/switchboard.log" && break; sleep 0.1; done
 export SHOP_BROKER=switchboard://127.0.0.1:50051
+# Every service sends its spans to the broker's service graph (the map at /dashboard/); the
+# provider stands for a third party and sends none.
+export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:8090
 "$bin/shop" provider --http 127.0.0.1:8081 >"$data/provider.log" 2>&1 & pids+=($!)
 "$bin/shop" inventory --db "sqlite:$data/inventory.db" --grpc 127.0.0.1:8082 >"$data/inventory.log" 2>&1 & pids+=($!)
 "$bin/shop" payment --db "sqlite:$data/payment.db" --provider-url http://127.0.0.1:8081 >"$data/payment.log" 2>&1 & pids+=($!)
@@ -40,5 +43,6 @@ export SHOP_BROKER=switchboard://127.0.0.1:50051
 "$bin/shop" order --db "sqlite:$data/order.db" --http 127.0.0.1:8080 --inventory-grpc-url http://127.0.0.1:8082 \
   >"$data/order.log" 2>&1 & pids+=($!)
 echo "storefront REST API: http://127.0.0.1:8080/orders (logs and data in $data; Ctrl-C stops)"
+echo "the live map: http://127.0.0.1:8090/dashboard/ (or: switchboard top --server http://127.0.0.1:8090)"
 wait -n "${pids[@]}" || true
 [[ -n ${stopping:-} ]] || echo "a process ended on its own; stopping the rest" >&2

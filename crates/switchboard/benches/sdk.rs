@@ -8,6 +8,12 @@
 //!   is wrapped in the whole standard stack (tracing, metrics, correlation, dead-letter,
 //!   inbox, per-key ordered concurrency, circuit breaker, retry, timeout, panic recovery).
 //!
+//! - `telemetry/off` vs `telemetry/otlp`: publish 2,000 messages and handle them through the
+//!   full stack, first with no tracer provider (spans are no-ops), then with the OTLP
+//!   exporter (`switchboard::telemetry`) shipping every producer and consumer span to an
+//!   in-process `switchboard serve`'s service graph. The difference is what telemetry costs
+//!   a message.
+//!
 //! `cargo bench -p switchboard --bench sdk`
 
 use std::sync::Arc;
@@ -110,6 +116,77 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
+/// Publishes [`BATCH`] messages to a new topic (timed from the first publish when
+/// `time_publish`) and handles them through the full stack; returns the time taken.
+async fn publish_and_handle(bus: &Bus, broker: &Broker, name: String, time_publish: bool) -> Duration {
+    let topic = TopicName::new(name).expect("name");
+    broker.create_topic(&topic, no_fsync()).await.expect("topic");
+    let messages: Vec<Message> =
+        (0..BATCH).map(|n| Message::new("/b", "t", payload()).with_key(format!("k{}", n % 64))).collect();
+    let published = Instant::now();
+    for chunk in messages.chunks(500) {
+        bus.publish_all(&topic, chunk.to_vec()).await.expect("publish");
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let d = done.clone();
+    let handler = tower::service_fn(move |_: Incoming| {
+        d.fetch_add(1, Ordering::Relaxed);
+        async { Handled::Ok(vec![]) }
+    });
+    let stack = Middleware::default()
+        .with_key_ordered_concurrency(Some(32))
+        .with_inbox(Some(Arc::new(MemoryInbox::new(Duration::from_secs(60), 100_000))));
+    let spec = SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).with_prefetch(256);
+    let start = if time_publish { published } else { Instant::now() };
+    let running = Router::new(bus.clone())
+        .route("bench", topic, spec, stack.layer(handler))
+        .start()
+        .await
+        .expect("start");
+    while done.load(Ordering::Relaxed) < BATCH {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let took = start.elapsed();
+    running.shutdown().await.expect("shutdown");
+    took
+}
+
+fn telemetry(c: &mut Criterion) {
+    let rt = runtime();
+    let broker = rt.block_on(memory_broker());
+    let bus = Bus::from_backend(Arc::new(EmbeddedBackend::from_broker(broker.clone(), false)));
+    let server = rt.block_on(switchboard_testkit::TestServer::start());
+    let mut group = c.benchmark_group("telemetry");
+    group.throughput(Throughput::Elements(BATCH));
+    group.sample_size(20);
+    let round = AtomicU64::new(0);
+    let run = |group: &mut criterion::BenchmarkGroup<'_, _>, name: &str| {
+        group.bench_function(BenchmarkId::new(name, "256B"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (bus, broker) = (bus.clone(), broker.clone());
+                let r = round.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    let mut total = Duration::ZERO;
+                    for i in 0..iters {
+                        total += publish_and_handle(&bus, &broker, format!("telemetry-{r}-{i}"), true).await;
+                    }
+                    total
+                }
+            });
+        });
+    };
+    run(&mut group, "off");
+    let endpoint = format!("{}/v1/traces", server.http());
+    let exporter = switchboard::telemetry::init(&endpoint, "bench", true).expect("exporter");
+    run(&mut group, "otlp");
+    group.finish();
+    let _ = exporter.flush();
+    let spans = server.server().state().telemetry.with_graph(|g| g.size());
+    eprintln!("the broker's graph after the run: {spans:?} (nodes, edges)");
+    drop(exporter);
+    rt.block_on(server.shutdown()).expect("shutdown");
+}
+
 fn router(c: &mut Criterion) {
     let rt = runtime();
     let broker = rt.block_on(memory_broker());
@@ -126,36 +203,7 @@ fn router(c: &mut Criterion) {
             async move {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
-                    let topic = TopicName::new(format!("router-{r}-{i}")).expect("name");
-                    broker.create_topic(&topic, no_fsync()).await.expect("topic");
-                    let messages: Vec<Message> = (0..BATCH)
-                        .map(|n| Message::new("/b", "t", payload()).with_key(format!("k{}", n % 64)))
-                        .collect();
-                    for chunk in messages.chunks(500) {
-                        bus.publish_all(&topic, chunk.to_vec()).await.expect("publish");
-                    }
-                    let done = Arc::new(AtomicU64::new(0));
-                    let d = done.clone();
-                    let handler = tower::service_fn(move |_: Incoming| {
-                        d.fetch_add(1, Ordering::Relaxed);
-                        async { Handled::Ok(vec![]) }
-                    });
-                    let stack = Middleware::default()
-                        .with_key_ordered_concurrency(Some(32))
-                        .with_inbox(Some(Arc::new(MemoryInbox::new(Duration::from_secs(60), 100_000))));
-                    let spec =
-                        SubscriptionSpec::queue(SubscriptionName::new("s").expect("name")).with_prefetch(256);
-                    let start = Instant::now();
-                    let running = Router::new(bus.clone())
-                        .route("bench", topic.clone(), spec, stack.layer(handler))
-                        .start()
-                        .await
-                        .expect("start");
-                    while done.load(Ordering::Relaxed) < BATCH {
-                        tokio::time::sleep(Duration::from_micros(200)).await;
-                    }
-                    total += start.elapsed();
-                    running.shutdown().await.expect("shutdown");
+                    total += publish_and_handle(&bus, &broker, format!("router-{r}-{i}"), false).await;
                 }
                 total
             }
@@ -164,5 +212,5 @@ fn router(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, overhead, router);
+criterion_group!(benches, overhead, router, telemetry);
 criterion_main!(benches);

@@ -277,3 +277,95 @@ async fn a_service_header_that_is_not_a_name_is_refused() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     s.shutdown().await.unwrap();
 }
+
+/// One telemetry path: the same OTLP export sent to two receivers makes the same edges on
+/// both, in JSON on one and protobuf on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_spans_sent_to_a_second_receiver_make_the_same_edges() {
+    let (a, b) = (TestServer::start().await, TestServer::start().await);
+    let spans = otlp(
+        "order",
+        vec![
+            span(TRACE, "eee19b7ec3c1b174", None, 2, json!([])),
+            span(
+                TRACE,
+                "2222222222222222",
+                Some("eee19b7ec3c1b174"),
+                4,
+                json!([{"key": "messaging.destination.name", "value": {"stringValue": "orders"}}]),
+            ),
+        ],
+    )
+    .to_string();
+    assert_eq!(send_json(&a, None, spans.as_bytes()).await.0, StatusCode::OK);
+    // The receiver's own decoder turns the JSON into the protobuf a second exporter sends.
+    let decoded =
+        switchboard_graph::otlp::decode(spans.as_bytes(), switchboard_graph::otlp::Encoding::Json).unwrap();
+    assert_eq!(decoded.len(), 2);
+    let protobuf = proto_of(&spans);
+    let resp = client()
+        .post(format!("{}/v1/traces", b.http()))
+        .header("content-type", "application/x-protobuf")
+        .body(protobuf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (ga, gb) = (graph(&a, None).await, graph(&b, None).await);
+    assert_eq!(
+        edge_ids(&ga),
+        ["publish service:order -> topic:orders", "sync service:user -> service:order"]
+    );
+    assert_eq!(edge_ids(&ga), edge_ids(&gb));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// The protobuf form of an OTLP/JSON document of the shape `otlp` writes.
+fn proto_of(json_text: &str) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message as _;
+    let doc: Value = serde_json::from_str(json_text).unwrap();
+    let hex = |s: &str| {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>()
+    };
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+    };
+    let rs = &doc["resourceSpans"][0];
+    let service = rs["resource"]["attributes"][0]["value"]["stringValue"].as_str().unwrap();
+    let spans = rs["scopeSpans"][0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Span {
+            trace_id: hex(s["traceId"].as_str().unwrap()),
+            span_id: hex(s["spanId"].as_str().unwrap()),
+            parent_span_id: s["parentSpanId"].as_str().map(hex).unwrap_or_default(),
+            name: "op".into(),
+            kind: s["kind"].as_i64().unwrap() as i32,
+            start_time_unix_nano: s["startTimeUnixNano"].as_str().unwrap().parse().unwrap(),
+            end_time_unix_nano: s["endTimeUnixNano"].as_str().unwrap().parse().unwrap(),
+            attributes: s["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| kv(a["key"].as_str().unwrap(), a["value"]["stringValue"].as_str().unwrap()))
+                .collect(),
+            status: Some(Status::default()),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
