@@ -86,15 +86,23 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<Vec<SpanRecord>, Decode
     }
 }
 
-/// The response body: empty success, or a partial success saying how many spans were
-/// rejected and why.
-pub fn response(encoding: Encoding, rejected: u64, message: Option<&str>) -> Vec<u8> {
-    let partial = (rejected > 0).then(|| ExportTracePartialSuccess {
+/// The response: empty success, or a partial success saying how many spans were rejected and
+/// why.
+pub fn response_message(rejected: u64, message: Option<&str>) -> ExportTraceServiceResponse {
+    let partial_success = (rejected > 0).then(|| ExportTracePartialSuccess {
         rejected_spans: rejected as i64,
         error_message: message.unwrap_or_default().to_owned(),
     });
+    ExportTraceServiceResponse { partial_success }
+}
+
+/// The response body: empty success, or a partial success saying how many spans were
+/// rejected and why.
+pub fn response(encoding: Encoding, rejected: u64, message: Option<&str>) -> Vec<u8> {
+    let response = response_message(rejected, message);
+    let partial = response.partial_success.clone();
     match encoding {
-        Encoding::Protobuf => ExportTraceServiceResponse { partial_success: partial }.encode_to_vec(),
+        Encoding::Protobuf => response.encode_to_vec(),
         Encoding::Json => {
             let body = match partial {
                 Some(p) => {
@@ -212,7 +220,11 @@ fn service_name<'a>(names: impl Iterator<Item = (&'a str, Option<String>)>) -> S
         .unwrap_or_else(|| "unknown_service".into())
 }
 
-fn from_proto(request: ExportTraceServiceRequest) -> Result<Vec<SpanRecord>, DecodeError> {
+/// The spans of a request already decoded (OTLP over gRPC).
+///
+/// # Errors
+/// An invalid id: nothing of the request is taken.
+pub fn from_proto(request: ExportTraceServiceRequest) -> Result<Vec<SpanRecord>, DecodeError> {
     let mut out = Vec::new();
     for rs in request.resource_spans {
         let attrs = rs.resource.map(|r| r.attributes).unwrap_or_default();

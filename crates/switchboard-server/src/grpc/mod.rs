@@ -14,6 +14,7 @@
 
 mod consume;
 mod convert;
+mod otlp;
 mod service;
 
 // For the fuzz targets (`crate::fuzzing`).
@@ -56,7 +57,12 @@ pub(crate) fn routes(state: AppState) -> Routes {
         tokio::spawn(async move { reporter.set_serving::<SwitchboardServer>().await });
     }
 
-    let mut routes = Routes::new(api).add_service(health);
+    let otlp =
+        opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+            otlp::OtlpTraces::new(state.clone()),
+        )
+        .max_decoding_message_size(max_request);
+    let mut routes = Routes::new(api).add_service(health).add_service(otlp);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)

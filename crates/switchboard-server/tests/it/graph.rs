@@ -369,3 +369,24 @@ fn proto_of(json_text: &str) -> Vec<u8> {
     }
     .encode_to_vec()
 }
+
+/// OTLP over gRPC on the server's gRPC port: the same graph, the same permission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_grpc_lands_in_the_same_graph() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use prost::Message as _;
+    let s = TestServer::start_with_auth().await;
+    let spans = otlp("order", vec![span(TRACE, "eee19b7ec3c1b174", None, 2, json!([]))]).to_string();
+    let request = ExportTraceServiceRequest::decode(proto_of(&spans).as_slice()).unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(s.grpc()).unwrap().connect().await.unwrap();
+    let mut client = TraceServiceClient::new(channel);
+    let refused = client.export(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut authorized = tonic::Request::new(request);
+    authorized.metadata_mut().insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    let answer = client.export(authorized).await.unwrap().into_inner();
+    assert!(answer.partial_success.is_none());
+    assert_eq!(edge_ids(&graph(&s, Some(ADMIN_TOKEN)).await), ["sync service:user -> service:order"]);
+    s.shutdown().await.unwrap();
+}
