@@ -1,7 +1,8 @@
 //! Congestion, flagged rather than left for a person to read off a plot:
 //!
-//! - a subscription whose backlog or lag keeps growing (over the last 30 s, it rose by at
-//!   least [`MIN_GROWTH`] and fell in at most a quarter of the steps);
+//! - a subscription whose backlog or lag keeps growing (over the last 30 s, at least 20 s
+//!   of readings, it rose by at least [`MIN_GROWTH`], at four readings or more, and never
+//!   fell);
 //! - a subscription whose backlog grows with no consumer attached;
 //! - consumers stuck at their in-flight cap (every credit used, more waiting, for three
 //!   readings in a row);
@@ -17,7 +18,11 @@ use crate::graph::{Edge, Gauges};
 use crate::window::Window;
 
 /// The least growth, in messages, that counts as a backlog or lag that keeps growing.
-pub const MIN_GROWTH: u64 = 10;
+pub const MIN_GROWTH: u64 = 20;
+/// The readings (of the broker's, every 5 s) at which it must have risen.
+const MIN_RISES: usize = 4;
+/// The shortest time the growth must last, in seconds.
+const MIN_SPAN: u64 = 20;
 /// How far back the growth rules look, in seconds.
 pub const GROWTH_SECONDS: u64 = 30;
 /// The fewest calls in a window for the climbing rules to judge it.
@@ -57,14 +62,19 @@ pub(crate) fn subscription(gauges: &VecDeque<Gauges>, now_s: u64) -> Vec<Congest
     let mut out = Vec::new();
     let recent: Vec<&Gauges> = gauges.iter().filter(|g| g.at_s + GROWTH_SECONDS >= now_s).collect();
     let Some(last) = recent.last() else { return out };
+    // A queue that starts taking load fills to its working depth (rate × handling time) and
+    // stops there; one that cannot keep up grows at every reading. So: no fall at all, a rise
+    // at MIN_RISES readings or more, over at least MIN_SPAN seconds.
     let growth = |value: fn(&Gauges) -> u64| -> Option<(u64, u64)> {
-        if recent.len() < 3 || last.at_s - recent[0].at_s < 10 {
+        if last.at_s - recent[0].at_s < MIN_SPAN {
             return None;
         }
         let first = value(recent[0]);
         let now = value(last);
-        let falls = recent.windows(2).filter(|w| value(w[1]) < value(w[0])).count();
-        (now >= first + MIN_GROWTH && falls * 4 < recent.len()).then_some((first, now))
+        let steps = || recent.windows(2).map(|w| (value(w[0]), value(w[1])));
+        let falls = steps().filter(|(a, b)| b < a).count();
+        let rises = steps().filter(|(a, b)| b > a).count();
+        (now >= first + MIN_GROWTH && falls == 0 && rises >= MIN_RISES).then_some((first, now))
     };
     let backlog = growth(|g| g.backlog);
     if let Some((from, to)) = backlog {
@@ -158,6 +168,15 @@ mod tests {
             kinds,
             [CongestionKind::NoConsumers, CongestionKind::BacklogGrowing, CongestionKind::LagGrowing]
         );
+    }
+
+    #[test]
+    fn a_queue_filling_to_its_working_depth_is_not() {
+        // Load starts: the backlog climbs to what is in hand and stays there.
+        let values = [0, 12, 25, 26, 24, 26, 25];
+        let g: VecDeque<_> =
+            values.iter().enumerate().map(|(i, v)| reading(100 + i as u64 * 5, *v, 2)).collect();
+        assert!(subscription(&g, 130).is_empty());
     }
 
     #[test]

@@ -193,9 +193,11 @@ macro_rules! outbox_cases {
                     async || ids_on(&recording, &topic).len() == 1,
                 )
                 .await;
+                // The publish shows before the relay marks its row sent: wait for both the mark
+                // and the purge.
                 let mut stats = outbox.stats().await.expect("stats");
                 for _ in 0..200 {
-                    if stats.sent == 0 {
+                    if (stats.pending, stats.sent) == (0, 0) {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;

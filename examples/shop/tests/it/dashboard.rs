@@ -174,7 +174,14 @@ async fn the_dashboard_shows_the_shop_live_in_a_real_browser() {
 
     // No email instance: the emails subscription's backlog grows with no consumer, and the
     // page says so.
+    let before = js(
+        &browser,
+        "return window.switchboard.lastGraph.nodes.find(n => n.id === 'subscription:emails/email').congested.length",
+    )
+    .await;
+    assert_eq!(before, json!(0), "the emails subscription is healthy while email runs");
     deployment.kill("email");
+    let stopped = tokio::time::Instant::now();
     let flagged = within(Duration::from_secs(90), "the emails subscription flagged congested", async || {
         let item =
             browser.find(Locator::Css(r#"[data-congested-id="subscription:emails/email"]"#)).await.ok()?;
@@ -182,6 +189,7 @@ async fn the_dashboard_shows_the_shop_live_in_a_real_browser() {
     })
     .await;
     assert!(flagged.contains("backlog"), "{flagged}");
+    eprintln!("emails/email flagged congested {:?} after the email service stopped", stopped.elapsed());
     screenshot(&browser, "email-stopped-congested.png").await;
 
     browser.close().await.expect("close the browser");
