@@ -36,7 +36,9 @@ pub use message::{
     EXT_PARTITION_KEY, EXT_TRACEPARENT, EXT_TRACESTATE, MAX_ATTRIBUTE_LEN, MAX_EXTENSION_NAME_LEN, Message,
     MessageError, SPEC_VERSION, is_extension_name, is_rfc3339, new_message_id,
 };
-pub use names::{MAX_NAME_LEN, NameError, SubscriptionName, TopicName};
+pub use names::{
+    MAX_NAME_LEN, MAX_SERVICE_NAME_LEN, NameError, SubscriptionName, TopicName, is_service_name,
+};
 pub use traceparent::TraceParent;
 
 /// The OpenTelemetry instrumentation scope of every span Switchboard's crates start.

@@ -10,6 +10,17 @@ use std::str::FromStr;
 /// The longest name accepted, in bytes.
 pub const MAX_NAME_LEN: usize = 200;
 
+/// The longest service name a caller may give the broker, in bytes.
+pub const MAX_SERVICE_NAME_LEN: usize = 128;
+
+/// Whether `name` may name a calling service on the wire (the `switchboard-service` header
+/// or gRPC metadata the broker draws its service graph with): 1 to
+/// [`MAX_SERVICE_NAME_LEN`] printable ASCII characters, no spaces, so it is a valid header
+/// value as it is.
+pub fn is_service_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() <= MAX_SERVICE_NAME_LEN && name.iter().all(u8::is_ascii_graphic)
+}
+
 /// Why a name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {

@@ -575,9 +575,7 @@ impl ServiceGraph {
     /// deliver edge, and each subscription keeps its reading for the congestion rules.
     pub fn observe_topology(&mut self, topics: &[TopicReading], now_s: u64) {
         for node in self.nodes.values_mut() {
-            if node.on_broker {
-                node.on_broker = false;
-            }
+            node.on_broker = false;
         }
         for reading in topics {
             let topic = NodeId::topic(&reading.topic);
@@ -591,10 +589,8 @@ impl ServiceGraph {
                     }
                     node.gauges.push_back(Gauges { at_s: now_s, ..gauges.clone() });
                 }
-                if let Some(edge) = self.edge(EdgeKind::Deliver, &topic, &sub, now_s) {
-                    // Only created here: its rate comes from deliveries.
-                    let _ = edge;
-                }
+                // The edge exists while the subscription does; its rate comes from deliveries.
+                let _ = self.edge(EdgeKind::Deliver, &topic, &sub, now_s);
             }
         }
     }

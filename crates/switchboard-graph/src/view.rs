@@ -258,11 +258,7 @@ impl ServiceGraph {
     /// The figures over time of the edge or node with this id (as a view names it), over
     /// `window`'s slots; `None` if there is none.
     pub fn history(&self, id: &str, window: Window, now_s: u64) -> Option<History> {
-        let slot_seconds = match window {
-            Window::OneMinute => 10,
-            Window::FiveMinutes => 30,
-            Window::OneHour => 300,
-        };
+        let slot_seconds = window.slot_seconds();
         if let Some((key, node)) = self.nodes.iter().find(|(k, _)| k.to_string() == id) {
             let cutoff = now_s.saturating_sub(window.seconds());
             let readings = if key.kind == NodeKind::Subscription {

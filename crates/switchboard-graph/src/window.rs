@@ -53,6 +53,12 @@ impl Window {
         self as usize
     }
 
+    /// The length of one slot of the ring behind it, in seconds: the resolution of its
+    /// history.
+    pub fn slot_seconds(self) -> u64 {
+        self.ring_shape().0
+    }
+
     /// Slot length and slot count of the ring behind it.
     fn ring_shape(self) -> (u64, usize) {
         match self {

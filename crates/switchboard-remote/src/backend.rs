@@ -57,10 +57,8 @@ impl RemoteBackend {
         // Without `?service=`, the service is the one OpenTelemetry names (`OTEL_SERVICE_NAME`),
         // so the broker's map and the spans agree.
         if target.service.is_none() {
-            target.service = std::env::var("OTEL_SERVICE_NAME")
-                .ok()
-                .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-                .and_then(|s| tonic::metadata::MetadataValue::try_from(s).ok());
+            target.service =
+                std::env::var("OTEL_SERVICE_NAME").ok().and_then(|s| crate::url::service_value(&s));
         }
         let shared = connection::connect(target, url).await?;
         Ok(RemoteBackend {

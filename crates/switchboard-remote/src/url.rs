@@ -36,6 +36,11 @@ pub(crate) struct Target {
 /// The metadata key naming the calling service.
 pub(crate) const SERVICE_KEY: &str = "switchboard-service";
 
+/// `name` as the value of [`SERVICE_KEY`], if it is a service name.
+pub(crate) fn service_value(name: &str) -> Option<AsciiMetadataValue> {
+    switchboard_core::is_service_name(name.as_bytes()).then(|| MetadataValue::try_from(name).ok()).flatten()
+}
+
 /// The URL with every query value but `ca` (a token, or a token under a misspelt name) and
 /// any user info before the host replaced, safe to print.
 pub(crate) fn redact(url: &str) -> String {
@@ -117,8 +122,7 @@ pub(crate) fn parse(url: &str, env_token: Option<String>) -> Result<Target, BusE
         .transpose()?;
     let service = service
         .map(|s| {
-            let valid = !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
-            valid.then(|| MetadataValue::try_from(s.as_str()).ok()).flatten().ok_or_else(|| {
+            service_value(&s).ok_or_else(|| {
                 invalid(url, "`service` must be 1 to 128 printable ASCII characters without spaces")
             })
         })

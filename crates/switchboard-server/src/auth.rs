@@ -150,8 +150,7 @@ impl Principal {
     /// A value that is empty, over 128 bytes or not printable ASCII.
     pub fn with_service(mut self, header: Option<&[u8]>) -> Result<Principal, String> {
         let Some(raw) = header else { return Ok(self) };
-        let valid = !raw.is_empty() && raw.len() <= 128 && raw.iter().all(|b| b.is_ascii_graphic());
-        if !valid {
+        if !switchboard_core::is_service_name(raw) {
             return Err(format!(
                 "{SERVICE_HEADER}: 1 to 128 printable ASCII characters without spaces, naming the calling service"
             ));

@@ -151,64 +151,71 @@ async fn publish_and_handle(bus: &Bus, broker: &Broker, name: String, time_publi
     took
 }
 
-fn telemetry(c: &mut Criterion) {
-    let rt = runtime();
-    let broker = rt.block_on(memory_broker());
-    let bus = Bus::from_backend(Arc::new(EmbeddedBackend::from_broker(broker.clone(), false)));
-    let server = rt.block_on(switchboard_testkit::TestServer::start());
-    let mut group = c.benchmark_group("telemetry");
-    group.throughput(Throughput::Elements(BATCH));
-    group.sample_size(20);
-    let round = AtomicU64::new(0);
-    let run = |group: &mut criterion::BenchmarkGroup<'_, _>, name: &str| {
+/// The Bus, broker and runtime one group's publish-and-handle runs share.
+struct Rig {
+    rt: tokio::runtime::Runtime,
+    broker: Broker,
+    bus: Bus,
+    round: AtomicU64,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let rt = runtime();
+        let broker = rt.block_on(memory_broker());
+        let bus = Bus::from_backend(Arc::new(EmbeddedBackend::from_broker(broker.clone(), false)));
+        Rig { rt, broker, bus, round: AtomicU64::new(0) }
+    }
+
+    /// One benchmark of [`publish_and_handle`], each iteration on a topic of its own.
+    fn bench(
+        &self,
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        time_publish: bool,
+    ) {
         group.bench_function(BenchmarkId::new(name, "256B"), |b| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (bus, broker) = (bus.clone(), broker.clone());
-                let r = round.fetch_add(1, Ordering::Relaxed);
+            b.to_async(&self.rt).iter_custom(|iters| {
+                let (bus, broker) = (self.bus.clone(), self.broker.clone());
+                let r = self.round.fetch_add(1, Ordering::Relaxed);
+                let name = name.to_owned();
                 async move {
                     let mut total = Duration::ZERO;
                     for i in 0..iters {
-                        total += publish_and_handle(&bus, &broker, format!("telemetry-{r}-{i}"), true).await;
+                        total +=
+                            publish_and_handle(&bus, &broker, format!("{name}-{r}-{i}"), time_publish).await;
                     }
                     total
                 }
             });
         });
-    };
-    run(&mut group, "off");
+    }
+}
+
+fn telemetry(c: &mut Criterion) {
+    let rig = Rig::new();
+    let server = rig.rt.block_on(switchboard_testkit::TestServer::start());
+    let mut group = c.benchmark_group("telemetry");
+    group.throughput(Throughput::Elements(BATCH));
+    group.sample_size(20);
+    rig.bench(&mut group, "off", true);
     let endpoint = format!("{}/v1/traces", server.http());
     let exporter = switchboard::telemetry::init(&endpoint, "bench", true).expect("exporter");
-    run(&mut group, "otlp");
+    rig.bench(&mut group, "otlp", true);
     group.finish();
     let _ = exporter.flush();
     let spans = server.server().state().telemetry.with_graph(|g| g.size());
     eprintln!("the broker's graph after the run: {spans:?} (nodes, edges)");
     drop(exporter);
-    rt.block_on(server.shutdown()).expect("shutdown");
+    rig.rt.block_on(server.shutdown()).expect("shutdown");
 }
 
 fn router(c: &mut Criterion) {
-    let rt = runtime();
-    let broker = rt.block_on(memory_broker());
-    let bus = Bus::from_backend(Arc::new(EmbeddedBackend::from_broker(broker.clone(), false)));
+    let rig = Rig::new();
     let mut group = c.benchmark_group("router");
     group.throughput(Throughput::Elements(BATCH));
     group.sample_size(20);
-    let round = AtomicU64::new(0);
-
-    group.bench_function(BenchmarkId::new("full_stack", "256B"), |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (bus, broker) = (bus.clone(), broker.clone());
-            let r = round.fetch_add(1, Ordering::Relaxed);
-            async move {
-                let mut total = Duration::ZERO;
-                for i in 0..iters {
-                    total += publish_and_handle(&bus, &broker, format!("router-{r}-{i}"), false).await;
-                }
-                total
-            }
-        });
-    });
+    rig.bench(&mut group, "full_stack", false);
     group.finish();
 }
 

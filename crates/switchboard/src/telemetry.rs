@@ -117,17 +117,14 @@ pub fn init_from_env(default_service: &str) -> Result<Option<Telemetry>, Telemet
             });
         }
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     // `Resource::builder()` reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
     let mut resource = Resource::builder();
     if var("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(default_service.to_owned());
     }
-    Ok(Some(install(exporter, resource.build())))
+    let telemetry = exporting(None, resource.build())?;
+    install_global(&telemetry.provider);
+    Ok(Some(telemetry))
 }
 
 /// Exports spans to `endpoint` (the whole traces URL, such as
@@ -137,24 +134,25 @@ pub fn init_from_env(default_service: &str) -> Result<Option<Telemetry>, Telemet
 /// # Errors
 /// An endpoint the exporter refuses.
 pub fn init(endpoint: &str, service: &str, global: bool) -> Result<Telemetry, TelemetryError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(Protocol::HttpBinary)
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    let resource = Resource::builder().with_service_name(service.to_owned()).build();
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+    let telemetry =
+        exporting(Some(endpoint), Resource::builder().with_service_name(service.to_owned()).build())?;
     if global {
-        install_global(&provider);
+        install_global(&telemetry.provider);
     }
-    Ok(Telemetry { provider })
+    Ok(telemetry)
 }
 
-fn install(exporter: opentelemetry_otlp::SpanExporter, resource: Resource) -> Telemetry {
+/// A provider batching its spans to an OTLP/HTTP exporter: at `endpoint`, or where the
+/// `OTEL_EXPORTER_OTLP_*` variables say.
+fn exporting(endpoint: Option<&str>, resource: Resource) -> Result<Telemetry, TelemetryError> {
+    let mut exporter =
+        opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary);
+    if let Some(endpoint) = endpoint {
+        exporter = exporter.with_endpoint(endpoint);
+    }
+    let exporter = exporter.build().map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
-    install_global(&provider);
-    Telemetry { provider }
+    Ok(Telemetry { provider })
 }
 
 fn install_global(provider: &SdkTracerProvider) {

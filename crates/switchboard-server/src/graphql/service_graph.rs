@@ -57,15 +57,7 @@ pub(super) struct Congestion {
 }
 
 fn congestion(c: Vec<g::Congestion>) -> Vec<Congestion> {
-    c.into_iter()
-        .map(|c| Congestion {
-            kind: serde_json::to_value(c.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            detail: c.detail,
-        })
-        .collect()
+    c.into_iter().map(|c| Congestion { kind: kind_name(c.kind), detail: c.detail }).collect()
 }
 
 /// A subscription's latest reading.

@@ -334,7 +334,7 @@ impl Session<'_> {
         if let Consumer::Stream(_) = self.consumer {
             // A stream reader settles by committing offsets later, if at all: what it reads
             // is what it consumes, timed from publish to read.
-            let now_ms = crate::telemetry::now_ms();
+            let now_ms = self.state.broker.clock().now().as_millis();
             let read: Vec<f64> = deliveries
                 .iter()
                 .map(|d| now_ms.saturating_sub(d.published_at.as_millis()) as f64 / 1e3)
@@ -355,7 +355,8 @@ impl Session<'_> {
 
     /// Publish-to-ack seconds of the acked receipts, forgetting them.
     fn end_to_end(&self, acked: &[Receipt]) -> (Vec<f64>, u64) {
-        let now_ms = crate::telemetry::now_ms();
+        // The broker's clock stamped `published_at`.
+        let now_ms = self.state.broker.clock().now().as_millis();
         let mut published = self.published_at.lock();
         let mut untimed = 0;
         let timed = acked

@@ -20,12 +20,7 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Seconds since the Unix epoch: the graph's clock.
 pub(crate) fn now_s() -> u64 {
-    now_ms() / 1_000
-}
-
-/// Milliseconds since the Unix epoch, the broker's publish timestamps' unit.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The service graph and what feeds it.
