@@ -34,6 +34,7 @@ pub(crate) async fn receive_waiting(
         let got = sub.receive(topic, member, max, max_in_flight)?;
         let now = tokio::time::Instant::now();
         if !got.is_empty() || max == 0 || now >= deadline {
+            topic.record_wake(&got);
             return Ok(got);
         }
         let mut until = deadline;

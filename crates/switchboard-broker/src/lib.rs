@@ -36,6 +36,7 @@ mod journal;
 mod partitioner;
 mod queue;
 mod receipt;
+mod stages;
 mod stream;
 mod subscription;
 mod topic;
@@ -50,5 +51,6 @@ pub use delivery::{BrokerDelivery, LogRecord, PartitionStats, SeekTo, Subscripti
 pub use dir_lock::{DataDirLock, lock_data_dir};
 pub use error::{BrokerError, Result};
 pub use receipt::Receipt;
+pub use stages::{BUCKET_BOUNDS_US, Stage, StageSnapshot};
 pub use switchboard_storage::{Durability, FsyncPolicy};
 pub use topic::{PublishOptions, PublishReceipt};

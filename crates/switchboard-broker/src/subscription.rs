@@ -57,6 +57,7 @@ pub(crate) struct Subscription {
     rotate: AtomicU32,
     journal_size_after_compaction: AtomicU64,
     clock: SharedClock,
+    stages: Arc<crate::stages::StageLatencies>,
 }
 
 fn settle_error(e: SettleError, r: &Receipt) -> BrokerError {
@@ -123,6 +124,7 @@ impl Subscription {
             rotate: AtomicU32::new(0),
             journal_size_after_compaction: AtomicU64::new(size),
             clock,
+            stages: topic.stages.clone(),
         })
     }
 
@@ -374,6 +376,7 @@ impl Subscription {
     /// Acks each receipt. The outer error is a journal failure (none of the acks is then
     /// confirmed durable); inner errors are per receipt.
     pub(crate) async fn ack(self: &Arc<Self>, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
+        let entered = std::time::Instant::now();
         let now = self.clock.now();
         let max = self.max_deliveries();
         let mut acked = Vec::with_capacity(receipts.len());
@@ -406,6 +409,7 @@ impl Subscription {
             written
         });
         settle.await.map_err(|_| BrokerError::Closed)??;
+        self.stages.record(crate::stages::Stage::AckDurable, entered.elapsed());
         Ok(results)
     }
 

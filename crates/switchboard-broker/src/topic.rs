@@ -17,6 +17,7 @@ use crate::config::TopicConfig;
 use crate::dedup::{DedupWindow, Seen};
 use crate::error::{BrokerError, Result};
 use crate::partitioner::partition_for_key;
+use crate::stages::{Stage, StageLatencies};
 use crate::subscription::Subscription;
 
 /// What a publish returned for one message.
@@ -56,6 +57,19 @@ pub(crate) struct Topic {
     pub(crate) publishes: std::sync::atomic::AtomicU64,
     pub(crate) subscriptions: RwLock<BTreeMap<SubscriptionName, Arc<Subscription>>>,
     clock: SharedClock,
+    /// The broker's stage histograms.
+    pub(crate) stages: Arc<StageLatencies>,
+    /// Per partition, the newest durable batch and when it became durable: a delivery from
+    /// it counts toward [`Stage::Wake`].
+    newest: Vec<Mutex<Option<NewestBatch>>>,
+}
+
+/// Offsets `from..to` of one partition became durable `at`.
+#[derive(Clone, Copy)]
+struct NewestBatch {
+    from: u64,
+    to: u64,
+    at: std::time::Instant,
 }
 
 pub(crate) fn log_config(config: &TopicConfig) -> LogConfig {
@@ -102,6 +116,7 @@ impl Topic {
         name: TopicName,
         config: TopicConfig,
         clock: SharedClock,
+        stages: Arc<StageLatencies>,
     ) -> Result<Topic> {
         let mut partitions = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
@@ -127,6 +142,8 @@ impl Topic {
             publishes: std::sync::atomic::AtomicU64::new(0),
             subscriptions: RwLock::new(BTreeMap::new()),
             clock,
+            stages,
+            newest: (0..config.partitions).map(|_| Mutex::new(None)).collect(),
             config,
         })
     }
@@ -159,6 +176,7 @@ impl Topic {
         dedup: bool,
         max_message_bytes: usize,
     ) -> Result<Vec<PublishReceipt>> {
+        let entered = std::time::Instant::now();
         for o in &batch {
             o.message.validate(max_message_bytes)?;
         }
@@ -173,7 +191,7 @@ impl Topic {
                 .map(|i| batch[i].message.id.clone())
                 .collect();
         }
-        let result = self.append_grouped(&batch, &mut receipts, &copies_of, target).await;
+        let result = self.append_grouped(&batch, &mut receipts, &copies_of, target, entered).await;
         if dedup {
             let mut d = self.dedup.lock();
             for (i, o) in batch.iter().enumerate() {
@@ -241,6 +259,7 @@ impl Topic {
         receipts: &mut [Option<PublishReceipt>],
         copies_of: &[Option<usize>],
         target: Option<&SubscriptionName>,
+        entered: std::time::Instant,
     ) -> Result<()> {
         let mut groups: BTreeMap<u32, (Vec<usize>, Vec<Bytes>)> = BTreeMap::new();
         for (i, o) in batch.iter().enumerate() {
@@ -264,6 +283,7 @@ impl Topic {
         for ((p, (indexes, _)), res) in groups.iter().zip(results) {
             match res {
                 Ok(a) => {
+                    self.record_append(*p, &a, entered);
                     for (k, &i) in indexes.iter().enumerate() {
                         receipts[i] = Some(PublishReceipt {
                             partition: *p,
@@ -288,6 +308,38 @@ impl Topic {
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+impl Topic {
+    /// Records where an append's time went, and remembers it as its partition's newest.
+    fn record_append(&self, partition: u32, a: &switchboard_storage::Appended, entered: std::time::Instant) {
+        let now = std::time::Instant::now();
+        self.stages.record(Stage::Write, a.written_at.saturating_duration_since(entered));
+        if a.durability == Durability::Fsynced {
+            self.stages.record(Stage::FsyncWait, now.saturating_duration_since(a.written_at));
+        }
+        let batch = NewestBatch { from: a.base_offset, to: a.base_offset + u64::from(a.count), at: now };
+        if let Some(slot) = self.newest.get(partition as usize) {
+            let mut newest = slot.lock();
+            // Concurrent appends may finish out of order: keep the one furthest along.
+            if newest.is_none_or(|n| n.to <= batch.from) {
+                *newest = Some(batch);
+            }
+        }
+    }
+
+    /// Records the wake-up time of deliveries a waiting consumer just took, if the last of
+    /// them is from its partition's newest durable batch.
+    pub(crate) fn record_wake(&self, deliveries: &[crate::delivery::BrokerDelivery]) {
+        let Some(last) = deliveries.last() else { return };
+        let Some(slot) = self.newest.get(last.partition as usize) else { return };
+        let newest = *slot.lock();
+        if let Some(n) = newest
+            && (n.from..n.to).contains(&last.offset)
+        {
+            self.stages.record(Stage::Wake, n.at.elapsed());
         }
     }
 }
@@ -335,7 +387,8 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(switchboard_storage::MemStorage::new());
         let clock: SharedClock = Arc::new(switchboard_core::ManualClock::default());
         let name = TopicName::new("t").unwrap();
-        let topic = Topic::open(&storage, "/t".into(), name, TopicConfig::default(), clock).unwrap();
+        let stages = Arc::new(StageLatencies::default());
+        let topic = Topic::open(&storage, "/t".into(), name, TopicConfig::default(), clock, stages).unwrap();
         topic.dedup.lock().begin("id-1");
         {
             // What a publish future holds while it writes; dropping the future drops this.

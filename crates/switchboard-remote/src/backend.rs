@@ -10,6 +10,7 @@ use switchboard_core::{Message, SubscriptionName, TopicName};
 use switchboard_proto::switchboard::v1 as api;
 use tonic::Code;
 
+use crate::coalesce::Coalescer;
 use crate::connection::{self, Shared};
 use crate::consume::Consumer;
 use crate::convert;
@@ -18,8 +19,8 @@ use crate::publish::{self, InFlight, Topics};
 
 /// The `switchboard://` backend: a client of `switchboard serve` over gRPC.
 ///
-/// One HTTP/2 connection carries every call: publishes are unary `Publish` calls (one batch
-/// each) and every subscription is a `Consume` stream with credit-based flow control that is
+/// One HTTP/2 connection carries every call: publishes are unary `Publish` calls (one per
+/// topic in flight, carrying every publish that queued meanwhile) and every subscription is a `Consume` stream with credit-based flow control that is
 /// reopened after the server restarts. The server is the embedded broker, so every
 /// capability is there ([`Capabilities::ALL`]).
 ///
@@ -35,6 +36,7 @@ pub struct RemoteBackend {
     shared: Arc<Shared>,
     topics: Topics,
     in_flight: InFlight,
+    coalescer: Coalescer,
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -65,6 +67,7 @@ impl RemoteBackend {
             shared: Arc::new(shared),
             topics: Topics::default(),
             in_flight: InFlight::default(),
+            coalescer: Coalescer::default(),
         })
     }
 
@@ -86,7 +89,16 @@ impl Publisher for RemoteBackend {
         messages: Vec<Message>,
         options: &PublishOptions,
     ) -> Result<(), BusError> {
-        publish::publish(&self.shared, &self.topics, &self.in_flight, topic, messages, options).await
+        publish::publish(
+            &self.shared,
+            &self.topics,
+            &self.in_flight,
+            &self.coalescer,
+            topic,
+            messages,
+            options,
+        )
+        .await
     }
 
     async fn flush(&self) -> Result<(), BusError> {

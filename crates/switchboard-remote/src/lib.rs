@@ -39,6 +39,7 @@
 //! ```
 
 mod backend;
+mod coalesce;
 mod connection;
 mod consume;
 mod convert;

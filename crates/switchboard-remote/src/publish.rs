@@ -1,10 +1,12 @@
 //! Publishing and creating topics.
 //!
-//! A publish is one `Publish` call carrying the whole batch, so the server stores it
-//! atomically per partition and in order. Topics are created on first use (once per topic
+//! A publish's batch travels in one `Publish` call, so the server stores it atomically per
+//! partition and in order; concurrent publishes to one topic share that call
+//! ([`crate::coalesce`]). Topics are created on first use (once per topic
 //! and backend, remembered in a cache), as the contract asks.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use switchboard_core::contract::{BusError, PublishOptions, TopicSpec};
@@ -13,6 +15,7 @@ use switchboard_proto::switchboard::v1 as api;
 use tokio::sync::RwLock;
 use tonic::Code;
 
+use crate::coalesce::Coalescer;
 use crate::connection::Shared;
 use crate::convert;
 use crate::error::from_status;
@@ -87,9 +90,10 @@ impl InFlight {
 /// # Errors
 /// [`BusError::InvalidMessage`] before anything is sent; otherwise as [`from_status`].
 pub(crate) async fn publish(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     topics: &Topics,
     in_flight: &InFlight,
+    coalescer: &Coalescer,
     topic: &TopicName,
     messages: Vec<Message>,
     options: &PublishOptions,
@@ -105,12 +109,9 @@ pub(crate) async fn publish(
     }
     let _guard = in_flight.0.read().await;
     topics.ensure_default(shared, topic).await?;
-    let request = api::PublishRequest {
-        topic: topic.to_string(),
-        events: messages.into_iter().map(convert::event_from_message).collect(),
-        deliver_at: options.deliver_at.map(convert::timestamp_to_proto),
-    };
-    match shared.client().publish(request).await {
+    let events = messages.into_iter().map(convert::event_from_message).collect();
+    let deliver_at = options.deliver_at.map(|t| t.0);
+    match coalescer.publish(shared, topic, deliver_at, events).await {
         Ok(_) => Ok(()),
         Err(s) => {
             if s.code() == Code::NotFound {

@@ -222,7 +222,40 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             tracing::error!("Failed to encode metrics.");
         }
+        // The broker's own histograms go before the closing `# EOF`.
+        let end = out.rfind("# EOF").unwrap_or(out.len());
+        out.truncate(end);
+        render_stages(&mut out, &broker.stage_latencies());
+        out.push_str("# EOF\n");
         out
+    }
+}
+
+/// The broker's stage histograms (`switchboard_broker::Stage`) as one OpenMetrics histogram,
+/// labelled by stage.
+fn render_stages(out: &mut String, stages: &[switchboard_broker::StageSnapshot]) {
+    use std::fmt::Write as _;
+    const NAME: &str = "switchboard_stage_latency_seconds";
+    let _ = writeln!(out, "# HELP {NAME} Time messages spend in each stage of their path inside the broker.");
+    let _ = writeln!(out, "# TYPE {NAME} histogram");
+    for s in stages {
+        let stage = s.stage.as_str();
+        let mut cumulative = 0;
+        for (i, n) in s.buckets.iter().enumerate() {
+            cumulative += n;
+            match switchboard_broker::BUCKET_BOUNDS_US.get(i) {
+                Some(&us) => {
+                    let le = us as f64 / 1e6;
+                    let _ = writeln!(out, "{NAME}_bucket{{stage=\"{stage}\",le=\"{le}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{NAME}_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = s.sum_ns as f64 / 1e9;
+        let _ = writeln!(out, "{NAME}_sum{{stage=\"{stage}\"}} {sum}");
+        let _ = writeln!(out, "{NAME}_count{{stage=\"{stage}\"}} {cumulative}");
     }
 }
 

@@ -9,6 +9,7 @@ mod embedded;
 mod nats;
 mod rabbitmq;
 mod redis;
+mod sdk;
 mod serve;
 
 use std::time::{Duration, Instant};
@@ -134,6 +135,7 @@ pub(crate) const ALL: &[&str] = &[
     "switchboard-embedded",
     "switchboard-serve",
     "switchboard-serve-nofsync",
+    "switchboard-sdk",
     "rabbitmq-classic",
     "rabbitmq-quorum",
     "rabbitmq-stream",
@@ -153,7 +155,8 @@ pub(crate) async fn reach(endpoints: &Endpoints) -> Reachable {
     if wanted("switchboard-embedded") {
         add("switchboard-embedded", embedded::Embedded::open().await, &mut out);
     }
-    if wanted("switchboard-serve") || wanted("switchboard-serve-nofsync") {
+    let served = ["switchboard-serve", "switchboard-serve-nofsync", "switchboard-sdk"];
+    if served.iter().any(|name| wanted(name)) {
         match ServeProcess::start(&endpoints.switchboard_bin).await {
             Ok(process) => {
                 for (name, fsync) in [("switchboard-serve", true), ("switchboard-serve-nofsync", false)] {
@@ -161,10 +164,17 @@ pub(crate) async fn reach(endpoints: &Endpoints) -> Reachable {
                         add(name, serve::Serve::connect(name, &process, fsync).await, &mut out);
                     }
                 }
+                if wanted("switchboard-sdk") {
+                    let sdk = match serve::Serve::connect("switchboard-sdk", &process, true).await {
+                        Ok(serve) => sdk::Sdk::connect(serve, process.grpc_addr()).await,
+                        Err(e) => Err(e),
+                    };
+                    add("switchboard-sdk", sdk, &mut out);
+                }
                 out._servers.push(process);
             }
             Err(e) => {
-                for name in ["switchboard-serve", "switchboard-serve-nofsync"] {
+                for name in served {
                     if wanted(name) {
                         out.skipped.push(format!("{name}: skipped, {e:#}"));
                     }

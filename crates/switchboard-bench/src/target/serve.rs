@@ -41,6 +41,11 @@ impl ServeProcess {
         let server = spec.start().await?;
         Ok(ServeProcess { _server: server, grpc: spec.grpc, _dir: dir })
     }
+
+    /// Its gRPC address.
+    pub(crate) fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.grpc
+    }
 }
 
 /// Topics on a running server, created with one fsync policy.

@@ -72,8 +72,14 @@ impl Broker {
         if storage.exists(&dir) {
             storage.remove_dir_all(&dir).map_err(|e| io_error("clear topic directory", &dir, e))?;
         }
-        let topic =
-            Topic::open(storage, dir.clone(), name.clone(), config.clone(), self.inner.clock.clone())?;
+        let topic = Topic::open(
+            storage,
+            dir.clone(),
+            name.clone(),
+            config.clone(),
+            self.inner.clock.clone(),
+            self.inner.stages.clone(),
+        )?;
         // topic.json is written last: a topic directory without it was never created.
         write_json(storage, &dir.join("topic.json"), &config)?;
         let topic = Arc::new(topic);
@@ -254,6 +260,7 @@ pub(super) fn open_topic(
     storage: &Arc<dyn Storage>,
     dir: &Path,
     clock: &SharedClock,
+    stages: &Arc<crate::stages::StageLatencies>,
 ) -> Result<Option<Topic>> {
     let Some(name) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| TopicName::new(n).ok()) else {
         tracing::warn!(dir = %dir.display(), "Ignored a directory that is not a topic.");
@@ -266,7 +273,7 @@ pub(super) fn open_topic(
         return Ok(None);
     }
     let config: TopicConfig = read_json(storage, &marker)?;
-    let topic = Topic::open(storage, dir.to_owned(), name, config, clock.clone())?;
+    let topic = Topic::open(storage, dir.to_owned(), name, config, clock.clone(), stages.clone())?;
     let subs_dir = dir.join("subs");
     if storage.exists(&subs_dir) {
         for sdir in storage.list_dir(&subs_dir).map_err(|e| io_error("list subscriptions", &subs_dir, e))? {

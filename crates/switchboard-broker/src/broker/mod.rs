@@ -29,6 +29,7 @@ use crate::topic::{Outgoing, PublishOptions, PublishReceipt, Topic};
 
 use self::catalog::{open_topic, topics_dir};
 use self::maintenance::run_ticker;
+use crate::stages::StageLatencies;
 
 mod catalog;
 mod dead_letter;
@@ -79,6 +80,8 @@ struct Inner {
     ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Held for the broker's life when it opened a real data directory.
     dir_lock: Mutex<Option<crate::dir_lock::DataDirLock>>,
+    /// Where messages spend their time, shared by every topic and subscription.
+    stages: Arc<StageLatencies>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -130,8 +133,9 @@ impl Broker {
         };
         storage.create_dir_all(&topics_dir(&root)).map_err(io)?;
         let mut topics = HashMap::new();
+        let stages = Arc::new(StageLatencies::default());
         for tdir in storage.list_dir(&topics_dir(&root)).map_err(io)? {
-            if let Some(topic) = open_topic(&storage, &tdir, &clock)? {
+            if let Some(topic) = open_topic(&storage, &tdir, &clock, &stages)? {
                 topics.insert(topic.name.clone(), Arc::new(topic));
             }
         }
@@ -145,6 +149,7 @@ impl Broker {
             closed: AtomicBool::new(false),
             ticker: Mutex::new(None),
             dir_lock: Mutex::new(None),
+            stages,
         });
         if inner.config.tick_ms > 0 {
             let weak = Arc::downgrade(&inner);
@@ -407,6 +412,12 @@ impl Broker {
             }));
         }
         Ok(out)
+    }
+
+    /// Where messages have spent their time inside this broker so far, per stage (see
+    /// [`Stage`](crate::Stage)).
+    pub fn stage_latencies(&self) -> Vec<crate::StageSnapshot> {
+        self.inner.stages.snapshot()
     }
 
     /// A counter of successful publishes to `topic`. Read it before reading the topic, then

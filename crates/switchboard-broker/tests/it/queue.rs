@@ -376,3 +376,38 @@ async fn reading_a_partition_steps_over_any_run_of_redriven_copies() {
     let got = env.broker.read(&topic("jobs"), 0, 150, 100).unwrap();
     assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [300]);
 }
+
+#[tokio::test]
+async fn each_stage_of_a_message_is_timed_once() {
+    use switchboard_broker::Stage;
+    let env = Env::new().await;
+    setup(&env, 1, SubscriptionConfig::queue()).await;
+    let count = |stage: Stage| {
+        env.broker.stage_latencies().into_iter().find(|s| s.stage == stage).map_or(0, |s| s.count())
+    };
+    publish_n(&env, 2).await;
+    assert_eq!((count(Stage::Write), count(Stage::FsyncWait), count(Stage::Wake)), (2, 2, 0));
+    let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
+    // A message taken after a newer one became durable is backlog, not wake-up time.
+    let old = c.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!(count(Stage::Wake), 0);
+    // The newest durable message is timed when a consumer takes it.
+    let newest = c.receive(1, Duration::ZERO).await.unwrap();
+    assert_eq!(count(Stage::Wake), 1);
+    // And so is one a consumer was waiting for.
+    let waiting = tokio::spawn({
+        let c = env.broker.queue_consumer(&topic("jobs"), &sub("workers")).unwrap();
+        async move { c.receive(1, Duration::from_secs(30)).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    env.broker.publish(&topic("jobs"), msg(2)).await.unwrap();
+    let fresh = waiting.await.unwrap();
+    assert_eq!((fresh.len(), count(Stage::Wake)), (1, 2));
+    assert_eq!((count(Stage::Write), count(Stage::FsyncWait)), (3, 3));
+    // One ack call is timed once, whatever it carries; a refused ack is not timed.
+    c.ack_many(&receipts(&old)).await.unwrap();
+    c.ack_many(&[receipts(&newest), receipts(&fresh)].concat()).await.unwrap();
+    assert_eq!(count(Stage::AckDurable), 2);
+    assert!(c.ack_many(&receipts(&old)).await.unwrap()[0].is_err(), "acked twice");
+    assert_eq!(count(Stage::AckDurable), 2);
+}

@@ -47,6 +47,24 @@ async fn health_readiness_and_metrics_are_served() {
         assert!(text.contains(name), "{name} missing");
     }
     assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+
+    // Where the messages' time went: three publishes written and fsynced, one ack journaled,
+    // and no consumer was waiting for any of them.
+    let email = SubscriptionName::new("email").unwrap();
+    let taken = broker.receive(&t, &email, 1, Duration::ZERO).await.unwrap();
+    broker.ack(&t, &email, &[taken[0].receipt.unwrap()]).await.unwrap();
+    let text = c.get(format!("{}/metrics", s.http())).send().await.unwrap().text().await.unwrap();
+    for series in [
+        r#"switchboard_stage_latency_seconds_count{stage="write"} 3"#,
+        r#"switchboard_stage_latency_seconds_count{stage="fsync_wait"} 3"#,
+        r#"switchboard_stage_latency_seconds_count{stage="ack_durable"} 1"#,
+        r#"switchboard_stage_latency_seconds_bucket{stage="wake",le="+Inf"} 0"#,
+        r#"switchboard_stage_latency_seconds_bucket{stage="write",le="+Inf"} 3"#,
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    assert!(text.trim_end().ends_with("# EOF"), "still one # EOF, at the end");
+    assert_eq!(text.matches("# EOF").count(), 1);
     s.shutdown().await.unwrap();
 }
 

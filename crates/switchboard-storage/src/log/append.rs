@@ -150,6 +150,7 @@ impl Inner {
             timestamp: Timestamp(timestamp),
             durability: Durability::Written,
             policy,
+            written_at: std::time::Instant::now(),
         };
         let group = if policy == FsyncPolicy::Always {
             appended.durability = Durability::Fsynced;

@@ -70,6 +70,9 @@ pub struct Appended {
     pub durability: Durability,
     /// The policy in force.
     pub policy: FsyncPolicy,
+    /// When the batch was in the file (before any fsync): with the time the append returned,
+    /// it splits a publish's latency into its write and its wait for durability.
+    pub written_at: std::time::Instant,
 }
 
 /// A record read back from the log.
