@@ -16,6 +16,7 @@ mod chart;
 mod payload;
 mod report;
 mod scenario;
+mod stages;
 mod target;
 
 use std::path::PathBuf;
@@ -161,6 +162,7 @@ async fn main() -> Result<()> {
             }
             let mut runs = Vec::new();
             let mut error = None;
+            let stages_before = t.stages().await.ok().flatten();
             for run in 1..=args.runs {
                 match scenario::run(t.as_ref(), s, &params, run).await {
                     Ok(f) => {
@@ -184,7 +186,11 @@ async fn main() -> Result<()> {
                 }
             }
             let median = report::medians(&runs);
-            cells.push(Cell { target: t.name().to_owned(), scenario: s, runs, median, error });
+            let stages = match (stages_before, t.stages().await.ok().flatten()) {
+                (Some(before), Some(after)) => stages::between(&before, &after),
+                _ => Vec::new(),
+            };
+            cells.push(Cell { target: t.name().to_owned(), scenario: s, runs, median, error, stages });
         }
     }
 

@@ -25,6 +25,10 @@ pub(crate) struct Cell {
     pub(crate) median: Figures,
     /// Why the runs stopped, if one failed.
     pub(crate) error: Option<String>,
+    /// Where messages spent their time inside the broker over all the runs (Switchboard
+    /// targets only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) stages: Vec<crate::stages::StageFigure>,
 }
 
 /// Everything one invocation measured.
@@ -150,7 +154,7 @@ impl Report {
                 out,
                 "| target | durability | {first} | {second} | p50 ms | p99 ms | p99.9 ms | Switchboard × |\n|---|---|--:|--:|--:|--:|--:|--:|"
             );
-            for c in cells {
+            for c in &cells {
                 let durability = self.durability(&c.target);
                 let label = durability.map(Durability::label).unwrap_or("?");
                 if let Some(e) = &c.error {
@@ -184,6 +188,7 @@ impl Report {
                 );
             }
             out.push('\n');
+            stage_table(&mut out, &cells);
         }
         let _ = writeln!(
             out,
@@ -197,6 +202,35 @@ impl Report {
         }
         out
     }
+}
+
+/// Where the time went inside the broker, for the cells that report it.
+fn stage_table(out: &mut String, cells: &[&Cell]) {
+    let with: Vec<_> = cells.iter().filter(|c| !c.stages.is_empty()).collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Inside the broker, over all runs (`switchboard_stage_latency_seconds`; bucket upper bounds, ms; mean exact):\n\n| target | stage | timed | mean | p50 ≤ | p99 ≤ | p99.9 ≤ |\n|---|---|--:|--:|--:|--:|--:|"
+    );
+    let bound = |x: Option<f64>| x.map_or_else(|| "> 1000".to_owned(), |v| format!("{v}"));
+    for c in with {
+        for s in &c.stages {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.3} | {} | {} | {} |",
+                c.target,
+                s.stage,
+                s.count,
+                s.mean_ms,
+                bound(s.p50_ms),
+                bound(s.p99_ms),
+                bound(s.p999_ms)
+            );
+        }
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]

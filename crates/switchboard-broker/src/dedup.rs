@@ -1,7 +1,9 @@
 //! Idempotent publish: message ids seen within a topic's dedup window.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use switchboard_core::Timestamp;
 
 /// Where the first copy of a message id was stored.
@@ -12,13 +14,14 @@ pub(crate) struct Seen {
     pub(crate) at: Timestamp,
 }
 
-/// The ids of one topic, bounded by age and by count (oldest forgotten first).
+/// The ids of one topic, bounded by age and by count (oldest forgotten first). An id is
+/// stored once, shared by the map and the age order.
 #[derive(Debug)]
 pub(crate) struct DedupWindow {
     window_ms: u64,
     max_entries: usize,
-    seen: HashMap<String, Seen>,
-    order: VecDeque<(Timestamp, String)>,
+    seen: HashMap<Arc<str>, Seen, RandomState>,
+    order: VecDeque<(Timestamp, Arc<str>)>,
     /// Ids whose first publish is still being written: a duplicate waits for the outcome.
     pending: HashSet<String>,
 }
@@ -28,10 +31,14 @@ impl DedupWindow {
         DedupWindow {
             window_ms,
             max_entries,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
             order: VecDeque::new(),
             pending: HashSet::new(),
         }
+    }
+
+    pub(crate) fn max_entries(&self) -> usize {
+        self.max_entries
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -72,7 +79,15 @@ impl DedupWindow {
         }
     }
 
+    /// Makes room for `n` more ids at once (rebuilding the window at open).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        let n = n.min(self.max_entries);
+        self.seen.reserve(n);
+        self.order.reserve(n);
+    }
+
     pub(crate) fn remember(&mut self, id: String, s: Seen) {
+        let id: Arc<str> = id.into();
         self.order.push_back((s.at, id.clone()));
         self.seen.insert(id, s);
         if self.order.len() > self.max_entries {
@@ -80,7 +95,7 @@ impl DedupWindow {
         }
     }
 
-    #[cfg(test)]
+    /// Ids remembered now.
     pub(crate) fn len(&self) -> usize {
         self.seen.len()
     }

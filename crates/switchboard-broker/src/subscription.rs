@@ -128,6 +128,11 @@ impl Subscription {
         })
     }
 
+    /// The journal's size on disk, bytes: what opening the subscription replays.
+    pub(crate) fn journal_bytes(&self) -> u64 {
+        self.journal.size_bytes()
+    }
+
     pub(crate) fn wrong_mode(&self, expected: SubscriptionMode) -> BrokerError {
         BrokerError::WrongMode {
             subscription: self.name.clone(),

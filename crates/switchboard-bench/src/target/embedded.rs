@@ -33,6 +33,10 @@ fn names(topic: &str, subscription: usize) -> Result<(TopicName, SubscriptionNam
 
 #[async_trait]
 impl Target for Embedded {
+    async fn stages(&self) -> Result<Option<Vec<switchboard_broker::StageSnapshot>>> {
+        Ok(Some(self.broker.stage_latencies()))
+    }
+
     fn name(&self) -> &str {
         "switchboard-embedded"
     }

@@ -102,6 +102,10 @@ pub(crate) trait Target: Send + Sync {
     async fn reader(&self, topic: &str) -> Result<Box<dyn Consumer>>;
     /// Deletes `topic` and whatever was made for it.
     async fn delete(&self, topic: &str, shape: Shape) -> Result<()>;
+    /// The broker's stage histograms so far, for targets that are Switchboard.
+    async fn stages(&self) -> Result<Option<Vec<switchboard_broker::StageSnapshot>>> {
+        Ok(None)
+    }
 }
 
 /// The targets this run can reach, and a line for each that it cannot.
@@ -166,7 +170,7 @@ pub(crate) async fn reach(endpoints: &Endpoints) -> Reachable {
                 }
                 if wanted("switchboard-sdk") {
                     let sdk = match serve::Serve::connect("switchboard-sdk", &process, true).await {
-                        Ok(serve) => sdk::Sdk::connect(serve, process.grpc_addr()).await,
+                        Ok(serve) => sdk::Sdk::connect(serve, process.grpc).await,
                         Err(e) => Err(e),
                     };
                     add("switchboard-sdk", sdk, &mut out);

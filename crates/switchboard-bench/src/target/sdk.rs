@@ -75,6 +75,10 @@ impl Target for Sdk {
     async fn delete(&self, topic: &str, shape: Shape) -> Result<()> {
         self.serve.delete(topic, shape).await
     }
+
+    async fn stages(&self) -> Result<Option<Vec<switchboard_broker::StageSnapshot>>> {
+        self.serve.stages().await
+    }
 }
 
 struct SdkPublisher {

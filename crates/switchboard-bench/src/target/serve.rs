@@ -21,7 +21,8 @@ type Client = pb::switchboard_client::SwitchboardClient<Channel>;
 /// when dropped, with its data directory.
 pub(crate) struct ServeProcess {
     _server: switchboard_campaign::ServerProcess,
-    grpc: std::net::SocketAddr,
+    pub(crate) grpc: std::net::SocketAddr,
+    http: std::net::SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -39,12 +40,7 @@ impl ServeProcess {
             dir.path().join("server.log"),
         )?;
         let server = spec.start().await?;
-        Ok(ServeProcess { _server: server, grpc: spec.grpc, _dir: dir })
-    }
-
-    /// Its gRPC address.
-    pub(crate) fn grpc_addr(&self) -> std::net::SocketAddr {
-        self.grpc
+        Ok(ServeProcess { _server: server, grpc: spec.grpc, http: spec.http, _dir: dir })
     }
 }
 
@@ -53,6 +49,7 @@ pub(crate) struct Serve {
     name: String,
     client: Client,
     fsync: bool,
+    http: std::net::SocketAddr,
 }
 
 impl Serve {
@@ -62,7 +59,7 @@ impl Serve {
         })
         .await?;
         let client = Client::new(channel).max_decoding_message_size(64 << 20);
-        Ok(Box::new(Serve { name: name.to_owned(), client, fsync }))
+        Ok(Box::new(Serve { name: name.to_owned(), client, fsync, http: process.http }))
     }
 
     fn sub(i: usize) -> String {
@@ -153,6 +150,10 @@ impl Target for Serve {
     async fn delete(&self, topic: &str, _: Shape) -> Result<()> {
         self.client.clone().delete_topic(pb::DeleteTopicRequest { name: topic.into() }).await?;
         Ok(())
+    }
+
+    async fn stages(&self) -> Result<Option<Vec<switchboard_broker::StageSnapshot>>> {
+        Ok(Some(crate::stages::scrape(self.http).await?))
     }
 }
 

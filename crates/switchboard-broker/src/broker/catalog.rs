@@ -290,7 +290,15 @@ pub(super) fn open_topic(
                 continue;
             }
             let meta: SubscriptionMeta = read_json(storage, &smarker)?;
+            let started = std::time::Instant::now();
             let sub = Subscription::open(storage, sdir.clone(), &topic, sname.clone(), meta, clock.clone())?;
+            tracing::debug!(
+                topic = %topic.name,
+                subscription = %sname,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                journal_bytes = sub.journal_bytes(),
+                "Subscription opened."
+            );
             topic.subscriptions.write().insert(sname, Arc::new(sub));
         }
     }

@@ -132,6 +132,7 @@ impl Broker {
             })
         };
         storage.create_dir_all(&topics_dir(&root)).map_err(io)?;
+        let started = std::time::Instant::now();
         let mut topics = HashMap::new();
         let stages = Arc::new(StageLatencies::default());
         for tdir in storage.list_dir(&topics_dir(&root)).map_err(io)? {
@@ -156,7 +157,12 @@ impl Broker {
             *inner.ticker.lock() =
                 Some(tokio::spawn(run_ticker(weak, Duration::from_millis(inner.config.tick_ms))));
         }
-        tracing::info!(dir = %inner.root.display(), topics = inner.topics.read().len(), "Broker opened.");
+        tracing::info!(
+            dir = %inner.root.display(),
+            topics = inner.topics.read().len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "Broker opened."
+        );
         Ok(Broker { inner })
     }
 

@@ -67,6 +67,32 @@ async fn a_repeated_id_is_stored_once_even_after_a_restart_but_not_after_the_win
 }
 
 #[tokio::test]
+async fn the_window_rebuilt_at_open_holds_exactly_the_newest_ids_up_to_its_cap() {
+    let mut env = Env::new().await;
+    // Three partitions, a cap of 10 ids: the newest 10 of 40 survive a restart, wherever
+    // they were stored, and the 30 before them are forgotten, as without the restart.
+    let config = TopicConfig { partitions: 3, dedup_max_entries: 10, ..TopicConfig::default() };
+    env.broker.create_topic(&topic("t"), config).await.unwrap();
+    for i in 0..40 {
+        env.broker.publish(&topic("t"), msg(i)).await.unwrap();
+        env.advance(Duration::from_millis(1));
+    }
+    env.crash_and_restart().await;
+    for i in 30..40 {
+        assert!(
+            env.broker.publish(&topic("t"), msg(i)).await.unwrap().duplicate,
+            "id {i} is among the newest"
+        );
+    }
+    for i in [0, 15, 29] {
+        assert!(
+            !env.broker.publish(&topic("t"), msg(i)).await.unwrap().duplicate,
+            "id {i} was beyond the cap"
+        );
+    }
+}
+
+#[tokio::test]
 async fn concurrent_publishes_of_one_id_store_it_once() {
     let env = Env::new().await;
     env.broker
