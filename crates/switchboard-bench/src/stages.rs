@@ -69,7 +69,8 @@ fn parse(text: &str) -> Vec<StageSnapshot> {
         .iter()
         .map(|&stage| {
             let label = format!("stage=\"{}\"", stage.as_str());
-            let mut cumulative = vec![0u64; BUCKET_BOUNDS_US.len() + 1];
+            // `None`: a bound the text does not list, which holds what the one below holds.
+            let mut cumulative: Vec<Option<u64>> = vec![None; BUCKET_BOUNDS_US.len() + 1];
             let mut sum_ns = 0;
             for line in text.lines().filter(|l| l.starts_with(NAME) && l.contains(&label)) {
                 let Some((series, value)) = line.rsplit_once(' ') else { continue };
@@ -83,14 +84,19 @@ fn parse(text: &str) -> Vec<StageSnapshot> {
                         BUCKET_BOUNDS_US.iter().position(|&b| b == us)
                     };
                     if let (Some(i), Ok(n)) = (index, value.parse()) {
-                        cumulative[i] = n;
+                        cumulative[i] = Some(n);
                     }
                 }
             }
+            let mut below = 0;
             let buckets = cumulative
                 .iter()
-                .enumerate()
-                .map(|(i, &c)| c.saturating_sub(if i == 0 { 0 } else { cumulative[i - 1] }))
+                .map(|c| {
+                    let up_to = c.unwrap_or(below);
+                    let n = up_to.saturating_sub(below);
+                    below = up_to;
+                    n
+                })
                 .collect();
             StageSnapshot { stage, buckets, sum_ns }
         })
