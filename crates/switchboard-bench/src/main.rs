@@ -13,6 +13,7 @@
 
 mod ceiling;
 mod chart;
+mod cpu;
 mod payload;
 mod report;
 mod scenario;
@@ -163,6 +164,7 @@ async fn main() -> Result<()> {
             let mut runs = Vec::new();
             let mut error = None;
             let stages_before = t.stages().await.ok().flatten();
+            let cpu_before = t.server_pid().and_then(|pid| cpu::process_cpu(pid).ok());
             for run in 1..=args.runs {
                 match scenario::run(t.as_ref(), s, &params, run).await {
                     Ok(f) => {
@@ -186,11 +188,28 @@ async fn main() -> Result<()> {
                 }
             }
             let median = report::medians(&runs);
+            // Server CPU per message moved: the runs' consumed (or replayed) messages, all of
+            // the server's CPU time in between (topic set-up and drain included).
+            let moved: f64 = runs.iter().filter_map(|f| f.consume_per_sec).sum::<f64>() * params.secs;
+            let server_cpu_us_per_msg = match (cpu_before, t.server_pid()) {
+                (Some(before), Some(pid)) if moved > 0.0 => cpu::process_cpu(pid)
+                    .ok()
+                    .map(|after| after.saturating_sub(before).as_secs_f64() * 1e6 / moved),
+                _ => None,
+            };
             let stages = match (stages_before, t.stages().await.ok().flatten()) {
                 (Some(before), Some(after)) => stages::between(&before, &after),
                 _ => Vec::new(),
             };
-            cells.push(Cell { target: t.name().to_owned(), scenario: s, runs, median, error, stages });
+            cells.push(Cell {
+                target: t.name().to_owned(),
+                scenario: s,
+                runs,
+                median,
+                error,
+                stages,
+                server_cpu_us_per_msg,
+            });
         }
     }
 

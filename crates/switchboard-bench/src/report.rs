@@ -29,6 +29,8 @@ pub(crate) struct Cell {
     /// targets only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) stages: Vec<crate::stages::StageFigure>,
+    /// CPU time (user + system) of the target's own server process per message moved, µs.
+    pub(crate) server_cpu_us_per_msg: Option<f64>,
 }
 
 /// Everything one invocation measured.
@@ -206,6 +208,17 @@ impl Report {
 
 /// Where the time went inside the broker, for the cells that report it.
 fn stage_table(out: &mut String, cells: &[&Cell]) {
+    let costs: Vec<String> = cells
+        .iter()
+        .filter_map(|c| c.server_cpu_us_per_msg.map(|us| format!("{} {us:.1} µs", c.target)))
+        .collect();
+    if !costs.is_empty() {
+        let _ = writeln!(
+            out,
+            "Server CPU per message moved (user + system time of the server process over all runs, divided by the messages consumed): {}.\n",
+            costs.join(", ")
+        );
+    }
     let with: Vec<_> = cells.iter().filter(|c| !c.stages.is_empty()).collect();
     if with.is_empty() {
         return;

@@ -102,6 +102,12 @@ pub(crate) trait Target: Send + Sync {
     async fn reader(&self, topic: &str) -> Result<Box<dyn Consumer>>;
     /// Deletes `topic` and whatever was made for it.
     async fn delete(&self, topic: &str, shape: Shape) -> Result<()>;
+    /// The process id of a server this run started for the target (the `switchboard serve`
+    /// targets share one, but run one after another), whose CPU time during the target's runs
+    /// is then its cost; `None` for the machine's shared brokers and in-process targets.
+    fn server_pid(&self) -> Option<u32> {
+        None
+    }
     /// The broker's stage histograms so far, for targets that are Switchboard.
     async fn stages(&self) -> Result<Option<Vec<switchboard_broker::StageSnapshot>>> {
         Ok(None)

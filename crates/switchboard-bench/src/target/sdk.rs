@@ -79,6 +79,10 @@ impl Target for Sdk {
     async fn stages(&self) -> Result<Option<Vec<switchboard_broker::StageSnapshot>>> {
         self.serve.stages().await
     }
+
+    fn server_pid(&self) -> Option<u32> {
+        self.serve.server_pid()
+    }
 }
 
 struct SdkPublisher {

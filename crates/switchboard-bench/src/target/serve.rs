@@ -23,6 +23,7 @@ pub(crate) struct ServeProcess {
     _server: switchboard_campaign::ServerProcess,
     pub(crate) grpc: std::net::SocketAddr,
     http: std::net::SocketAddr,
+    pid: u32,
     _dir: tempfile::TempDir,
 }
 
@@ -40,7 +41,8 @@ impl ServeProcess {
             dir.path().join("server.log"),
         )?;
         let server = spec.start().await?;
-        Ok(ServeProcess { _server: server, grpc: spec.grpc, http: spec.http, _dir: dir })
+        let pid = server.pid();
+        Ok(ServeProcess { _server: server, grpc: spec.grpc, http: spec.http, pid, _dir: dir })
     }
 }
 
@@ -50,6 +52,7 @@ pub(crate) struct Serve {
     client: Client,
     fsync: bool,
     http: std::net::SocketAddr,
+    pid: u32,
 }
 
 impl Serve {
@@ -59,7 +62,7 @@ impl Serve {
         })
         .await?;
         let client = Client::new(channel).max_decoding_message_size(64 << 20);
-        Ok(Box::new(Serve { name: name.to_owned(), client, fsync, http: process.http }))
+        Ok(Box::new(Serve { name: name.to_owned(), client, fsync, http: process.http, pid: process.pid }))
     }
 
     fn sub(i: usize) -> String {
@@ -154,6 +157,10 @@ impl Target for Serve {
 
     async fn stages(&self) -> Result<Option<Vec<switchboard_broker::StageSnapshot>>> {
         Ok(Some(crate::stages::scrape(self.http).await?))
+    }
+
+    fn server_pid(&self) -> Option<u32> {
+        Some(self.pid)
     }
 }
 
