@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Prints the table (markdown), and writes `results.md`, `results.json` and `chart.svg` (and
-//! `chart.png` where `rsvg-convert` is installed) to `--out`. A peer that does not answer is
+//! `chart.png` where `rsvg-convert` is installed) to `--out`, and `latency-curve.svg` when
+//! scenario D ran at several rates (`--rate 2000,10000,30000`, `--ramp` to go on until each
+//! target falls behind). A peer that does not answer is
 //! skipped with a line saying why. Nothing here fails on a figure.
 
 mod ceiling;
@@ -51,9 +53,14 @@ struct Args {
     /// Messages published and replayed in scenario C.
     #[arg(long, default_value_t = 1_000_000)]
     replay_count: u64,
-    /// Offered rate of scenario D, msgs/s.
-    #[arg(long, default_value_t = 2_000)]
-    rate: u64,
+    /// Offered rates of scenario D, msgs/s (comma-separated: one D table per rate, and a
+    /// latency curve across them).
+    #[arg(long, value_delimiter = ',', default_values_t = [2_000])]
+    rate: Vec<u64>,
+    /// After the rates of `--rate`, keep offering D 1.5 times more until a target no longer
+    /// keeps up (p99 over 50 ms, or a run fails): the highest rate each sustains.
+    #[arg(long)]
+    ramp: bool,
     /// Publishers in scenarios A, B and E.
     #[arg(long, default_value_t = 2)]
     publishers: usize,
@@ -107,6 +114,70 @@ fn now_rfc3339() -> String {
     switchboard_core::Timestamp::from_system_time(std::time::SystemTime::now()).to_rfc3339()
 }
 
+/// The highest rate `--ramp` offers, msgs/s.
+const RAMP_CEILING: u64 = 1_000_000;
+
+/// Runs scenario `s` `runs` times on `t` and gathers the figures, the broker's stage
+/// histograms and the server's CPU time around them.
+async fn measure(
+    t: &dyn target::Target,
+    s: Scenario,
+    params: &Params,
+    runs: usize,
+    rate: Option<u64>,
+) -> Cell {
+    let mut figures = Vec::new();
+    let mut error = None;
+    let stages_before = t.stages().await.ok().flatten();
+    let cpu_before = t.server_pid().and_then(|pid| cpu::process_cpu(pid).ok());
+    let at = rate.map(|r| format!(" at {r} msgs/s")).unwrap_or_default();
+    for run in 1..=runs {
+        match scenario::run(t, s, params, run).await {
+            Ok(f) => {
+                println!(
+                    "{:<26} {s:?}{at} run {run}: {} / {} msgs/s{}",
+                    t.name(),
+                    report::rate(f.publish_per_sec),
+                    report::rate(f.consume_per_sec),
+                    f.latency
+                        .map(|l| format!(", p50 {:.2} ms p99 {:.2} ms", l.p50, l.p99))
+                        .unwrap_or_default()
+                );
+                figures.push(f);
+            }
+            Err(e) => {
+                println!("{:<26} {s:?}{at} run {run}: failed: {e:#}", t.name());
+                error = Some(format!("{e:#}"));
+                break;
+            }
+        }
+    }
+    let median = report::medians(&figures);
+    // Server CPU per message moved: the runs' consumed (or replayed) messages, all of the
+    // server's CPU time in between (topic set-up and drain included).
+    let moved: f64 = figures.iter().filter_map(|f| f.consume_per_sec).sum::<f64>() * params.secs;
+    let server_cpu_us_per_msg = match (cpu_before, t.server_pid()) {
+        (Some(before), Some(pid)) if moved > 0.0 => {
+            cpu::process_cpu(pid).ok().map(|after| after.saturating_sub(before).as_secs_f64() * 1e6 / moved)
+        }
+        _ => None,
+    };
+    let stages = match (stages_before, t.stages().await.ok().flatten()) {
+        (Some(before), Some(after)) => stages::between(&before, &after),
+        _ => Vec::new(),
+    };
+    Cell {
+        target: t.name().to_owned(),
+        scenario: s,
+        rate,
+        runs: figures,
+        median,
+        error,
+        stages,
+        server_cpu_us_per_msg,
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = Args::parse();
@@ -121,7 +192,7 @@ async fn main() -> Result<()> {
         consumers: args.consumers,
         prefetch: args.prefetch,
         replay_count: args.replay_count,
-        rate: args.rate,
+        rate: args.rate.first().copied().unwrap_or(2_000),
     };
     let switchboard_bin = match &args.switchboard_bin {
         Some(p) => p.clone(),
@@ -161,55 +232,27 @@ async fn main() -> Result<()> {
             if !t.supports(s.shape()) {
                 continue;
             }
-            let mut runs = Vec::new();
-            let mut error = None;
-            let stages_before = t.stages().await.ok().flatten();
-            let cpu_before = t.server_pid().and_then(|pid| cpu::process_cpu(pid).ok());
-            for run in 1..=args.runs {
-                match scenario::run(t.as_ref(), s, &params, run).await {
-                    Ok(f) => {
-                        println!(
-                            "{:<26} {:?} run {run}: {} / {} msgs/s{}",
-                            t.name(),
-                            s,
-                            report::rate(f.publish_per_sec),
-                            report::rate(f.consume_per_sec),
-                            f.latency
-                                .map(|l| format!(", p50 {:.2} ms p99 {:.2} ms", l.p50, l.p99))
-                                .unwrap_or_default()
-                        );
-                        runs.push(f);
-                    }
-                    Err(e) => {
-                        println!("{:<26} {s:?} run {run}: failed: {e:#}", t.name());
-                        error = Some(format!("{e:#}"));
-                        break;
-                    }
-                }
+            if s != Scenario::D {
+                cells.push(measure(t.as_ref(), s, &params, args.runs, None).await);
+                continue;
             }
-            let median = report::medians(&runs);
-            // Server CPU per message moved: the runs' consumed (or replayed) messages, all of
-            // the server's CPU time in between (topic set-up and drain included).
-            let moved: f64 = runs.iter().filter_map(|f| f.consume_per_sec).sum::<f64>() * params.secs;
-            let server_cpu_us_per_msg = match (cpu_before, t.server_pid()) {
-                (Some(before), Some(pid)) if moved > 0.0 => cpu::process_cpu(pid)
-                    .ok()
-                    .map(|after| after.saturating_sub(before).as_secs_f64() * 1e6 / moved),
-                _ => None,
-            };
-            let stages = match (stages_before, t.stages().await.ok().flatten()) {
-                (Some(before), Some(after)) => stages::between(&before, &after),
-                _ => Vec::new(),
-            };
-            cells.push(Cell {
-                target: t.name().to_owned(),
-                scenario: s,
-                runs,
-                median,
-                error,
-                stages,
-                server_cpu_us_per_msg,
-            });
+            // D at each rate asked for, then (with --ramp) ever higher until the target no
+            // longer keeps up.
+            let mut last = 0;
+            for &rate in &args.rate {
+                let p = Params { rate, ..params.clone() };
+                cells.push(measure(t.as_ref(), s, &p, args.runs, Some(rate)).await);
+                last = rate;
+            }
+            while args.ramp && last > 0 {
+                let sustained = cells.last().is_some_and(report::sustained);
+                if !sustained || last >= RAMP_CEILING {
+                    break;
+                }
+                last = (last * 3 / 2).min(RAMP_CEILING);
+                let p = Params { rate: last, ..params.clone() };
+                cells.push(measure(t.as_ref(), s, &p, args.runs, Some(last)).await);
+            }
         }
     }
 
@@ -234,6 +277,10 @@ async fn main() -> Result<()> {
     std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&report)?)?;
     let svg = args.out.join("chart.svg");
     std::fs::write(&svg, chart::svg(&report))?;
+    if let Some(curve) = chart::latency_curve(&report) {
+        std::fs::write(args.out.join("latency-curve.svg"), curve)?;
+        println!("wrote {}/latency-curve.svg", args.out.display());
+    }
     println!("wrote {0}/results.md, {0}/results.json and {0}/chart.svg", args.out.display());
     // A PNG too where librsvg's converter is installed (Debian: librsvg2-bin).
     let png = args.out.join("chart.png");

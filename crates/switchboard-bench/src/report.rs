@@ -21,6 +21,9 @@ pub(crate) struct TargetInfo {
 pub(crate) struct Cell {
     pub(crate) target: String,
     pub(crate) scenario: Scenario,
+    /// The offered rate, for D.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rate: Option<u64>,
     pub(crate) runs: Vec<Figures>,
     pub(crate) median: Figures,
     /// Why the runs stopped, if one failed.
@@ -116,8 +119,8 @@ pub(crate) fn advantage(scenario: Scenario, reference: &Figures, peer: &Figures)
 }
 
 impl Report {
-    fn cell(&self, target: &str, scenario: Scenario) -> Option<&Cell> {
-        self.cells.iter().find(|c| c.target == target && c.scenario == scenario)
+    fn cell(&self, target: &str, scenario: Scenario, rate: Option<u64>) -> Option<&Cell> {
+        self.cells.iter().find(|c| c.target == target && c.scenario == scenario && c.rate == rate)
     }
 
     fn durability(&self, target: &str) -> Option<Durability> {
@@ -141,12 +144,19 @@ impl Report {
                 c.fsyncs_per_sec
             );
         }
-        for scenario in Scenario::ALL {
-            let cells: Vec<_> = self.cells.iter().filter(|c| c.scenario == scenario).collect();
-            if cells.is_empty() {
-                continue;
+        // One table per scenario, and for D one per offered rate.
+        let mut tables: Vec<(Scenario, Option<u64>)> = Vec::new();
+        for c in &self.cells {
+            if !tables.contains(&(c.scenario, c.rate)) {
+                tables.push((c.scenario, c.rate));
             }
-            let _ = writeln!(out, "### {}\n", scenario.title(&self.params));
+        }
+        tables.sort_by_key(|(s, r)| (Scenario::ALL.iter().position(|x| x == s), *r));
+        for (scenario, at) in tables {
+            let cells: Vec<_> =
+                self.cells.iter().filter(|c| c.scenario == scenario && c.rate == at).collect();
+            let params = Params { rate: at.unwrap_or(self.params.rate), ..self.params.clone() };
+            let _ = writeln!(out, "### {}\n", scenario.title(&params));
             let (first, second) = match scenario {
                 Scenario::C => ("publish/s", "replay/s"),
                 Scenario::D => ("offered/s", "received/s"),
@@ -176,7 +186,7 @@ impl Report {
                 let ratio = durability
                     .map(reference_for)
                     .filter(|r| *r != c.target && !c.target.starts_with("switchboard"))
-                    .and_then(|r| self.cell(r, scenario))
+                    .and_then(|r| self.cell(r, scenario, at))
                     .filter(|r| r.error.is_none())
                     .and_then(|r| advantage(scenario, &r.median, m))
                     .map(|x| format!("{x:.2}"))
@@ -192,6 +202,7 @@ impl Report {
             out.push('\n');
             stage_table(&mut out, &cells);
         }
+        self.sustained_rates(&mut out);
         let _ = writeln!(
             out,
             "Switchboard ×: the figure of `switchboard serve` at the peer's durability divided by the peer's (consume + ack or replay rate; for D, the peer's p99 over Switchboard's). Above 1, Switchboard is ahead.\n"
@@ -203,6 +214,42 @@ impl Report {
             let _ = writeln!(out, "- {s}");
         }
         out
+    }
+}
+
+/// Whether a D cell kept up with its offered rate: every run completed and the p99 stayed
+/// within [`SUSTAINED_P99_MS`] (beyond its capacity a target queues, and latency grows with
+/// the run's length).
+pub(crate) fn sustained(c: &Cell) -> bool {
+    c.error.is_none() && c.median.latency.is_some_and(|l| l.p99 <= SUSTAINED_P99_MS)
+}
+
+/// The p99 under which a rate counts as sustained, ms.
+pub(crate) const SUSTAINED_P99_MS: f64 = 50.0;
+
+impl Report {
+    /// For targets measured at several D rates: the highest each sustained.
+    fn sustained_rates(&self, out: &mut String) {
+        let mut lines = Vec::new();
+        for t in &self.targets {
+            let rates: Vec<&Cell> =
+                self.cells.iter().filter(|c| c.target == t.name && c.scenario == Scenario::D).collect();
+            if rates.len() < 2 {
+                continue;
+            }
+            let best = rates.iter().filter(|c| sustained(c)).filter_map(|c| c.rate).max();
+            lines.push(match best {
+                Some(r) => format!("{} {}", t.name, rate(Some(r as f64))),
+                None => format!("{} none of the rates", t.name),
+            });
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(
+                out,
+                "Highest D rate sustained (every run complete, p99 ≤ {SUSTAINED_P99_MS} ms): {}.\n",
+                lines.join(", ")
+            );
+        }
     }
 }
 
