@@ -36,6 +36,19 @@ fn color(durability: Option<Durability>, shade: usize) -> &'static str {
     }
 }
 
+/// The opening of a chart: the `<svg>` element, a white page and the title.
+fn header(width: f64, height: f64, title: &str) -> String {
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ =
+        writeln!(svg, r#"<text x="10" y="22" font-size="17" font-weight="bold">{}</text>"#, escape(title));
+    svg
+}
+
 /// The chart of `report`.
 pub(crate) fn svg(report: &Report) -> String {
     let mut body = String::new();
@@ -111,17 +124,10 @@ pub(crate) fn svg(report: &Report) -> String {
         }
         y += 28.0;
     }
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{y}" viewBox="0 0 {WIDTH} {y}" font-family="sans-serif">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="10" y="22" font-size="17" font-weight="bold">Switchboard and peers, {} ({} run(s), medians)</text>"#,
-        escape(&report.date),
-        report.runs
+    let mut svg = header(
+        WIDTH,
+        y,
+        &format!("Switchboard and peers, {} ({} run(s), medians)", report.date, report.runs),
     );
     let _ = writeln!(
         svg,
@@ -173,18 +179,11 @@ pub(crate) fn latency_curve(report: &Report) -> Option<String> {
     let (ly0, ly1) = (y_min.log10().floor(), y_max.log10().ceil().max(y_min.log10().floor() + 1.0));
     let x = |v: f64| LEFT + (v.log10() - lx0) / (lx1 - lx0) * (W - LEFT - RIGHT);
     let y = |v: f64| H - BOTTOM - (v.max(0.01).log10() - ly0) / (ly1 - ly0) * (H - TOP - BOTTOM);
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif">"#
+    let title = format!(
+        "D: p99 latency against offered rate, 1 KiB ({}, {} run(s), medians)",
+        report.date, report.runs
     );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="10" y="24" font-size="16" font-weight="bold">D: p99 latency against offered rate, 1 KiB ({}, {} run(s), medians)</text>"#,
-        escape(&report.date),
-        report.runs
-    );
+    let mut svg = header(W, H, &title);
     for d in (lx0 as i32)..=(lx1 as i32) {
         let v = 10f64.powi(d);
         let _ = writeln!(

@@ -81,7 +81,6 @@ impl DedupWindow {
 
     /// Makes room for `n` more ids at once (rebuilding the window at open).
     pub(crate) fn reserve(&mut self, n: usize) {
-        let n = n.min(self.max_entries);
         self.seen.reserve(n);
         self.order.reserve(n);
     }

@@ -47,9 +47,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render(&state.broker);
-    // The service graph's metrics go before the registry's closing `# EOF`.
+    // The broker's stage histograms and the service graph's metrics go before the
+    // registry's closing `# EOF`.
     let end = text.rfind("# EOF").unwrap_or(text.len());
     text.truncate(end);
+    crate::metrics::render_stages(&mut text, &state.broker.stage_latencies());
     state.telemetry.render_prometheus(&mut text);
     text.push_str("# EOF\n");
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)

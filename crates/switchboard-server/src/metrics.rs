@@ -222,18 +222,13 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             tracing::error!("Failed to encode metrics.");
         }
-        // The broker's own histograms go before the closing `# EOF`.
-        let end = out.rfind("# EOF").unwrap_or(out.len());
-        out.truncate(end);
-        render_stages(&mut out, &broker.stage_latencies());
-        out.push_str("# EOF\n");
         out
     }
 }
 
 /// The broker's stage histograms (`switchboard_broker::Stage`) as one OpenMetrics histogram,
 /// labelled by stage.
-fn render_stages(out: &mut String, stages: &[switchboard_broker::StageSnapshot]) {
+pub(crate) fn render_stages(out: &mut String, stages: &[switchboard_broker::StageSnapshot]) {
     use std::fmt::Write as _;
     const NAME: &str = "switchboard_stage_latency_seconds";
     let _ = writeln!(out, "# HELP {NAME} Time messages spend in each stage of their path inside the broker.");
